@@ -1,0 +1,305 @@
+"""The only decoder: a file path in, mono float32 samples at the analysis rate out.
+
+PyAV (bundled FFmpeg) decodes every container we accept, so no system ffmpeg
+is needed; soxr resamples.  Frames are downmixed and resampled as they stream
+in, so a long file never sits in memory at its native rate and channel count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DecodeError, InputError, ParameterError
+
+ANALYSIS_SR = 22050
+
+# A file at least this much shorter than its header declares is reported as
+# truncated rather than analysed as if it were whole (a cut download).
+_TRUNCATION_TOLERANCE_S = 1.0
+_TRUNCATION_RATIO = 0.9
+
+
+@dataclass(frozen=True)
+class DecodeParams:
+    offset_s: float = 0.0
+    duration_s: float = 0.0  # 0: to the end
+    min_duration_s: float = 1.0
+    max_duration_s: float = 3600.0
+    allow_truncated: bool = False
+    resample_quality: str = "HQ"
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    path: str
+    filename: str
+    sample_rate_hz: int
+    channels: int
+    bitrate_kbps: int
+    file_duration_s: float
+    codec: str
+    container: str
+    decoder: str
+    input_process: str
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Audio:
+    samples: np.ndarray  # float32 mono in [-1, 1] at `sr`
+    sr: int
+    source: SourceInfo
+    offset_s: float
+    window_s: float  # 0 = whole file
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.samples) / self.sr
+
+    @property
+    def md5(self) -> str:
+        return hashlib.md5(np.ascontiguousarray(self.samples, dtype="<f4").tobytes()).hexdigest()
+
+
+def _check_path(path: Path) -> None:
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not an audio file")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except PermissionError:
+        raise InputError(f"{path}: permission denied (cannot read the file)") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if not head:
+        raise DecodeError(f"{path}: empty file (0 bytes)")
+
+
+def read_tags(path: Path) -> dict[str, str]:
+    """artist/album/title/genre from the file's tags, "" where absent."""
+    import mutagen
+
+    out = {"artist": "", "album": "", "title": "", "genre": ""}
+    try:
+        mf = mutagen.File(str(path), easy=True)
+    except Exception:  # mutagen raises many unrelated types on odd files; tags are optional
+        mf = None
+    if mf is not None and mf.tags is not None:
+        for key in out:
+            try:
+                val = mf.tags.get(key)
+            except Exception:
+                val = None
+            if val:
+                out[key] = str(val[0] if isinstance(val, list) else val).strip()
+    return out
+
+
+def _ffmpeg_version() -> str:
+    import av
+
+    try:
+        v = av.library_versions.get("libavcodec")
+        return "libavcodec " + ".".join(str(x) for x in v)
+    except Exception:
+        return "FFmpeg"
+
+
+def decode(path: str | os.PathLike, *, sr: int = ANALYSIS_SR, params: DecodeParams = DecodeParams()) -> Audio:
+    """Decode `path` to mono float32 at `sr` Hz (the analysis rate)."""
+    import av
+    import soxr
+
+    if params.offset_s < 0 or params.duration_s < 0:
+        raise ParameterError(
+            f"offset {params.offset_s} s and duration {params.duration_s} s must be >= 0"
+        )
+    path = Path(path)
+    _check_path(path)
+
+    try:
+        container = av.open(str(path), mode="r")
+    except av.error.FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except av.error.PermissionError:
+        raise InputError(f"{path}: permission denied (cannot read the file)") from None
+    except (av.error.InvalidDataError, av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+        raise DecodeError(f"{path}: not a readable audio file ({_short(exc)})") from None
+
+    with container:
+        if not container.streams.audio:
+            raise DecodeError(f"{path}: the file has no audio stream")
+        stream = container.streams.audio[0]
+        ctx = stream.codec_context
+        native_sr = int(ctx.sample_rate or stream.sample_rate or 0)
+        channels = int(ctx.channels or 0)
+        if native_sr <= 0 or channels <= 0:
+            raise DecodeError(f"{path}: the audio stream declares no sample rate or channels")
+        declared_s = _declared_duration(container, stream)
+        if declared_s > params.max_duration_s and not params.duration_s:
+            raise InputError(
+                f"{path}: {declared_s / 60:.1f} min of audio; the limit is "
+                f"{params.max_duration_s / 60:.0f} min (analyse an excerpt with --offset/--duration "
+                "or raise --max-duration)"
+            )
+        bit_rate = int(stream.bit_rate or container.bit_rate or 0)
+        if not bit_rate and declared_s > 0:
+            bit_rate = int(path.stat().st_size * 8 / declared_s)
+
+        if params.offset_s > 0:
+            try:
+                container.seek(int(params.offset_s / stream.time_base), stream=stream, any_frame=False, backward=True)
+            except av.error.FFmpegError:
+                pass  # unseekable stream: decode from the start and trim below
+
+        resampler = soxr.ResampleStream(native_sr, sr, 1, dtype="float32", quality=params.resample_quality)
+        want_start = params.offset_s
+        want_end = params.offset_s + params.duration_s if params.duration_s > 0 else float("inf")
+        limit_end = params.offset_s + params.max_duration_s
+        chunks: list[np.ndarray] = []
+        decoded_native = 0
+        first_time: float | None = None
+        errors = 0
+        try:
+            for packet in container.demux(stream):
+                try:
+                    frames = packet.decode()
+                except av.error.InvalidDataError:
+                    # A damaged packet mid-file: skip it as players do, but count it.
+                    errors += 1
+                    if errors > 50:
+                        raise
+                    continue
+                for frame in frames:
+                    mono = _frame_to_mono(frame)
+                    t0 = float(frame.pts * frame.time_base) if frame.pts is not None else (
+                        (first_time or 0.0) + decoded_native / native_sr
+                    )
+                    if first_time is None:
+                        first_time = t0
+                    n = len(mono)
+                    t1 = t0 + n / native_sr
+                    if t1 <= want_start:
+                        continue
+                    if t0 < want_start:
+                        mono = mono[int(round((want_start - t0) * native_sr)):]
+                        t0 = want_start
+                    if t0 >= want_end:
+                        break
+                    if t0 + len(mono) / native_sr > want_end:
+                        mono = mono[: max(0, int(round((want_end - t0) * native_sr)))]
+                    decoded_native += len(mono)
+                    chunks.append(resampler.resample_chunk(mono, last=False))
+                    if t0 - params.offset_s > params.max_duration_s or t0 > limit_end:
+                        raise InputError(
+                            f"{path}: more than {params.max_duration_s / 60:.0f} min of audio "
+                            "(analyse an excerpt with --offset/--duration or raise --max-duration)"
+                        )
+                else:
+                    continue
+                break
+        except av.error.FFmpegError as exc:
+            if not decoded_native:
+                raise DecodeError(f"{path}: not a readable audio file ({_short(exc)})") from None
+            if not params.allow_truncated:
+                raise DecodeError(
+                    f"{path}: damaged or truncated after {decoded_native / native_sr:.1f} s "
+                    f"({_short(exc)}; --allow-truncated analyses what decodes)"
+                ) from None
+        chunks.append(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+        codec = ctx.name or "unknown"
+        container_name = container.format.name if container.format else "unknown"
+
+    samples = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
+    got_s = decoded_native / native_sr
+    if got_s == 0:
+        raise DecodeError(f"{path}: no audio could be decoded (not audio, or truncated to nothing)")
+    if params.offset_s > 0 and declared_s and params.offset_s >= declared_s:
+        raise ParameterError(f"--offset {params.offset_s} s is past the end of {path} ({declared_s:.1f} s)")
+    expected_s = (min(declared_s, want_end) - params.offset_s) if declared_s else 0.0
+    if (
+        not params.allow_truncated
+        and expected_s > 0
+        and got_s < _TRUNCATION_RATIO * expected_s - _TRUNCATION_TOLERANCE_S
+    ):
+        raise DecodeError(
+            f"{path}: truncated: decoded {got_s:.1f} s of the {expected_s:.1f} s its header declares "
+            "(--allow-truncated analyses what decodes)"
+        )
+    if got_s < params.min_duration_s:
+        raise DecodeError(
+            f"{path}: only {got_s:.2f} s of audio; the analyzer needs at least {params.min_duration_s:g} s"
+        )
+    np.clip(samples, -1.0, 1.0, out=samples)
+
+    process = (
+        f"{codec} {native_sr} Hz {channels} ch -> mean of channels -> "
+        f"soxr {params.resample_quality} {native_sr} -> {sr} Hz, float32"
+    )
+    source = SourceInfo(
+        path=str(path),
+        filename=path.name,
+        sample_rate_hz=native_sr,
+        channels=channels,
+        bitrate_kbps=int(round(bit_rate / 1000)),
+        file_duration_s=float(declared_s or got_s),
+        codec=codec,
+        container=container_name,
+        decoder=f"PyAV {av.__version__} ({_ffmpeg_version()}, {codec})",
+        input_process=process,
+        tags=read_tags(path),
+    )
+    return Audio(
+        samples=samples,
+        sr=sr,
+        source=source,
+        offset_s=float(params.offset_s),
+        window_s=float(params.duration_s and len(samples) / sr),
+    )
+
+
+def _declared_duration(container, stream) -> float:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return float(container.duration) / 1_000_000.0
+    return 0.0
+
+
+def _frame_to_mono(frame) -> np.ndarray:
+    arr = frame.to_ndarray()
+    fmt = frame.format.name
+    if arr.dtype.kind in "iu":
+        info = np.iinfo(arr.dtype)
+        scale = float(max(abs(info.min), info.max + 1))
+        if info.min == 0:  # unsigned 8-bit: centred at 128
+            arr = arr.astype(np.float32) - (info.max + 1) / 2
+            scale = (info.max + 1) / 2
+        arr = arr.astype(np.float32) / scale
+    else:
+        arr = arr.astype(np.float32, copy=False)
+    if frame.format.is_planar:
+        # (channels, samples)
+        mono = arr.mean(axis=0) if arr.shape[0] > 1 else arr[0]
+    else:
+        # packed: (1, samples * channels)
+        ch = len(frame.layout.channels)
+        mono = arr.reshape(-1, ch).mean(axis=1) if ch > 1 else arr.reshape(-1)
+    del fmt
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def _short(exc: BaseException) -> str:
+    msg = getattr(exc, "strerror", None) or (str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+    msg = msg or type(exc).__name__
+    # FFmpeg errors repeat the path; keep the reason only.
+    if ": '" in msg:
+        msg = msg.split(": '")[0]
+    return msg[:160]

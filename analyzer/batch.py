@@ -1,0 +1,201 @@
+"""Files in, documents out: input discovery, one-file analysis, parallel batches, atomic writes.
+
+Library code: raises AnalyzerError, never prints or exits.  The CLI reports.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+from .audio import DecodeParams, decode
+from .errors import AnalyzerError, InputError
+
+AUDIO_EXTENSIONS = frozenset(
+    {".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".mp4", ".aif", ".aiff", ".wma", ".webm", ".mka"}
+)
+
+
+@dataclass(frozen=True)
+class Job:
+    source: Path
+    output_rel: Path  # relative path of the .json under the output folder
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    decode: DecodeParams = field(default_factory=DecodeParams)
+    pretty: bool = False
+
+
+@dataclass(frozen=True)
+class Result:
+    job: Job
+    document: bytes | None  # serialized document, None on failure
+    audio_s: float
+    error: str | None  # one line, None on success
+    internal: bool = False  # the failure is a bug, not bad input
+    detail: str = ""  # traceback for --debug
+
+
+def collect_jobs(paths: list[Path]) -> list[Job]:
+    """Expand files and folders into jobs with unique output names."""
+    if not paths:
+        raise InputError("no input given (pass audio files or folders)")
+    jobs: list[Job] = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(
+                f
+                for f in p.rglob("*")
+                if f.suffix.lower() in AUDIO_EXTENSIONS
+                and not any(part.startswith(".") for part in f.relative_to(p).parts)
+                and (f.is_file() or f.is_symlink())
+            )
+            if not found:
+                raise InputError(f"{p}: folder holds no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))})")
+            jobs.extend(Job(f, f.relative_to(p).with_suffix(".json")) for f in found)
+        elif p.exists() or p.is_symlink():
+            jobs.append(Job(p, Path(p.name).with_suffix(".json")))
+        else:
+            raise InputError(f"{p}: no such file or folder")
+    # a.mp3 and a.wav in one folder would both become a.json: keep the extension for those
+    seen: dict[Path, int] = {}
+    for j in jobs:
+        seen[j.output_rel] = seen.get(j.output_rel, 0) + 1
+    return [
+        Job(j.source, j.output_rel.with_name(j.source.name + ".json")) if seen[j.output_rel] > 1 else j for j in jobs
+    ]
+
+
+_MODELS = None
+
+
+def _models():
+    global _MODELS
+    if _MODELS is None:
+        from .features import Models
+
+        _MODELS = Models()
+    return _MODELS
+
+
+def analyze_path(path: Path, options: RunOptions) -> tuple[dict, float]:
+    """Decode and analyze one file -> (validated document, audio seconds)."""
+    from .document import build_document
+    from .pipeline import analyze
+
+    t0 = time.perf_counter()
+    stamp = int(time.time())
+    audio = decode(path, params=options.decode)
+    analysis = analyze(audio, models=_models())
+    doc = build_document(analysis, timestamp=stamp, analysis_time_s=time.perf_counter() - t0)
+    return doc, audio.duration_s
+
+
+def _run_one(job: Job, options: RunOptions) -> Result:
+    from .document import dumps
+
+    try:
+        doc, audio_s = analyze_path(job.source, options)
+        return Result(job, dumps(doc, pretty=options.pretty), audio_s, None)
+    except AnalyzerError as exc:
+        internal = getattr(exc, "exit_code", 1) == 3
+        return Result(job, None, 0.0, str(exc), internal=internal, detail=traceback.format_exc())
+    except MemoryError:
+        return Result(job, None, 0.0, f"{job.source}: out of memory (try --duration to analyse an excerpt)")
+    except Exception as exc:  # a bug: report it, keep the batch going
+        return Result(
+            job,
+            None,
+            0.0,
+            f"{job.source}: internal error: {type(exc).__name__}: {exc}",
+            internal=True,
+            detail=traceback.format_exc(),
+        )
+
+
+def _worker_init() -> None:
+    import signal
+
+    # Ctrl-C goes to the parent, which shuts the pool down; workers just stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _models()
+
+
+def is_up_to_date(job: Job, out_dir: Path) -> bool:
+    out = out_dir / job.output_rel
+    try:
+        return out.stat().st_mtime >= job.source.stat().st_mtime and out.stat().st_size > 0
+    except OSError:
+        return False
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            if not data.endswith(b"\n"):
+                fh.write(b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def run_jobs(
+    jobs: list[Job], options: RunOptions, *, workers: int, on_start: Callable[[Job], None] | None = None
+) -> Iterator[Result]:
+    """Analyze jobs, yielding results in input order (so streamed output is deterministic)."""
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            if on_start:
+                on_start(job)
+            yield _run_one(job, options)
+        return
+    ctx = get_context("spawn")  # no fork after onnxruntime/BLAS threads exist
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
+        pending: dict[int, Future] = {}
+        done: dict[int, Result] = {}
+        next_submit = 0
+        next_yield = 0
+        try:
+            while next_yield < len(jobs):
+                while next_submit < len(jobs) and len(pending) < 2 * workers:
+                    pending[next_submit] = pool.submit(_run_one, jobs[next_submit], options)
+                    next_submit += 1
+                if next_yield in done:
+                    yield done.pop(next_yield)
+                    next_yield += 1
+                    continue
+                finished, _ = wait(list(pending.values()), return_when=FIRST_COMPLETED)
+                for i, fut in list(pending.items()):
+                    if fut in finished:
+                        del pending[i]
+                        try:
+                            done[i] = fut.result()
+                        except Exception as exc:  # the worker died (killed, out of memory)
+                            done[i] = Result(
+                                jobs[i], None, 0.0, f"{jobs[i].source}: worker failed: {type(exc).__name__}: {exc}",
+                                internal=True,
+                            )
+        except BaseException:
+            for fut in pending.values():
+                fut.cancel()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise

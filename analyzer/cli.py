@@ -1,0 +1,188 @@
+"""`analyze`: Typer only. Options -> config -> library calls -> write -> exit code."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import __version__
+from .errors import AnalyzerError
+
+EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+class Format(str, Enum):
+    json = "json"
+    jsonl = "jsonl"
+
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None
+)
+
+
+def _err(msg: str) -> None:
+    sys.stderr.write(f"error: {msg}\n")
+    sys.stderr.flush()
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"analyze {__version__}\n")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.command(
+    help="Analyze audio files into Echo Nest analysis documents (JSON).\n\n"
+    "analyze song.mp3 > song.json  |  analyze music/ -o out/  |  analyze music/ --format jsonl | jq .track.tempo",
+)
+def main_command(
+    paths: Annotated[list[Path], typer.Argument(help="Audio files or folders (searched recursively).", show_default=False)],
+    out_dir: Annotated[
+        Optional[Path], typer.Option("--out", "-o", help="Write OUT/<relative path>.json per file instead of stdout.")
+    ] = None,
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="json: one document; jsonl: one document per line.")] = Format.json,
+    pretty: Annotated[bool, typer.Option("--pretty", help="Indent the JSON.")] = False,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Worker processes (default: number of cores).")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Re-analyze files whose output is already up to date.")] = False,
+    offset: Annotated[float, typer.Option("--offset", help="Start of the excerpt to analyze, seconds.")] = 0.0,
+    duration: Annotated[float, typer.Option("--duration", help="Length of the excerpt, seconds (0: to the end).")] = 0.0,
+    max_duration: Annotated[
+        float, typer.Option("--max-duration", help="Refuse files longer than this many seconds.")
+    ] = 3600.0,
+    allow_truncated: Annotated[
+        bool, typer.Option("--allow-truncated", help="Analyze what decodes of a damaged or truncated file.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    from .audio import DecodeParams
+    from .batch import RunOptions, collect_jobs
+
+    if jobs < 0:
+        _err(f"--jobs must be >= 0, got {jobs}")
+        raise typer.Exit(EXIT_USAGE)
+    if offset < 0 or duration < 0 or max_duration <= 0:
+        _err("--offset and --duration must be >= 0 and --max-duration > 0")
+        raise typer.Exit(EXIT_USAGE)
+    options = RunOptions(
+        decode=DecodeParams(
+            offset_s=offset, duration_s=duration, max_duration_s=max_duration, allow_truncated=allow_truncated
+        ),
+        # one document per line: indentation would break the line format
+        pretty=pretty and fmt is Format.json,
+    )
+    try:
+        job_list = collect_jobs(paths)
+    except AnalyzerError as exc:
+        _err(str(exc))
+        raise typer.Exit(getattr(exc, "exit_code", EXIT_INPUT))
+
+    single = len(job_list) == 1 and not paths[0].is_dir() and out_dir is None
+    if single:
+        raise typer.Exit(_run_single(job_list[0], options, fmt, debug))
+    if out_dir is None and fmt is Format.json:
+        _err("several inputs need -o OUT_DIR or --format jsonl (one document per line on stdout)")
+        raise typer.Exit(EXIT_USAGE)
+    workers = jobs or os.cpu_count() or 1
+    raise typer.Exit(_run_batch(job_list, options, out_dir, fmt, workers, force, debug))
+
+
+def _run_single(job, options, fmt: Format, debug: bool) -> int:
+    from .batch import _run_one
+
+    res = _run_one(job, options)
+    if res.error:
+        _err(res.error)
+        if debug and res.detail:
+            sys.stderr.write(res.detail)
+        return EXIT_INTERNAL if res.internal else EXIT_INPUT
+    sys.stdout.buffer.write(res.document + b"\n")
+    sys.stdout.flush()
+    return EXIT_OK
+
+
+def _run_batch(job_list, options, out_dir: Optional[Path], fmt: Format, workers: int, force: bool, debug: bool) -> int:
+    from dataclasses import replace
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .batch import is_up_to_date, run_jobs, write_atomic
+
+    console = Console(stderr=True, highlight=False)
+    skipped = 0
+    todo = job_list
+    if out_dir is not None and not force:
+        todo = [j for j in job_list if not is_up_to_date(j, out_dir)]
+        skipped = len(job_list) - len(todo)
+    if out_dir is None:
+        options = replace(options, pretty=False)
+
+    failed = internal = 0
+    audio_s = 0.0
+    t0 = time.perf_counter()
+    progress = Progress(
+        TextColumn("[bold]analyze"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.description}"),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
+    try:
+        with progress:
+            task = progress.add_task("", total=len(todo))
+            for res in run_jobs(todo, options, workers=min(workers, max(len(todo), 1))):
+                if res.error:
+                    failed += 1
+                    internal += res.internal
+                    progress.console.print(f"error: {res.error}", markup=False, soft_wrap=True)
+                    if debug and res.detail:
+                        progress.console.print(res.detail, markup=False)
+                else:
+                    audio_s += res.audio_s
+                    if out_dir is not None:
+                        write_atomic(out_dir / res.job.output_rel, res.document)
+                    else:
+                        sys.stdout.buffer.write(res.document + b"\n")
+                        sys.stdout.flush()
+                progress.update(task, advance=1, description=str(res.job.source.name)[:40])
+    except KeyboardInterrupt:
+        _err("interrupted; finished outputs are kept, rerun to resume")
+        return 130
+    except BrokenPipeError:
+        # the reader went away (e.g. `| head`): stop quietly
+        try:
+            sys.stdout = None  # type: ignore[assignment]
+        finally:
+            return EXIT_OK
+    wall = time.perf_counter() - t0
+    ok = len(todo) - failed
+    rtf = audio_s / wall if wall > 0 else 0.0
+    summary = (
+        f"{ok} analyzed, {failed} failed, {skipped} up to date (skipped); "
+        f"{audio_s / 3600:.2f} h of audio in {wall:.1f} s ({rtf:.1f}x realtime, {min(workers, max(len(todo), 1))} workers)"
+    )
+    sys.stderr.write(summary + "\n")
+    if internal:
+        return EXIT_INTERNAL
+    return EXIT_INPUT if failed else EXIT_OK
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        _err("interrupted")
+        sys.exit(130)

@@ -1,0 +1,181 @@
+"""The only place that builds, rounds, validates and serializes the Echo Nest document."""
+
+from __future__ import annotations
+
+import functools
+import json
+import platform
+import sys
+from importlib import resources
+
+import numpy as np
+import orjson
+
+from . import __version__
+from .errors import SchemaError
+from .pipeline import Analysis
+from .rhythm import Events
+
+SCHEMA_NAME = "analysis.schema.json"
+
+
+def _r(x: float, nd: int) -> float:
+    v = round(float(x), nd)
+    return 0.0 if v == 0 else v  # no "-0.0" in the output
+
+
+def _t(x: float) -> float:
+    return _r(x, 5)
+
+
+def _c(x: float) -> float:
+    return _r(min(max(float(x), 0.0), 1.0), 3)
+
+
+def _db(x: float) -> float:
+    return _r(max(float(x), -60.0), 3)
+
+
+def _events(ev: Events) -> list[dict]:
+    return [
+        {"start": _t(s), "duration": _t(d), "confidence": _c(c)}
+        for s, d, c in zip(ev.start, ev.duration, ev.confidence)
+    ]
+
+
+def platform_string() -> str:
+    return f"{platform.system()} {platform.machine()}, Python {sys.version.split()[0]}"
+
+
+def build_document(analysis: Analysis, *, timestamp: int, analysis_time_s: float) -> dict:
+    a = analysis.audio
+    src = a.source
+    r = analysis.rhythm
+    k = analysis.key
+    seg = analysis.segments
+    meta = {
+        "analyzer_version": __version__,
+        "platform": platform_string(),
+        "detailed_status": "OK",
+        "status_code": 0,
+        "filename": src.path,
+        "artist": src.tags.get("artist", ""),
+        "album": src.tags.get("album", ""),
+        "title": src.tags.get("title", ""),
+        "genre": src.tags.get("genre", ""),
+        "bitrate": int(src.bitrate_kbps),
+        "sample_rate": int(src.sample_rate_hz),
+        "channels": int(src.channels),
+        "seconds": int(round(src.file_duration_s)),
+        "timestamp": int(timestamp),
+        "analysis_time": _t(analysis_time_s),
+        "input_process": src.input_process,
+    }
+    track = {
+        "num_samples": int(len(a.samples)),
+        "duration": _t(a.duration_s),
+        "sample_md5": a.md5,
+        "decoder": src.decoder,
+        "offset_seconds": _t(a.offset_s),
+        "window_seconds": _t(a.window_s),
+        "analysis_sample_rate": int(a.sr),
+        "analysis_channels": 1,
+        "end_of_fade_in": _t(analysis.fades.end_of_fade_in),
+        "start_of_fade_out": _t(analysis.fades.start_of_fade_out),
+        "loudness": _db(analysis.loudness),
+        "tempo": _r(r.tempo_bpm, 3),
+        "tempo_confidence": _c(r.tempo_confidence),
+        "time_signature": int(r.time_signature),
+        "time_signature_confidence": _c(r.time_signature_confidence),
+        "key": int(k.key),
+        "key_confidence": _c(k.key_confidence),
+        "mode": int(k.mode),
+        "mode_confidence": _c(k.mode_confidence),
+    }
+    sections = [
+        {
+            "start": _t(s.start),
+            "duration": _t(s.duration),
+            "confidence": _c(s.confidence),
+            "loudness": _db(s.loudness),
+            "tempo": _r(s.tempo, 3),
+            "tempo_confidence": _c(s.tempo_confidence),
+            "key": int(s.key),
+            "key_confidence": _c(s.key_confidence),
+            "mode": int(s.mode),
+            "mode_confidence": _c(s.mode_confidence),
+            "time_signature": int(s.time_signature),
+            "time_signature_confidence": _c(s.time_signature_confidence),
+        }
+        for s in analysis.sections
+    ]
+    segments = []
+    for i in range(len(seg)):
+        d = {
+            "start": _t(seg.start[i]),
+            "duration": _t(seg.duration[i]),
+            "confidence": _c(seg.confidence[i]),
+            "loudness_start": _db(seg.loudness_start[i]),
+            "loudness_max_time": _t(seg.loudness_max_time[i]),
+            "loudness_max": _db(seg.loudness_max[i]),
+            "pitches": [_c(v) for v in seg.pitches[i]],
+            "timbre": [_r(v, 3) for v in seg.timbre[i]],
+        }
+        segments.append(d)
+    if segments:
+        segments[-1]["loudness_end"] = _db(seg.loudness_end)
+    doc = {
+        "meta": meta,
+        "track": track,
+        "bars": _events(r.bars),
+        "beats": _events(r.beats),
+        "tatums": _events(r.tatums),
+        "sections": sections,
+        "segments": segments,
+    }
+    validate(doc)
+    return doc
+
+
+@functools.lru_cache(maxsize=1)
+def load_schema() -> dict:
+    text = resources.files("analyzer_schema").joinpath(SCHEMA_NAME).read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+@functools.lru_cache(maxsize=1)
+def _validator():
+    import jsonschema
+
+    schema = load_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def validate(doc: dict) -> None:
+    """Raise SchemaError if `doc` breaks the schema or the orderings JSON Schema cannot express."""
+    errors = sorted(_validator().iter_errors(doc), key=lambda e: list(e.absolute_path))
+    if errors:
+        e = errors[0]
+        where = "/".join(str(p) for p in e.absolute_path) or "(root)"
+        raise SchemaError(f"internal error: document invalid at {where}: {e.message} ({len(errors)} problem(s))")
+    duration = doc["track"]["duration"]
+    tol = 1e-4
+    for name in ("bars", "beats", "tatums", "sections", "segments"):
+        starts = np.array([e["start"] for e in doc[name]], dtype=float)
+        ends = starts + np.array([e["duration"] for e in doc[name]], dtype=float)
+        if len(starts) and (np.any(np.diff(starts) <= 0) or np.any(ends > duration + tol)):
+            raise SchemaError(f"internal error: {name} are not increasing or run past the track's end")
+        if name in ("sections", "segments") and len(starts):
+            if abs(starts[0]) > tol or np.any(np.abs(starts[1:] - ends[:-1]) > 2 * tol):
+                raise SchemaError(f"internal error: {name} leave gaps or overlap")
+    if doc["segments"] and "loudness_end" not in doc["segments"][-1]:
+        raise SchemaError("internal error: the last segment has no loudness_end")
+    tr = doc["track"]
+    if tr["end_of_fade_in"] > tr["start_of_fade_out"] + tol or tr["start_of_fade_out"] > duration + tol:
+        raise SchemaError("internal error: fades out of order")
+
+
+def dumps(doc: dict, *, pretty: bool = False) -> bytes:
+    opts = orjson.OPT_INDENT_2 if pretty else 0
+    return orjson.dumps(doc, option=opts)

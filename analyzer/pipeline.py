@@ -1,0 +1,231 @@
+"""analyze(audio) -> Analysis: every stage, each intermediate computed once and passed along."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import features as F
+from .audio import Audio
+from .key import Key, KeyParams, estimate_key
+from .loudness import FadeParams, Fades, detect_fades, integrated_loudness, rms_to_db
+from .rhythm import Rhythm, RhythmParams, analyze_rhythm, decode_meter, estimate_tempo
+from .sections import SectionParams, find_boundaries
+from .segments import SegmentParams, Segments, build_segments, detect_onsets, onset_envelope
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    features: F.FeatureParams = field(default_factory=F.FeatureParams)
+    rhythm: RhythmParams = field(default_factory=RhythmParams)
+    key: KeyParams = field(default_factory=KeyParams)
+    segments: SegmentParams = field(default_factory=SegmentParams)
+    sections: SectionParams = field(default_factory=SectionParams)
+    fades: FadeParams = field(default_factory=FadeParams)
+    # sections shorter than this take the track's key rather than a noisy one of their own
+    min_section_key_s: float = 6.0
+
+
+@dataclass(frozen=True)
+class Section:
+    start: float
+    duration: float
+    confidence: float
+    loudness: float
+    tempo: float
+    tempo_confidence: float
+    key: int
+    key_confidence: float
+    mode: int
+    mode_confidence: float
+    time_signature: int
+    time_signature_confidence: float
+
+
+@dataclass(frozen=True)
+class Analysis:
+    audio: Audio
+    loudness: float
+    fades: Fades
+    rhythm: Rhythm
+    key: Key
+    segments: Segments
+    sections: list[Section]
+    seconds_by_stage: dict[str, float]
+
+
+def analyze(audio: Audio, *, models: F.Models, config: AnalysisConfig = AnalysisConfig()) -> Analysis:
+    with warnings.catch_warnings():
+        # librosa warns on degenerate frames (silence, a single tone); the
+        # stages handle those cases themselves and stderr stays clean
+        warnings.simplefilter("ignore", UserWarning)
+        return _analyze(audio, models=models, config=config)
+
+
+def _analyze(audio: Audio, *, models: F.Models, config: AnalysisConfig) -> Analysis:
+    clock = _Clock()
+    y, sr = audio.samples, audio.sr
+    duration = audio.duration_s
+
+    spec = F.SpectralFeatures(samples=y, sr=sr, params=config.features)
+    fps = spec.fps
+    frame_rms = spec.rms
+    frame_db = rms_to_db(frame_rms)
+    clock.lap("spectrogram")
+
+    y44 = F.upsample_for_madmom(y, sr)
+    acts = F.rhythm_activations(samples_44k=y44, models=models)
+    clock.lap("rhythm_networks")
+
+    onset_env = onset_envelope(log_mel_db=spec.log_mel_db)
+    rhythm = analyze_rhythm(
+        beat_act=acts.beat,
+        downbeat_beat_act=acts.downbeat_beat,
+        downbeat_act=acts.downbeat,
+        fps=acts.fps,
+        duration_s=duration,
+        onset_env=onset_env,
+        onset_fps=fps,
+        params=config.rhythm,
+    )
+    clock.lap("rhythm_decoding")
+
+    key = estimate_key(
+        cnn_probabilities=F.key_probabilities(samples_44k=y44, models=models), samples=y, sr=sr, params=config.key
+    )
+    clock.lap("key")
+
+    loud = integrated_loudness(frame_rms=frame_rms, fps=fps)
+    fades = detect_fades(frame_db=frame_db, fps=fps, duration_s=duration, params=config.fades)
+    clock.lap("loudness")
+
+    onsets, strength = detect_onsets(onset_env=onset_env, frame_rms=frame_rms, fps=fps, params=config.segments)
+    segments = build_segments(
+        onset_frames=onsets,
+        onset_strength=strength,
+        frame_db=frame_db,
+        chroma=spec.chroma,
+        log_mel_db=spec.log_mel_db,
+        fps=fps,
+        duration_s=duration,
+        params=config.segments,
+    )
+    clock.lap("segments")
+
+    bounds = find_boundaries(
+        chroma=spec.chroma,
+        mfcc=spec.mfcc,
+        fps=fps,
+        beat_times=rhythm.beats.start,
+        bar_times=rhythm.bars.start,
+        duration_s=duration,
+        params=config.sections,
+    )
+    sections = _describe_sections(
+        starts=bounds.start,
+        confidences=bounds.confidence,
+        duration_s=duration,
+        y=y,
+        y44=y44,
+        sr=sr,
+        frame_rms=frame_rms,
+        fps=fps,
+        rhythm=rhythm,
+        downbeat_act=acts.downbeat,
+        downbeat_beat_act=acts.downbeat_beat,
+        act_fps=acts.fps,
+        track_key=key,
+        models=models,
+        config=config,
+    )
+    clock.lap("sections")
+    return Analysis(
+        audio=audio,
+        loudness=loud,
+        fades=fades,
+        rhythm=rhythm,
+        key=key,
+        segments=segments,
+        sections=sections,
+        seconds_by_stage=clock.laps,
+    )
+
+
+def _describe_sections(
+    *,
+    starts: np.ndarray,
+    confidences: np.ndarray,
+    duration_s: float,
+    y: np.ndarray,
+    y44: np.ndarray,
+    sr: int,
+    frame_rms: np.ndarray,
+    fps: float,
+    rhythm: Rhythm,
+    downbeat_act: np.ndarray,
+    downbeat_beat_act: np.ndarray,
+    act_fps: float,
+    track_key: Key,
+    models: F.Models,
+    config: AnalysisConfig,
+) -> list[Section]:
+    ends = np.append(starts[1:], duration_s)
+    beats = rhythm.beats.start
+    out: list[Section] = []
+    for start, end, conf in zip(starts, ends, confidences):
+        a, b = int(start * fps), max(int(end * fps), int(start * fps) + 1)
+        loud = integrated_loudness(frame_rms=frame_rms[a:b], fps=fps)
+        in_sec = (beats >= start) & (beats < end)
+        sb = beats[in_sec]
+        tempo, tempo_conf = estimate_tempo(sb, rhythm.beats.confidence[in_sec])
+        if len(sb) >= 4:
+            frames = np.clip(np.round(sb * act_fps).astype(int), 0, len(downbeat_act) - 1)
+            down = downbeat_act[frames]
+            p_down = down / np.maximum(down + downbeat_beat_act[frames], 1e-3)
+            obs = np.clip(down, 1e-4, 1) ** config.rhythm.downbeat_mix * np.clip(p_down, 1e-4, 1) ** (
+                1 - config.rhythm.downbeat_mix
+            )
+            _, meter, meter_conf, _ = decode_meter(down_at_beats=obs, params=config.rhythm)
+        else:
+            meter, meter_conf = rhythm.time_signature, 0.0
+        if end - start >= config.min_section_key_s and track_key.key >= 0:
+            s44 = y44[int(start * F.MADMOM_SR) : int(end * F.MADMOM_SR)]
+            sk = estimate_key(
+                cnn_probabilities=F.key_probabilities(samples_44k=s44, models=models),
+                samples=y[int(start * sr) : int(end * sr)],
+                sr=sr,
+                params=config.key,
+            )
+        else:
+            sk = track_key
+        out.append(
+            Section(
+                start=float(start),
+                duration=float(end - start),
+                confidence=float(conf),
+                loudness=loud,
+                tempo=tempo,
+                tempo_confidence=tempo_conf,
+                key=sk.key,
+                key_confidence=sk.key_confidence,
+                mode=sk.mode,
+                mode_confidence=sk.mode_confidence,
+                time_signature=meter,
+                time_signature_confidence=meter_conf,
+            )
+        )
+    return out
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = self.laps.get(name, 0.0) + now - self.t
+        self.t = now

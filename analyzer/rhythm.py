@@ -1,0 +1,274 @@
+"""Beats, tempo, downbeats, meter and tatums from madmom's network activations.
+
+Beats: madmom's dynamic Bayesian network (the bar-pointer model) over the
+average of the beat network's and the downbeat network's beat activations.
+Meter and downbeats: a small hidden Markov model over the detected beats, one
+chain per meter (2, 3, 4 beats per bar) whose observations are the downbeat
+network's activation at each beat; the forward likelihoods of the chains give
+the time-signature confidence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import ParameterError
+
+METERS = (2, 3, 4)
+
+
+@dataclass(frozen=True)
+class RhythmParams:
+    min_bpm: float = 55.0
+    max_bpm: float = 215.0
+    transition_lambda: float = 100.0
+    # Below this peak activation the audio has no pulse worth reporting (silence,
+    # speech, a held chord): no beats rather than invented ones.
+    min_peak_activation: float = 0.15
+    # weight of the beat network vs the downbeat network's beat output
+    beat_net_weight: float = 1.0
+    # observation: geometric mix of P(downbeat) and P(downbeat | beat)
+    downbeat_mix: float = 0.5
+    downbeat_radius_frames: int = 2
+    # prior (log) favouring common meters; 4/4 dominates popular music
+    meter_log_prior: tuple[float, ...] = (-0.7, -0.35, 0.0)
+    meter_change_log_prob: float = -12.0
+    # evidence per beat is correlated; this tempers the meter posterior
+    meter_temperature_beats: float = 6.0
+
+
+@dataclass(frozen=True)
+class Events:
+    """Times (s) with a duration to the next start and a confidence each."""
+
+    start: np.ndarray
+    duration: np.ndarray
+    confidence: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+    @staticmethod
+    def empty() -> "Events":
+        z = np.zeros(0)
+        return Events(z, z.copy(), z.copy())
+
+
+@dataclass(frozen=True)
+class Rhythm:
+    beats: Events
+    bars: Events
+    tatums: Events
+    tempo_bpm: float
+    tempo_confidence: float
+    time_signature: int
+    time_signature_confidence: float
+    beat_in_bar: np.ndarray  # 1-based position of each beat in its bar
+    tatums_per_beat: int
+
+
+def _events(times: np.ndarray, conf: np.ndarray, end_s: float) -> Events:
+    times = np.asarray(times, dtype=float)
+    if len(times) == 0:
+        return Events.empty()
+    nxt = np.append(times[1:], max(end_s, times[-1]))
+    dur = np.maximum(nxt - times, 0.0)
+    if len(times) > 1:
+        # the last event lasts as long as a typical one, within the track
+        dur[-1] = min(float(np.median(np.diff(times))), max(end_s - times[-1], 0.0))
+    return Events(times, dur, np.clip(np.asarray(conf, dtype=float), 0.0, 1.0))
+
+
+def _peak_at(act: np.ndarray, frames: np.ndarray, radius: int = 3) -> np.ndarray:
+    if len(frames) == 0:
+        return np.zeros(0)
+    idx = np.clip(frames[:, None] + np.arange(-radius, radius + 1)[None, :], 0, len(act) - 1)
+    return act[idx].max(axis=1)
+
+
+def track_beats(*, beat_act: np.ndarray, fps: float, params: RhythmParams) -> tuple[np.ndarray, np.ndarray]:
+    """Beat times (s) and per-beat activation (0..1) from a beat activation function."""
+    from madmom.features.beats import DBNBeatTrackingProcessor
+
+    if fps <= 0:
+        raise ParameterError(f"fps must be positive, got {fps}")
+    if len(beat_act) < fps or float(beat_act.max(initial=0.0)) < params.min_peak_activation:
+        return np.zeros(0), np.zeros(0)
+    dbn = DBNBeatTrackingProcessor(
+        min_bpm=params.min_bpm,
+        max_bpm=params.max_bpm,
+        transition_lambda=params.transition_lambda,
+        fps=fps,
+        # decode only between the first and last frames with real activation,
+        # so silence before and after the music gets no beats
+        threshold=params.min_peak_activation / 3,
+    )
+    times = np.asarray(dbn(beat_act.astype(np.float32)), dtype=float)
+    if len(times) < 2:
+        return np.zeros(0), np.zeros(0)
+    frames = np.round(times * fps).astype(int)
+    return times, _peak_at(beat_act, frames)
+
+
+def estimate_tempo(times: np.ndarray, strength: np.ndarray) -> tuple[float, float]:
+    """Tempo from the typical beat length, confidence from regularity and beat strength."""
+    if len(times) < 3:
+        return 0.0, 0.0
+    ibi = np.diff(times)
+    med = float(np.median(ibi))
+    tempo = 60.0 / med
+    # spread of beat lengths around the typical one (robust coefficient of variation)
+    mad = float(np.median(np.abs(ibi - med))) / med
+    regularity = float(np.exp(-mad / 0.04))
+    strength_term = float(np.clip(np.mean(strength) / 0.6, 0.0, 1.0))
+    coverage = float(np.clip(len(times) / 8.0, 0.0, 1.0))
+    return tempo, float(np.clip(regularity * strength_term * coverage, 0.0, 1.0))
+
+
+def decode_meter(
+    *, down_at_beats: np.ndarray, params: RhythmParams
+) -> tuple[np.ndarray, int, float, np.ndarray]:
+    """Bar position of each beat, meter, meter confidence, per-meter posterior.
+
+    States are (meter, position); a beat advances the position by one; the
+    meter may change with a small probability.  Observations: the downbeat
+    activation d at the beat, P(obs | downbeat) = d, P(obs | other) = 1 - d.
+    """
+    n = len(down_at_beats)
+    if n < 2:
+        return np.ones(n, dtype=int), 4, 0.0, np.zeros(len(METERS))
+    d = np.clip(down_at_beats, 1e-4, 1 - 1e-4)
+    log_down, log_other = np.log(d), np.log1p(-d)
+    states = [(m, p) for m in METERS for p in range(m)]
+    s_count = len(states)
+    meter_of = np.array([m for m, _ in states])
+    pos_of = np.array([p for _, p in states])
+    emit = np.where(pos_of[None, :] == 0, log_down[:, None], log_other[:, None])  # (n, S)
+
+    # transition (from, to)
+    trans = np.full((s_count, s_count), -np.inf)
+    stay = np.log1p(-np.exp(params.meter_change_log_prob))
+    for i, (m, p) in enumerate(states):
+        for j, (m2, p2) in enumerate(states):
+            if m2 == m and p2 == (p + 1) % m:
+                trans[i, j] = stay
+            elif m2 != m and p2 == 0 and p == m - 1:
+                trans[i, j] = params.meter_change_log_prob
+    prior = np.array([params.meter_log_prior[METERS.index(m)] - np.log(m) for m, _ in states])
+
+    # Viterbi for the path
+    delta = prior + emit[0]
+    back = np.zeros((n, s_count), dtype=int)
+    for t in range(1, n):
+        cand = delta[:, None] + trans
+        back[t] = cand.argmax(axis=0)
+        delta = cand.max(axis=0) + emit[t]
+    path = np.zeros(n, dtype=int)
+    path[-1] = int(delta.argmax())
+    for t in range(n - 1, 0, -1):
+        path[t - 1] = back[t, path[t]]
+
+    # Forward log-likelihood of each meter on its own (no changes), for the confidence
+    loglik = np.zeros(len(METERS))
+    for k, m in enumerate(METERS):
+        sel = meter_of == m
+        e = emit[:, sel]
+        # cyclic shift: position p -> p+1
+        alpha = -np.log(m) + e[0]
+        for t in range(1, n):
+            alpha = np.roll(alpha, 1) + e[t]
+        loglik[k] = np.logaddexp.reduce(alpha) + params.meter_log_prior[k]
+    scaled = loglik / max(params.meter_temperature_beats, n / 12.0)
+    post = np.exp(scaled - np.logaddexp.reduce(scaled))
+
+    meters_on_path = meter_of[path]
+    counts = np.bincount(meters_on_path, minlength=max(METERS) + 1)
+    meter = int(counts.argmax())
+    return pos_of[path] + 1, meter, float(post[METERS.index(meter)]), post
+
+
+def choose_tatum_division(*, beat_times: np.ndarray, onset_env: np.ndarray, onset_fps: float) -> tuple[int, float]:
+    """2 or 3 tatums per beat from where onsets fall between beats; with a confidence."""
+    if len(beat_times) < 4 or onset_env.size == 0:
+        return 2, 0.0
+    env = onset_env / (onset_env.max() + 1e-9)
+    starts, ends = beat_times[:-1], beat_times[1:]
+
+    def mean_at(fracs: list[float]) -> float:
+        ts = np.concatenate([starts + f * (ends - starts) for f in fracs])
+        idx = np.clip(np.round(ts * onset_fps).astype(int), 0, len(env) - 1)
+        win = np.clip(idx[:, None] + np.arange(-1, 2)[None, :], 0, len(env) - 1)
+        return float(env[win].max(axis=1).mean())
+
+    halves = mean_at([0.5])
+    thirds = mean_at([1 / 3, 2 / 3])
+    quarters_off = mean_at([0.25, 0.75])
+    # triplet feel only when third positions clearly beat both duple positions
+    duple = max(halves, 0.5 * (halves + quarters_off))
+    if thirds > 1.15 * duple:
+        return 3, float(np.clip((thirds - duple) / (thirds + 1e-9), 0, 1))
+    return 2, float(np.clip((duple - thirds) / (duple + 1e-9) + 0.5, 0, 1))
+
+
+def analyze_rhythm(
+    *,
+    beat_act: np.ndarray,
+    downbeat_beat_act: np.ndarray,
+    downbeat_act: np.ndarray,
+    fps: float,
+    duration_s: float,
+    onset_env: np.ndarray,
+    onset_fps: float,
+    params: RhythmParams,
+) -> Rhythm:
+    if not (len(beat_act) == len(downbeat_act) == len(downbeat_beat_act)):
+        raise ParameterError("beat and downbeat activations must have the same number of frames")
+    w = params.beat_net_weight
+    combined = w * beat_act + (1 - w) * (downbeat_beat_act + downbeat_act)
+    times, strength = track_beats(beat_act=combined, fps=fps, params=params)
+    if len(times) == 0:
+        e = Events.empty()
+        return Rhythm(e, e, e, 0.0, 0.0, 4, 0.0, np.zeros(0, dtype=int), 2)
+    tempo, tempo_conf = estimate_tempo(times, strength)
+    frames = np.round(times * fps).astype(int)
+    down_at = _peak_at(downbeat_act, frames, radius=params.downbeat_radius_frames)
+    beat_at = _peak_at(downbeat_beat_act + downbeat_act, frames, radius=params.downbeat_radius_frames)
+    # probability that a beat is a downbeat given it is a beat
+    p_down = down_at / np.maximum(beat_at, 1e-3)
+    positions, meter, meter_conf, _ = decode_meter(down_at_beats=np.clip(down_at, 1e-4, 1) ** params.downbeat_mix * np.clip(p_down, 1e-4, 1) ** (1 - params.downbeat_mix), params=params)
+    beats = _events(times, strength, duration_s)
+
+    bar_idx = np.flatnonzero(positions == 1)
+    bar_conf = np.clip(p_down[bar_idx] * np.sqrt(meter_conf), 0, 1) if len(bar_idx) else np.zeros(0)
+    bars = _events(times[bar_idx], bar_conf, duration_s)
+
+    division, div_conf = choose_tatum_division(beat_times=times, onset_env=onset_env, onset_fps=onset_fps)
+    tatum_times, tatum_conf = _subdivide(times, strength, division, div_conf, duration_s)
+    tatums = _events(tatum_times, tatum_conf, duration_s)
+    return Rhythm(
+        beats=beats,
+        bars=bars,
+        tatums=tatums,
+        tempo_bpm=tempo,
+        tempo_confidence=tempo_conf,
+        time_signature=meter,
+        time_signature_confidence=meter_conf,
+        beat_in_bar=positions,
+        tatums_per_beat=division,
+    )
+
+
+def _subdivide(
+    times: np.ndarray, strength: np.ndarray, division: int, div_conf: float, duration_s: float
+) -> tuple[np.ndarray, np.ndarray]:
+    ibi = np.diff(times)
+    last = min(float(np.median(ibi)), max(duration_s - times[-1], 0.0))
+    spans = np.append(ibi, last)
+    frac = np.arange(division) / division
+    tt = (times[:, None] + spans[:, None] * frac[None, :]).reshape(-1)
+    # on-beat tatums inherit the beat's strength; off-beat ones the division's confidence
+    conf = np.where(frac[None, :] == 0, strength[:, None], (strength[:, None] * div_conf)).reshape(-1)
+    keep = tt < duration_s
+    return tt[keep], conf[keep]
