@@ -102,7 +102,7 @@ def _analyze(audio: Audio, *, models: F.Models, config: AnalysisConfig) -> Analy
     fades = detect_fades(frame_db=frame_db, fps=fps, duration_s=duration, params=config.fades)
     clock.lap("loudness")
 
-    onsets, strength = detect_onsets(onset_env=onset_env, frame_rms=frame_rms, fps=fps, params=config.segments)
+    onsets, strength = detect_onsets(onset_env=onset_env, fps=fps, params=config.segments)
     segments = build_segments(
         onset_frames=onsets,
         onset_strength=strength,

@@ -237,7 +237,8 @@ def analyze_rhythm(
     beat_at = _peak_at(downbeat_beat_act + downbeat_act, frames, radius=params.downbeat_radius_frames)
     # probability that a beat is a downbeat given it is a beat
     p_down = down_at / np.maximum(beat_at, 1e-3)
-    positions, meter, meter_conf, _ = decode_meter(down_at_beats=np.clip(down_at, 1e-4, 1) ** params.downbeat_mix * np.clip(p_down, 1e-4, 1) ** (1 - params.downbeat_mix), params=params)
+    obs = np.clip(down_at, 1e-4, 1) ** params.downbeat_mix * np.clip(p_down, 1e-4, 1) ** (1 - params.downbeat_mix)
+    positions, meter, meter_conf, _ = decode_meter(down_at_beats=obs, params=params)
     beats = _events(times, strength, duration_s)
 
     bar_idx = np.flatnonzero(positions == 1)

