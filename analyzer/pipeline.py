@@ -12,7 +12,7 @@ from . import features as F
 from .audio import Audio
 from .key import Key, KeyParams, estimate_key
 from .loudness import FadeParams, Fades, detect_fades, integrated_loudness, rms_to_db
-from .rhythm import Rhythm, RhythmParams, analyze_rhythm, decode_meter, estimate_tempo
+from .rhythm import Rhythm, RhythmParams, analyze_rhythm, decode_meter, downbeat_observation, estimate_tempo
 from .sections import SectionParams, find_boundaries
 from .segments import SegmentParams, Segments, build_segments, detect_onsets, onset_envelope
 
@@ -184,9 +184,8 @@ def _describe_sections(
         if len(sb) >= 4:
             frames = np.clip(np.round(sb * act_fps).astype(int), 0, len(downbeat_act) - 1)
             down = downbeat_act[frames]
-            p_down = down / np.maximum(down + downbeat_beat_act[frames], 1e-3)
-            obs = np.clip(down, 1e-4, 1) ** config.rhythm.downbeat_mix * np.clip(p_down, 1e-4, 1) ** (
-                1 - config.rhythm.downbeat_mix
+            obs = downbeat_observation(
+                down_at=down, beat_at=down + downbeat_beat_act[frames], params=config.rhythm
             )
             _, meter, meter_conf, _ = decode_meter(down_at_beats=obs, params=config.rhythm)
         else:

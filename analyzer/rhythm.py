@@ -32,6 +32,11 @@ class RhythmParams:
     # observation: geometric mix of P(downbeat) and P(downbeat | beat)
     downbeat_mix: float = 0.5
     downbeat_radius_frames: int = 2
+    # where the downbeat network is unsure everywhere (90th percentile of its
+    # evidence below `unsure_below`), judge beats against the track's own levels;
+    # tuned on GTZAN + renders: GTZAN unchanged, renders downbeat F 0.21 -> 0.27
+    contrast_slope: float = 3.0
+    unsure_below: float = 0.4
     # prior (log) favouring common meters; 4/4 dominates popular music
     meter_log_prior: tuple[float, ...] = (-0.7, -0.35, 0.0)
     meter_change_log_prob: float = -12.0
@@ -189,6 +194,24 @@ def decode_meter(
     return pos_of[path] + 1, meter, float(post[METERS.index(meter)]), post
 
 
+def downbeat_observation(*, down_at: np.ndarray, beat_at: np.ndarray, params: RhythmParams) -> np.ndarray:
+    """Per-beat probability-like evidence that the beat is a downbeat.
+
+    A geometric mix of P(downbeat) and P(downbeat | beat) from the downbeat
+    network.  Where the network is unsure everywhere (all values small) the
+    absolute levels favour the meter with the fewest downbeats, so there the
+    evidence is re-centred on the track's own levels (median beat -> low,
+    90th percentile -> high).
+    """
+    p_down = down_at / np.maximum(beat_at, 1e-3)
+    obs = np.clip(down_at, 1e-4, 1) ** params.downbeat_mix * np.clip(p_down, 1e-4, 1) ** (1 - params.downbeat_mix)
+    med, hi = (np.median(obs), np.quantile(obs, 0.9)) if len(obs) >= 4 else (0.0, 1.0)
+    if params.contrast_slope > 0 and len(obs) >= 4 and hi < params.unsure_below:
+        z = (obs - med) / max(hi - med, 1e-3)
+        obs = 1.0 / (1.0 + np.exp(-params.contrast_slope * (z - 0.5)))
+    return np.clip(obs, 1e-4, 1 - 1e-4)
+
+
 def choose_tatum_division(*, beat_times: np.ndarray, onset_env: np.ndarray, onset_fps: float) -> tuple[int, float]:
     """2 or 3 tatums per beat from where onsets fall between beats; with a confidence."""
     if len(beat_times) < 4 or onset_env.size == 0:
@@ -236,13 +259,12 @@ def analyze_rhythm(
     down_at = _peak_at(downbeat_act, frames, radius=params.downbeat_radius_frames)
     beat_at = _peak_at(downbeat_beat_act + downbeat_act, frames, radius=params.downbeat_radius_frames)
     # probability that a beat is a downbeat given it is a beat
-    p_down = down_at / np.maximum(beat_at, 1e-3)
-    obs = np.clip(down_at, 1e-4, 1) ** params.downbeat_mix * np.clip(p_down, 1e-4, 1) ** (1 - params.downbeat_mix)
+    obs = downbeat_observation(down_at=down_at, beat_at=beat_at, params=params)
     positions, meter, meter_conf, _ = decode_meter(down_at_beats=obs, params=params)
     beats = _events(times, strength, duration_s)
 
     bar_idx = np.flatnonzero(positions == 1)
-    bar_conf = np.clip(p_down[bar_idx] * np.sqrt(meter_conf), 0, 1) if len(bar_idx) else np.zeros(0)
+    bar_conf = np.clip(obs[bar_idx] * np.sqrt(meter_conf), 0, 1) if len(bar_idx) else np.zeros(0)
     bars = _events(times[bar_idx], bar_conf, duration_s)
 
     division, div_conf = choose_tatum_division(beat_times=times, onset_env=onset_env, onset_fps=onset_fps)

@@ -13,20 +13,7 @@ from conftest import song_or_skip
 # --- rhythm -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "click_120_4-4",
-        pytest.param(
-            "click_100_3-4",
-            marks=pytest.mark.xfail(
-                reason="madmom's downbeat network ignores a metronome's accents and hears 3/4 clicks as 4/4 "
-                "(meter on accent cues is issue 3's work)",
-                strict=True,
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("name", ["click_120_4-4", "click_100_3-4"])
 def test_click_track_beats_tempo_meter(fx, analyze_file, name):
     truth = fx[name]
     doc, an = analyze_file(truth["path"])
