@@ -34,6 +34,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_EVAL_DIR = REPO_ROOT / ".." / "shared" / "eval"
 SPEED_RATIO_LIMIT = 2.0  # our whole document vs madmom's downbeat tracker alone, same clip
 CLIP_S = 30.0  # the speed criterion is stated per 30 s clip (GTZAN's length)
+SHAREABLE_TRUTH_SETS = frozenset({"renders"})
 GATE_KEYS = ("beat_f", "downbeat_f", "tempo_acc1", "tempo_acc2", "key_weighted", "meter_acc", "segments_per_s")
 
 # which figures each anchor produces (others are not its job and are left blank)
@@ -127,11 +128,15 @@ def run_item(item: Item, ours: Ours, anchors) -> dict:
             "n_segments": len(est.segments),
             "section_starts": [round(float(s), 3) for s in est.sections],
         },
+        # only the public-domain renders' truth goes into results: the rest of the
+        # corpus is research-licensed and stays in the eval folder
         "truth": {
             "tempo": item.truth.tempo,
             "meter": item.truth.meter,
             "key": item.truth.key,
-        },
+        }
+        if item.set in SHAREABLE_TRUTH_SETS
+        else {"tempo": None, "meter": None, "key": None},
     }
     if anchors is not None and audio is not None:
         results, up_s = anchors.run(audio.samples, audio.sr)
@@ -375,6 +380,16 @@ def speed_text(speed: dict | None, agg_all: dict) -> str:
     return "\n".join(lines)
 
 
+def analyzer_fingerprint() -> str:
+    """md5 of the analyzer's source and schema, to tie a results file to the code it measured."""
+    import hashlib
+
+    h = hashlib.md5()
+    for f in sorted([*(REPO_ROOT / "analyzer").glob("*.py"), *(REPO_ROOT / "schema").glob("*.json")]):
+        h.update(f.relative_to(REPO_ROOT).as_posix().encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
 def machine_text() -> str:
     model = platform.processor() or platform.machine()
     try:
@@ -393,6 +408,7 @@ def report(result: dict) -> str:
         "",
         f"Command: `{result['command']}`  ",
         f"Eval dir: {result['eval_dir']}; split: {result['split']}; machine: {result['machine']}  ",
+        f"Analyzer source md5 (analyzer/*.py + schema): {result['analyzer_source_md5']}  ",
         f"Timing is warm: one untimed warm-up file ({result['warmup']}) ran first, so imports, numba JIT and "
         "model loading are excluded. Ours = decode + analyze + build/validate the document; anchors = their "
         "processors on the already decoded audio (madmom/Essentia get it upsampled to 44.1 kHz, not timed).  ",
@@ -504,6 +520,8 @@ def main(argv: list[str] | None = None) -> int:
         "split": args.split,
         "machine": machine_text(),
         "warmup": f"{first.set}/{first.name}",
+        # taken right after the warm-up, when every analyzer module has been imported
+        "analyzer_source_md5": analyzer_fingerprint(),
         "sets": {},
     }
     all_records: list[dict] = []
