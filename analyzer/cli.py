@@ -92,7 +92,7 @@ def main_command(
     if out_dir is None and fmt is Format.json:
         _err("several inputs need -o OUT_DIR or --format jsonl (one document per line on stdout)")
         raise typer.Exit(EXIT_USAGE)
-    workers = jobs or os.cpu_count() or 1
+    workers = jobs or _cores()
     raise typer.Exit(_run_batch(job_list, options, out_dir, fmt, workers, force, debug))
 
 
@@ -178,6 +178,13 @@ def _run_batch(job_list, options, out_dir: Optional[Path], fmt: Format, workers:
     if internal:
         return EXIT_INTERNAL
     return EXIT_INPUT if failed else EXIT_OK
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0)) or 1  # honours CPU pinning / container limits
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 def main() -> None:
