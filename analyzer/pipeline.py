@@ -132,6 +132,7 @@ def _analyze(audio: Audio, *, models: F.Models, config: AnalysisConfig) -> Analy
         y44=y44,
         sr=sr,
         frame_rms=frame_rms,
+        onset_env=onset_env,
         fps=fps,
         rhythm=rhythm,
         downbeat_act=acts.downbeat,
@@ -163,6 +164,7 @@ def _describe_sections(
     y44: np.ndarray,
     sr: int,
     frame_rms: np.ndarray,
+    onset_env: np.ndarray,
     fps: float,
     rhythm: Rhythm,
     downbeat_act: np.ndarray,
@@ -180,7 +182,7 @@ def _describe_sections(
         loud = integrated_loudness(frame_rms=frame_rms[a:b], fps=fps)
         in_sec = (beats >= start) & (beats < end)
         sb = beats[in_sec]
-        tempo, tempo_conf = estimate_tempo(sb, rhythm.beats.confidence[in_sec])
+        tempo, tempo_conf = estimate_tempo(sb, onset_env=onset_env, onset_fps=fps)
         if len(sb) >= 4:
             frames = np.clip(np.round(sb * act_fps).astype(int), 0, len(downbeat_act) - 1)
             down = downbeat_act[frames]

