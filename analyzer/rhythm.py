@@ -141,8 +141,10 @@ def estimate_tempo(
     mad = float(np.median(np.abs(ibi - med))) / med
     regularity = float(np.exp(-mad / 0.04))
     coverage = float(np.clip(len(times) / 8.0, 0.0, 1.0))
+    # a tempo that describes only part of the track (a tempo change) is less certain
+    share = regular.size / ibi.size
     clarity = metrical_clarity(beat_times=times, onset_env=onset_env, onset_fps=onset_fps)
-    return tempo, float(np.clip(regularity * coverage * clarity, 0.0, 1.0))
+    return tempo, float(np.clip(regularity * coverage * share * clarity, 0.0, 1.0))
 
 
 def metrical_clarity(*, beat_times: np.ndarray, onset_env: np.ndarray, onset_fps: float) -> float:

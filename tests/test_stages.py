@@ -39,6 +39,21 @@ def test_metronome_is_confident(fx, analyze_file):
     assert np.mean([b["confidence"] for b in doc["beats"]]) > 0.5
 
 
+def test_tempo_change_is_followed(fx, analyze_file):
+    truth = fx["tempo_90_120"]
+    doc, _ = analyze_file(truth["path"])
+    est = np.array([b["start"] for b in doc["beats"]])
+    assert mir_eval.beat.f_measure(np.array(truth["beats"]), est) >= 0.95
+    secs = doc["sections"]
+    # one boundary at the change (the sound is the same on both sides), tempos on each side
+    starts = np.array([s["start"] for s in secs])
+    assert np.min(np.abs(starts - truth["change_s"])) <= 1.0
+    assert secs[0]["tempo"] == pytest.approx(truth["tempo_from_bpm"], rel=0.02)
+    assert secs[-1]["tempo"] == pytest.approx(truth["tempo_to_bpm"], rel=0.02)
+    # one tempo cannot describe the whole track
+    assert doc["track"]["tempo_confidence"] < 0.8
+
+
 def test_silence_has_no_beats_and_low_confidence(fx, analyze_file):
     doc, _ = analyze_file(fx["silence"]["path"])
     t = doc["track"]
