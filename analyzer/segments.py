@@ -25,6 +25,8 @@ class SegmentParams:
     pre_avg_s: float = 0.10
     post_avg_s: float = 0.10
     delta: float = 0.15
+    min_reference_db: float = 0.3
+    min_peak_db: float = 0.3
     wait_s: float = 0.05
     silent_db: float = -59.0
 
@@ -64,7 +66,11 @@ def detect_onsets(
     # Scale by a high percentile, not the maximum: one loud hit would otherwise
     # lift the threshold over every soft note of the track (a string quartet
     # went from 0.07 to 4.6 segments/s, MIDI onset F 0.03 -> 0.50).
-    ref_level = float(np.percentile(onset_env, 95)) or float(onset_env.max())
+    # The floors (mean dB rise per mel band and frame) keep a held chord's or a
+    # tone's flicker from being scaled up into onsets: a sustained chord had 8
+    # segments/s without them; the softest real music here (a string quartet)
+    # sits at 0.5 at its 95th percentile and is unaffected.
+    ref_level = max(float(np.percentile(onset_env, 95)), params.min_reference_db)
     env = onset_env / ref_level
 
     def f(sec: float) -> int:
@@ -79,6 +85,7 @@ def detect_onsets(
         delta=float(params.delta),
         wait=f(params.wait_s),
     )
+    peaks = peaks[onset_env[peaks] >= params.min_peak_db]
     if peaks.size == 0:
         return np.zeros(0, dtype=int), np.zeros(0)
     # strength relative to the loud onsets of this track, not its single loudest one

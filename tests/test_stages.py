@@ -54,6 +54,13 @@ def test_tempo_change_is_followed(fx, analyze_file):
     assert doc["track"]["tempo_confidence"] < 0.8
 
 
+def test_sustained_chord_has_no_pulse(fx, analyze_file):
+    doc, _ = analyze_file(fx["sustained_chord"]["path"])
+    # a held chord: no invented beats, and no flicker passed off as note onsets
+    assert len(doc["beats"]) <= 2 and doc["track"]["tempo_confidence"] < 0.2
+    assert len(doc["segments"]) / doc["track"]["duration"] < 0.5
+
+
 def test_silence_has_no_beats_and_low_confidence(fx, analyze_file):
     doc, _ = analyze_file(fx["silence"]["path"])
     t = doc["track"]
