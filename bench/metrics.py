@@ -214,3 +214,43 @@ def check_analysis(analysis, doc: dict | None) -> list[str]:
         if tr["end_of_fade_in"] > 0.5 * duration:
             issues.append(f"end_of_fade_in {tr['end_of_fade_in']:.1f} s past half the track")
     return issues
+
+
+def event_confidence_pairs(
+    ref: np.ndarray | None, est: np.ndarray, conf: np.ndarray, duration: float
+) -> list[tuple[float, int]]:
+    """(confidence, 1 if the event is within the beat window of a reference event) for each estimate.
+
+    The first 5 s are skipped on clips long enough to trim, as the F-measure does.
+    """
+    if ref is None or len(est) == 0:
+        return []
+    ref = np.asarray(ref, dtype=float)
+    est = np.asarray(est, dtype=float)
+    conf = np.asarray(conf, dtype=float)
+    if duration >= MIN_TRIM_DURATION_S:
+        keep = est >= 5.0
+        est, conf = est[keep], conf[keep]
+        ref = ref[ref >= 5.0]
+    if len(est) == 0 or len(ref) == 0:
+        return []
+    dist = np.min(np.abs(est[:, None] - ref[None, :]), axis=1)
+    return [(float(c), int(d <= BEAT_WINDOW_S)) for c, d in zip(conf, dist)]
+
+
+def pooled_correlation(pairs: list[tuple[float, int]]) -> dict | None:
+    """Point-biserial correlation of confidence with correctness, and mean confidence of each."""
+    if len(pairs) < 10:
+        return None
+    c = np.array([p[0] for p in pairs])
+    ok = np.array([p[1] for p in pairs], dtype=float)
+    if ok.min() == ok.max() or c.std() == 0:
+        return None
+    return {
+        "n": len(pairs),
+        "share_correct": float(ok.mean()),
+        "correlation": float(np.corrcoef(c, ok)[0, 1]),
+        "mean_conf_correct": float(c[ok == 1].mean()),
+        "mean_conf_wrong": float(c[ok == 0].mean()),
+    }
+

@@ -27,7 +27,16 @@ from pathlib import Path
 import numpy as np
 
 from .anchors import ANCHORS
-from .metrics import METRICS, Estimate, check_analysis, confidence_split, mean_of, score
+from .metrics import (
+    METRICS,
+    Estimate,
+    check_analysis,
+    confidence_split,
+    event_confidence_pairs,
+    mean_of,
+    pooled_correlation,
+    score,
+)
 from .truth import SETS, SPLITS, Item, load_set, split_items
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -103,6 +112,12 @@ def ours_estimate(analysis) -> Estimate:
     )
 
 
+def _confidences(analysis, name: str) -> np.ndarray:
+    if analysis is None:
+        return np.zeros(0)
+    return np.asarray(getattr(analysis.rhythm, name).confidence, dtype=float)
+
+
 def run_item(item: Item, ours: Ours, anchors) -> dict:
     audio, analysis, doc, error, wall = ours.run(item.path)
     est = ours_estimate(analysis)
@@ -126,6 +141,13 @@ def run_item(item: Item, ours: Ours, anchors) -> dict:
             "meter_confidence": est.meter_confidence,
             "key_confidence": est.key_confidence,
             "n_segments": len(est.segments),
+            # per-event confidence vs correctness, for the "confidences mean something" check
+            "beat_conf_pairs": event_confidence_pairs(
+                item.truth.beats, est.beats, _confidences(analysis, "beats"), duration
+            ),
+            "bar_conf_pairs": event_confidence_pairs(
+                item.truth.downbeats, est.downbeats, _confidences(analysis, "bars"), duration
+            ),
             "section_starts": [round(float(s), 3) for s in est.sections],
         },
         # only the public-domain renders' truth goes into results: the rest of the
@@ -234,7 +256,14 @@ def speed_criterion(records: list[dict]) -> dict | None:
     madmom_down = sum(r["madmom"]["seconds"].get("downbeat", 0.0) for r in recs)
     per_file = [r["ours"]["wall_s"] / r["madmom"]["seconds"]["downbeat"] for r in recs if r["madmom"]["seconds"].get("downbeat")]
     ratio = ours / madmom_down if madmom_down > 0 else None
+    # the rhythm stage alone vs madmom's beat and downbeat processors run separately
+    ours_rhythm = sum(r["ours"]["stages"].get("rhythm_networks", 0.0) + r["ours"]["stages"].get("rhythm_decoding", 0.0)
+                      for r in recs)
+    madmom_both = sum(r["madmom"]["seconds"].get("beat", 0.0) + r["madmom"]["seconds"].get("downbeat", 0.0) for r in recs)
     return {
+        "ours_rhythm_s_per_30s": ours_rhythm / audio * CLIP_S,
+        "madmom_beat_plus_downbeat_s_per_30s": madmom_both / audio * CLIP_S,
+        "rhythm_speedup": madmom_both / ours_rhythm if ours_rhythm > 0 else None,
         "files": len(recs),
         "ours_s_per_30s": ours / audio * CLIP_S,
         "madmom_downbeat_s_per_30s": madmom_down / audio * CLIP_S,
@@ -366,6 +395,10 @@ def speed_text(speed: dict | None, agg_all: dict) -> str:
         f"-> ratio {speed['ratio']:.2f} (limit ≤ {speed['limit']:.1f}): {verdict}; per file median "
         f"{speed['ratio_per_file_median']:.2f}, max {speed['ratio_per_file_max']:.2f}.",
         "",
+        f"Rhythm stage alone (shared front end, both networks, beat and meter decoding) "
+        f"{speed['ours_rhythm_s_per_30s']:.2f} s per 30 s vs madmom's beat + downbeat processors run separately "
+        f"{speed['madmom_beat_plus_downbeat_s_per_30s']:.2f} s -> {speed['rhythm_speedup']:.2f}x faster.",
+        "",
     ]
     rows = []
     audio = agg_all["audio_s"]
@@ -428,6 +461,17 @@ def report(result: dict) -> str:
     if checks:
         out += ["## Confidence checks (ours): figure of the top vs bottom half of files by confidence", ""]
         out += [confidence_table(checks), ""]
+    events = [(k, v["event_confidence"]) for k, v in result["sets"].items() if v.get("event_confidence")]
+    if events:
+        out += ["## Per-event confidence vs correctness (ours, all events pooled, within 70 ms of a reference)", ""]
+        rows = [
+            [set_name, kind, str(e["n"]), _f(e["share_correct"]), _f(e["correlation"]), _f(e["mean_conf_correct"]),
+             _f(e["mean_conf_wrong"])]
+            for set_name, ev in events
+            for kind, e in ev.items()
+        ]
+        out += [_table(["set", "events", "n", "share correct", "correlation", "mean conf (right)",
+                        "mean conf (wrong)"], rows), ""]
     out += ["## Speed", "", speed_text(result["speed"], result["speed_basis"]), ""]
     out += ["## Issues in our output", ""]
     if result["issues"]:
@@ -543,6 +587,11 @@ def main(argv: list[str] | None = None) -> int:
             "aggregate": aggregate(records),
             "groups": per_group(records) if set_name == "gtzan" else {},
             "confidence": confidence_checks(records),
+            "event_confidence": {
+                kind: c
+                for kind in ("beats", "bars")
+                if (c := pooled_correlation([p for r in records for p in r["ours"][kind[:-1] + "_conf_pairs"]]))
+            },
             "records": records,
         }
     result["confidence_all"] = confidence_checks(all_records)
