@@ -33,6 +33,18 @@ def test_click_track_beats_tempo_meter(fx, analyze_file, name):
     assert len(tatums) >= 2 * len(est) - 2
 
 
+@pytest.mark.parametrize("name,division", [("shuffle_100", 3), ("click_120_4-4", 2)])
+def test_tatums_follow_the_feel(fx, analyze_file, name, division):
+    doc, _ = analyze_file(fx[name]["path"])
+    beats = np.array([b["start"] for b in doc["beats"]])
+    tatums = np.array([t["start"] for t in doc["tatums"]])
+    inside = tatums[(tatums >= beats[0]) & (tatums < beats[-1])]
+    assert len(inside) == division * (len(beats) - 1)
+    if "tatums" in fx[name]:
+        ref = np.array(fx[name]["tatums"])
+        assert mir_eval.beat.f_measure(ref, tatums) >= 0.9
+
+
 def test_metronome_is_confident(fx, analyze_file):
     doc, _ = analyze_file(fx["click_120_4-4"]["path"])
     assert doc["track"]["tempo_confidence"] > 0.8
