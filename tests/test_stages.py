@@ -73,6 +73,18 @@ def test_sustained_chord_has_no_pulse(fx, analyze_file):
     assert len(doc["segments"]) / doc["track"]["duration"] < 0.5
 
 
+def test_speech_gets_low_rhythm_confidence(fx, analyze_file):
+    if "speech" not in fx:
+        pytest.skip("espeak-ng is not installed: no speech fixture")
+    doc, _ = analyze_file(fx["speech"]["path"])
+    t = doc["track"]
+    # the networks still tap along to syllables here and there; the confidences must say how little that means
+    # (music beats that are right average 0.40 on GTZAN)
+    assert t["tempo_confidence"] < 0.4
+    if doc["beats"]:
+        assert np.mean([b["confidence"] for b in doc["beats"]]) < 0.25
+
+
 def test_silence_has_no_beats_and_low_confidence(fx, analyze_file):
     doc, _ = analyze_file(fx["silence"]["path"])
     t = doc["track"]
