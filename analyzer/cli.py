@@ -86,6 +86,9 @@ def main_command(
         _err(str(exc))
         raise typer.Exit(getattr(exc, "exit_code", EXIT_INPUT))
 
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        _err(f"-o {out_dir}: exists and is not a folder")
+        raise typer.Exit(EXIT_USAGE)
     single = len(job_list) == 1 and not paths[0].is_dir() and out_dir is None
     if single:
         raise typer.Exit(_run_single(job_list[0], options, fmt, debug))
@@ -105,9 +108,18 @@ def _run_single(job, options, fmt: Format, debug: bool) -> int:
         if debug and res.detail:
             sys.stderr.write(res.detail)
         return EXIT_INTERNAL if res.internal else EXIT_INPUT
-    sys.stdout.buffer.write(res.document + b"\n")
-    sys.stdout.flush()
+    try:
+        sys.stdout.buffer.write(res.document + b"\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_stdout()  # the reader went away (e.g. `| head -c 100`): not an error
     return EXIT_OK
+
+
+def _quiet_stdout() -> None:
+    # Python flushes stdout again at exit; point it at /dev/null so that flush cannot fail
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def _run_batch(job_list, options, out_dir: Optional[Path], fmt: Format, workers: int, force: bool, debug: bool) -> int:
@@ -153,7 +165,17 @@ def _run_batch(job_list, options, out_dir: Optional[Path], fmt: Format, workers:
                 else:
                     audio_s += res.audio_s
                     if out_dir is not None:
-                        write_atomic(out_dir / res.job.output_rel, res.document)
+                        try:
+                            write_atomic(out_dir / res.job.output_rel, res.document)
+                        except OSError as exc:
+                            # disk full, read-only folder, a file in the way: report it, keep going
+                            failed += 1
+                            audio_s -= res.audio_s
+                            progress.console.print(
+                                f"error: cannot write {out_dir / res.job.output_rel}: {exc.strerror or exc}",
+                                markup=False,
+                                soft_wrap=True,
+                            )
                     else:
                         sys.stdout.buffer.write(res.document + b"\n")
                         sys.stdout.flush()
@@ -163,10 +185,8 @@ def _run_batch(job_list, options, out_dir: Optional[Path], fmt: Format, workers:
         return 130
     except BrokenPipeError:
         # the reader went away (e.g. `| head`): stop quietly
-        try:
-            sys.stdout = None  # type: ignore[assignment]
-        finally:
-            return EXIT_OK
+        _quiet_stdout()
+        return EXIT_OK
     wall = time.perf_counter() - t0
     ok = len(todo) - failed
     rtf = audio_s / wall if wall > 0 else 0.0

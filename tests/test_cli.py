@@ -166,3 +166,32 @@ def test_jsonl_stream(music_dir):
     assert len(lines) == len(list((music_dir / "c").iterdir()))
     for line in lines:
         validate(json.loads(line))
+
+
+def test_output_path_that_is_a_file(fx, tmp_path):
+    blocker = tmp_path / "out.json"
+    blocker.write_text("keep me")
+    code, _, err = run_inproc([fx["click_120_wav"]["path"], "-o", str(blocker)])
+    assert code == 2
+    assert_one_line_error(err, "not a folder")
+    assert blocker.read_text() == "keep me"  # nothing the user had is lost
+
+
+def test_write_failure_is_reported_and_the_batch_goes_on(music_dir, tmp_path, monkeypatch):
+    import analyzer.batch as batch
+
+    real = batch.write_atomic
+
+    def full_disk(path, data):
+        if "chords_d_major" in path.name:
+            raise OSError(28, "No space left on device")
+        return real(path, data)
+
+    monkeypatch.setattr(batch, "write_atomic", full_disk)
+    out = tmp_path / "out"
+    code, _, err = run_inproc([str(music_dir), "-o", str(out)])
+    assert code == 1
+    assert any(l.startswith("error: cannot write") and "No space left" in l for l in err.splitlines())
+    assert "Traceback" not in err
+    assert len(list(out.rglob("*.json"))) == 8  # 10 inputs: one bad file, one unwritable output
+
