@@ -66,6 +66,16 @@ def test_tempo_change_is_followed(fx, analyze_file):
     assert doc["track"]["tempo_confidence"] < 0.8
 
 
+def test_rubato_is_tracked_with_lower_tempo_confidence(fx, analyze_file):
+    truth = fx["rubato_80"]
+    doc, _ = analyze_file(truth["path"])
+    est = np.array([b["start"] for b in doc["beats"]])
+    assert mir_eval.beat.f_measure(np.array(truth["beats"]), est) >= 0.8
+    steady, _ = analyze_file(fx["click_120_4-4"]["path"])
+    # one number cannot describe a breathing tempo as well as a metronome's
+    assert doc["track"]["tempo_confidence"] < steady["track"]["tempo_confidence"] - 0.2
+
+
 def test_sustained_chord_has_no_pulse(fx, analyze_file):
     doc, _ = analyze_file(fx["sustained_chord"]["path"])
     # a held chord: no invented beats, and no flicker passed off as note onsets
