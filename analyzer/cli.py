@@ -84,7 +84,7 @@ def main_command(
         job_list = collect_jobs(paths)
     except AnalyzerError as exc:
         _err(str(exc))
-        raise typer.Exit(getattr(exc, "exit_code", EXIT_INPUT))
+        raise typer.Exit(getattr(exc, "exit_code", EXIT_INPUT)) from None
 
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         _err(f"-o {out_dir}: exists and is not a folder")
