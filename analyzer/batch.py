@@ -78,7 +78,8 @@ def collect_jobs(paths: list[Path]) -> list[Job]:
 _MODELS = None
 
 
-def _models():
+def shared_models():
+    """This process's networks, loaded on first use (once per worker in a batch)."""
     global _MODELS
     if _MODELS is None:
         from .features import Models
@@ -95,12 +96,13 @@ def analyze_path(path: Path, options: RunOptions) -> tuple[dict, float]:
     t0 = time.perf_counter()
     stamp = int(time.time())
     audio = decode(path, params=options.decode)
-    analysis = analyze(audio, models=_models())
+    analysis = analyze(audio, models=shared_models())
     doc = build_document(analysis, timestamp=stamp, analysis_time_s=time.perf_counter() - t0)
     return doc, audio.duration_s
 
 
-def _run_one(job: Job, options: RunOptions) -> Result:
+def run_one(job: Job, options: RunOptions) -> Result:
+    """Analyze one job; failures come back as a Result with a one-line reason, never as an exception."""
     from .document import dumps
 
     try:
@@ -127,7 +129,7 @@ def _worker_init() -> None:
 
     # Ctrl-C goes to the parent, which shuts the pool down; workers just stop
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _models()
+    shared_models()
 
 
 def is_up_to_date(job: Job, out_dir: Path) -> bool:
@@ -166,7 +168,7 @@ def run_jobs(
         for job in jobs:
             if on_start:
                 on_start(job)
-            yield _run_one(job, options)
+            yield run_one(job, options)
         return
     ctx = get_context("spawn")  # no fork after onnxruntime/BLAS threads exist
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
@@ -177,7 +179,7 @@ def run_jobs(
         try:
             while next_yield < len(jobs):
                 while next_submit < len(jobs) and len(pending) < 2 * workers:
-                    pending[next_submit] = pool.submit(_run_one, jobs[next_submit], options)
+                    pending[next_submit] = pool.submit(run_one, jobs[next_submit], options)
                     next_submit += 1
                 if next_yield in done:
                     yield done.pop(next_yield)

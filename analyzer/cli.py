@@ -100,9 +100,9 @@ def main_command(
 
 
 def _run_single(job, options, fmt: Format, debug: bool) -> int:
-    from .batch import _run_one
+    from .batch import run_one
 
-    res = _run_one(job, options)
+    res = run_one(job, options)
     if res.error:
         _err(res.error)
         if debug and res.detail:

@@ -27,9 +27,9 @@ def fx(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="session")
 def models():
-    from analyzer.batch import _models
+    from analyzer.batch import shared_models
 
-    return _models()
+    return shared_models()
 
 
 @pytest.fixture(scope="session")
