@@ -96,6 +96,12 @@ def _peak_at(act: np.ndarray, frames: np.ndarray, radius: int = 3) -> np.ndarray
     return act[idx].max(axis=1)
 
 
+def _mean_level_at(env: np.ndarray, times_s: np.ndarray, fps: float) -> float:
+    """Mean of the envelope's local maxima (within one frame) at the given times."""
+    frames = np.clip(np.round(times_s * fps).astype(int), 0, len(env) - 1)
+    return float(_peak_at(env, frames, radius=1).mean())
+
+
 def track_beats(*, beat_act: np.ndarray, fps: float, params: RhythmParams) -> tuple[np.ndarray, np.ndarray]:
     """Beat times (s) and per-beat activation (0..1) from a beat activation function."""
     from madmom.features.beats import DBNBeatTrackingProcessor
@@ -155,14 +161,9 @@ def metrical_clarity(*, beat_times: np.ndarray, onset_env: np.ndarray, onset_fps
     if onset_env.size == 0 or len(beat_times) < 3 or onset_fps <= 0:
         return 1.0  # no evidence either way
 
-    def level(ts: np.ndarray) -> float:
-        idx = np.clip(np.round(ts * onset_fps).astype(int), 0, len(onset_env) - 1)
-        win = np.clip(idx[:, None] + np.arange(-1, 2)[None, :], 0, len(onset_env) - 1)
-        return float(onset_env[win].max(axis=1).mean())
-
     floor = float(np.median(onset_env))
-    on = level(beat_times) - floor
-    off = level(0.5 * (beat_times[:-1] + beat_times[1:])) - floor
+    on = _mean_level_at(onset_env, beat_times, onset_fps) - floor
+    off = _mean_level_at(onset_env, 0.5 * (beat_times[:-1] + beat_times[1:]), onset_fps) - floor
     if on <= 1e-9:
         return 0.0  # nothing marks the beats at all
     return float(np.clip(1.0 - max(off, 0.0) / on, 0.0, 1.0))
@@ -263,10 +264,7 @@ def choose_tatum_division(*, beat_times: np.ndarray, onset_env: np.ndarray, onse
     starts, ends = beat_times[:-1], beat_times[1:]
 
     def mean_at(fracs: list[float]) -> float:
-        ts = np.concatenate([starts + f * (ends - starts) for f in fracs])
-        idx = np.clip(np.round(ts * onset_fps).astype(int), 0, len(env) - 1)
-        win = np.clip(idx[:, None] + np.arange(-1, 2)[None, :], 0, len(env) - 1)
-        return float(env[win].max(axis=1).mean())
+        return _mean_level_at(env, np.concatenate([starts + f * (ends - starts) for f in fracs]), onset_fps)
 
     halves = mean_at([0.5])
     thirds = mean_at([1 / 3, 2 / 3])
@@ -301,7 +299,6 @@ def analyze_rhythm(
     frames = np.round(times * fps).astype(int)
     down_at = _peak_at(downbeat_act, frames, radius=params.downbeat_radius_frames)
     beat_at = _peak_at(downbeat_beat_act + downbeat_act, frames, radius=params.downbeat_radius_frames)
-    # probability that a beat is a downbeat given it is a beat
     obs = downbeat_observation(down_at=down_at, beat_at=beat_at, params=params)
     positions, meter, meter_conf, _ = decode_meter(down_at_beats=obs, params=params)
     beats = _events(times, strength, duration_s)

@@ -56,7 +56,7 @@ def onset_envelope(*, log_mel_db: np.ndarray) -> np.ndarray:
 def detect_onsets(
     *, onset_env: np.ndarray, fps: float, params: SegmentParams
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Onset frames (backtracked) and a 0..1 strength for each."""
+    """Onset frames (at the envelope's peaks) and a 0..1 strength for each."""
     import librosa
 
     if fps <= 0:
