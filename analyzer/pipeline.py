@@ -12,7 +12,7 @@ from . import features as F
 from .audio import Audio
 from .key import Key, KeyParams, estimate_key
 from .loudness import FadeParams, Fades, detect_fades, integrated_loudness, rms_to_db
-from .rhythm import Rhythm, RhythmParams, analyze_rhythm, decode_meter, downbeat_observation, estimate_tempo
+from .rhythm import Rhythm, RhythmParams, analyze_rhythm, decode_meter, estimate_tempo
 from .sections import SectionParams, find_boundaries
 from .segments import SegmentParams, Segments, build_segments, detect_onsets, onset_envelope
 
@@ -135,9 +135,6 @@ def _analyze(audio: Audio, *, models: F.Models, config: AnalysisConfig) -> Analy
         onset_env=onset_env,
         fps=fps,
         rhythm=rhythm,
-        downbeat_act=acts.downbeat,
-        downbeat_beat_act=acts.downbeat_beat,
-        act_fps=acts.fps,
         track_key=key,
         models=models,
         config=config,
@@ -167,9 +164,6 @@ def _describe_sections(
     onset_env: np.ndarray,
     fps: float,
     rhythm: Rhythm,
-    downbeat_act: np.ndarray,
-    downbeat_beat_act: np.ndarray,
-    act_fps: float,
     track_key: Key,
     models: F.Models,
     config: AnalysisConfig,
@@ -184,12 +178,9 @@ def _describe_sections(
         sb = beats[in_sec]
         tempo, tempo_conf = estimate_tempo(sb, onset_env=onset_env, onset_fps=fps)
         if len(sb) >= 4:
-            frames = np.clip(np.round(sb * act_fps).astype(int), 0, len(downbeat_act) - 1)
-            down = downbeat_act[frames]
-            obs = downbeat_observation(
-                down_at=down, beat_at=down + downbeat_beat_act[frames], params=config.rhythm
-            )
-            _, meter, meter_conf, _ = decode_meter(down_at_beats=obs, params=config.rhythm)
+            # the track's own per-beat evidence, so a section's meter is decoded
+            # from exactly what the track's meter was
+            _, meter, meter_conf, _ = decode_meter(down_at_beats=rhythm.downbeat_evidence[in_sec], params=config.rhythm)
         else:
             meter, meter_conf = rhythm.time_signature, 0.0
         if end - start >= config.min_section_key_s and track_key.key >= 0:
