@@ -61,19 +61,28 @@ def madmom_stfts(samples_44k: np.ndarray) -> dict[int, object]:
     return out
 
 
-def madmom_network_input(stfts: dict[int, object], num_bands: tuple[int, int, int]) -> np.ndarray:
-    """The stacked log-filtered spectrogram + positive difference that madmom's RNNs read."""
-    from madmom.audio.spectrogram import (
-        FilteredSpectrogram,
-        LogarithmicSpectrogram,
-        SpectrogramDifference,
-    )
+def madmom_filtered(stfts: dict[int, object], num_bands: tuple[int, int, int]) -> list[object]:
+    """The three STFTs through madmom's log-spaced filterbank (fmin 30 Hz, fmax 17 kHz)."""
+    from madmom.audio.spectrogram import FilteredSpectrogram
+
+    return [
+        FilteredSpectrogram(stfts[frame_size], num_bands=bands, fmin=30, fmax=17000, norm_filters=True)
+        for frame_size, bands in zip(_MADMOM_FRAME_SIZES, num_bands)
+    ]
+
+
+def madmom_network_input(filtered: list[object], *, log_mul: float = 1.0, diff_ratio: float = 0.5) -> np.ndarray:
+    """The stacked log-filtered spectrogram + positive difference that madmom's RNNs read.
+
+    The beat and downbeat networks use log_mul 1 and diff_ratio 0.5; the onset
+    network log_mul 5 and diff_ratio 0.25 (madmom's RNNOnsetProcessor).
+    """
+    from madmom.audio.spectrogram import LogarithmicSpectrogram, SpectrogramDifference
 
     parts = []
-    for frame_size, bands in zip(_MADMOM_FRAME_SIZES, num_bands):
-        filt = FilteredSpectrogram(stfts[frame_size], num_bands=bands, fmin=30, fmax=17000, norm_filters=True)
-        log = LogarithmicSpectrogram(filt, mul=1, add=1)
-        diff = SpectrogramDifference(log, diff_ratio=0.5, positive_diffs=True)
+    for filt in filtered:
+        log = LogarithmicSpectrogram(filt, mul=log_mul, add=1)
+        diff = SpectrogramDifference(log, diff_ratio=diff_ratio, positive_diffs=True)
         parts.append(np.hstack((log, diff)))
     return np.hstack(parts).astype(np.float32, copy=False)
 
@@ -85,11 +94,32 @@ class Models:
         _madmom_quiet()
         from madmom.features.key import CNNKeyRecognitionProcessor
         from madmom.ml.nn import NeuralNetworkEnsemble, average_predictions
-        from madmom.models import BEATS_BLSTM, DOWNBEATS_BLSTM
+        from madmom.models import BEATS_BLSTM, DOWNBEATS_BLSTM, ONSETS_BRNN
 
         self.beat_nn = NeuralNetworkEnsemble.load(BEATS_BLSTM, ensemble_fn=average_predictions)
         self.downbeat_nn = NeuralNetworkEnsemble.load(DOWNBEATS_BLSTM, ensemble_fn=average_predictions)
+        self.onset_nn = NeuralNetworkEnsemble.load(ONSETS_BRNN, ensemble_fn=average_predictions)
         self.key_cnn = CNNKeyRecognitionProcessor()
+
+
+class MadmomFrontEnd:
+    """The three STFTs, computed once, and their filterbank outputs, each made on first use.
+
+    madmom's beat, downbeat and onset processors would each compute the same
+    three STFTs; the beat and onset networks even share the filterbank (6 bands
+    per octave).
+    """
+
+    def __init__(self, samples_44k: np.ndarray) -> None:
+        self.stfts = madmom_stfts(samples_44k)
+
+    @cached_property
+    def six_bands(self) -> list[object]:
+        return madmom_filtered(self.stfts, (6, 6, 6))
+
+    @cached_property
+    def downbeat_bands(self) -> list[object]:
+        return madmom_filtered(self.stfts, (3, 6, 12))
 
 
 @dataclass(frozen=True)
@@ -100,14 +130,17 @@ class RhythmActivations:
     downbeat: np.ndarray  # (frames,) downbeat probability
 
 
-def rhythm_activations(*, samples_44k: np.ndarray, models: Models) -> RhythmActivations:
-    stfts = madmom_stfts(samples_44k)
-    beat_in = madmom_network_input(stfts, (6, 6, 6))
-    down_in = madmom_network_input(stfts, (3, 6, 12))
-    beat = np.asarray(models.beat_nn(beat_in), dtype=np.float32).reshape(-1)
-    both = np.asarray(models.downbeat_nn(down_in), dtype=np.float32)
+def rhythm_activations(*, front: MadmomFrontEnd, models: Models) -> RhythmActivations:
+    beat = np.asarray(models.beat_nn(madmom_network_input(front.six_bands)), dtype=np.float32).reshape(-1)
+    both = np.asarray(models.downbeat_nn(madmom_network_input(front.downbeat_bands)), dtype=np.float32)
     # the downbeat network's three outputs are (no beat, beat, downbeat)
     return RhythmActivations(fps=MADMOM_FPS, beat=beat, downbeat_beat=both[:, 1], downbeat=both[:, 2])
+
+
+def onset_activation(*, front: MadmomFrontEnd, models: Models) -> np.ndarray:
+    """madmom's bidirectional onset network (RNNOnsetProcessor), (frames,) at 100 fps."""
+    onset_in = madmom_network_input(front.six_bands, log_mul=5.0, diff_ratio=0.25)
+    return np.asarray(models.onset_nn(onset_in), dtype=np.float32).reshape(-1)
 
 
 def key_probabilities(*, samples_44k: np.ndarray, models: Models) -> np.ndarray:

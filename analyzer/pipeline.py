@@ -77,7 +77,8 @@ def _analyze(audio: Audio, *, models: F.Models, config: AnalysisConfig) -> Analy
     clock.lap("spectrogram")
 
     y44 = F.upsample_for_madmom(y, sr)
-    acts = F.rhythm_activations(samples_44k=y44, models=models)
+    front = F.MadmomFrontEnd(y44)
+    acts = F.rhythm_activations(front=front, models=models)
     clock.lap("rhythm_networks")
 
     onset_env = onset_envelope(log_mel_db=spec.log_mel_db)
@@ -102,9 +103,11 @@ def _analyze(audio: Audio, *, models: F.Models, config: AnalysisConfig) -> Analy
     fades = detect_fades(frame_db=frame_db, fps=fps, duration_s=duration, params=config.fades)
     clock.lap("loudness")
 
-    onsets, strength = detect_onsets(onset_env=onset_env, fps=fps, params=config.segments)
+    onset_act = F.onset_activation(front=front, models=models)
+    del front  # the STFTs are the largest arrays of the analysis
+    onsets_s, strength = detect_onsets(onset_act=onset_act, act_fps=F.MADMOM_FPS, params=config.segments)
     segments = build_segments(
-        onset_frames=onsets,
+        onset_times_s=onsets_s,
         onset_strength=strength,
         frame_db=frame_db,
         chroma=spec.chroma,

@@ -30,6 +30,7 @@ METRICS = (
     "boundary_f_0.5",
     "boundary_f_3",
     "onset_f",
+    "pitch_in_score",
     "segments_per_s",
     "sections_per_file",
 )
@@ -45,6 +46,7 @@ class Estimate:
     key: str | None = None  # mir_eval spelling, "X" for no key
     meter: int | None = None
     segments: np.ndarray | None = None  # segment start times
+    segment_pitches: np.ndarray | None = None  # (n, 12) chroma per segment, C first
     sections: np.ndarray | None = None  # section start times
     tempo_confidence: float | None = None
     meter_confidence: float | None = None
@@ -115,11 +117,34 @@ def score(est: Estimate, truth: Truth, duration: float) -> dict[str, float]:
         if truth.onsets is not None and est.segments is not None:
             f, _, _ = mir_eval.onset.f_measure(truth.onsets, est.segments, window=ONSET_WINDOW_S)
             out["onset_f"] = float(f)
+        if truth.notes is not None and est.segments is not None and est.segment_pitches is not None:
+            share = strongest_pitch_sounding(truth.notes, est.segments, est.segment_pitches, duration)
+            if share is not None:
+                out["pitch_in_score"] = share
     if est.segments is not None and duration > 0:
         out["segments_per_s"] = len(est.segments) / duration
     if est.sections is not None:
         out["sections_per_file"] = float(len(est.sections))
     return {k: v for k, v in out.items() if not math.isnan(v)}
+
+
+def strongest_pitch_sounding(
+    notes: np.ndarray, starts_s: np.ndarray, pitches: np.ndarray, duration: float
+) -> float | None:
+    """Share of segments whose strongest pitch class is a note the score sounds during the segment.
+
+    Segments during which the score sounds nothing (rests, the render's tail)
+    are not counted.
+    """
+    ends = np.append(starts_s[1:], duration)
+    hits, counted = 0, 0
+    for a, b, chroma in zip(starts_s, ends, pitches):
+        live = notes[(notes[:, 0] < b) & (notes[:, 1] > a)]
+        if live.size == 0:
+            continue
+        counted += 1
+        hits += int(int(np.argmax(chroma)) in set((live[:, 2].astype(int) % 12).tolist()))
+    return hits / counted if counted else None
 
 
 def mean_of(values: list[float]) -> float | None:

@@ -105,6 +105,7 @@ def ours_estimate(analysis) -> Estimate:
         key=k.label if k.key >= 0 else "X",
         meter=int(r.time_signature),
         segments=np.asarray(analysis.segments.start, dtype=float),
+        segment_pitches=np.asarray(analysis.segments.pitches, dtype=float),
         sections=np.array([s.start for s in analysis.sections], dtype=float),
         tempo_confidence=float(r.tempo_confidence),
         meter_confidence=float(r.time_signature_confidence),
@@ -302,6 +303,7 @@ FIGURE_LABELS = {
     "boundary_f_0.5": "section boundary F @0.5 s",
     "boundary_f_3": "section boundary F @3 s",
     "onset_f": "onset F @50 ms (segment starts)",
+    "pitch_in_score": "segments whose strongest pitch class sounds in the score",
     "segments_per_s": "segments per second",
     "sections_per_file": "sections per file",
 }

@@ -33,6 +33,8 @@ class Truth:
     meter: int | None = None  # beats per bar, compound meters counted in dotted beats (6/8 -> 2)
     section_intervals: list[np.ndarray] = field(default_factory=list)  # one (n, 2) array per annotator
     onsets: np.ndarray | None = None
+    # (n, 3): start s, end s, MIDI pitch of every note the score sounds (renders only)
+    notes: np.ndarray | None = None
 
 
 @dataclass
@@ -139,8 +141,37 @@ def _renders(folder: Path) -> list[Item]:
             key=music21_key_to_mir_eval(d.get("key_music21_analysis", "")),
             meter=meter_from_signature(d["time_signature"]),
         )
+        midi = audio.with_suffix(".mid")
+        if midi.exists():
+            t.notes = midi_notes(midi)
+            t.onsets = merge_onsets(t.notes[:, 0])
         items.append(Item("renders", audio.stem, audio, "renders", t))
     return items
+
+
+def midi_notes(path: Path) -> np.ndarray:
+    """(n, 3) start s, end s, pitch of every note in a MIDI file, in time order (tempo map applied by mido)."""
+    import mido
+
+    now_s = 0.0
+    sounding: dict[tuple[int, int], list[float]] = {}
+    notes = []
+    for msg in mido.MidiFile(str(path)):
+        now_s += msg.time
+        if msg.type == "note_on" and msg.velocity > 0:
+            sounding.setdefault((msg.channel, msg.note), []).append(now_s)
+        elif msg.type in ("note_off", "note_on") and sounding.get((msg.channel, msg.note)):
+            notes.append((sounding[(msg.channel, msg.note)].pop(0), now_s, msg.note))
+    return np.array(sorted(notes), dtype=float).reshape(-1, 3)
+
+
+def merge_onsets(starts_s: np.ndarray, within_s: float = 0.03) -> np.ndarray:
+    """Note starts as perceived onsets: a chord's notes (within 30 ms) are one onset."""
+    out: list[float] = []
+    for t in np.sort(starts_s):
+        if not out or t - out[-1] > within_s:
+            out.append(float(t))
+    return np.array(out)
 
 
 def _recordings(folder: Path) -> list[Item]:
