@@ -203,14 +203,6 @@ class SpectralFeatures:
 
         return librosa.feature.mfcc(S=self.log_mel_db, n_mfcc=20).astype(np.float32)
 
-    @cached_property
-    def rms(self) -> np.ndarray:
-        """Frame RMS (hop-aligned with the STFT) from the power spectrum (Parseval)."""
-        p = self.stft_power
-        # librosa's Hann window: sum(w^2) = 3/8 n_fft; power of a full-scale sine -> rms 1/sqrt(2)
-        energy = (2.0 * p[1:-1].sum(axis=0) + p[0] + p[-1]) / (self.params.n_fft * self.params.n_fft * 0.375)
-        return np.sqrt(np.maximum(energy, 0.0)).astype(np.float32)
-
 
 def _fit_frames(x: np.ndarray, n: int) -> np.ndarray:
     if x.shape[1] == n:

@@ -1,11 +1,14 @@
 """Loudness in dB on the Echo Nest scale, and fades.
 
-Definition used throughout: the level of a frame is its RMS in dB relative to
-a full-scale sine (so a sine peaking at -20 dBFS reads -20.0 dB), floored at
--60 dB as in the Echo Nest documents.  The track's `loudness` is the
-energy mean of 400 ms blocks, gated as in ITU-R BS.1770 (absolute gate
--70 dB, relative gate 10 dB below the ungated mean) but without the K-weighting
-filter: a modern master reads about -4 to -10 dB, as in the real documents.
+Definition used throughout: the level of a frame is its K-weighted RMS
+(ITU-R BS.1770: a high shelf of about +4 dB above 2 kHz and a high-pass below
+about 100 Hz, applied as a gain on the shared STFT's power spectrum) in dB
+relative to a full-scale 997 Hz sine, floored at -60 dB as in the Echo Nest
+documents.  A sine peaking at -20 dBFS reads -20.0 dB at 997 Hz (-20.1 at
+440 Hz).  The track's `loudness` is the energy mean of 400 ms blocks, gated as
+in BS.1770 (absolute gate -70 dB, relative gate 10 dB below the ungated
+mean): it equals integrated loudness in LUFS + 3.01 dB, and a modern master
+reads about -4 to -10 dB, as in the real documents.
 """
 
 from __future__ import annotations
@@ -33,6 +36,39 @@ class Fades:
     start_of_fade_out: float
 
 
+# ITU-R BS.1770-4 K-weighting at 48 kHz: stage 1 (head-related high shelf), stage 2 (RLB high-pass)
+_K_SHELF = ([1.53512485958697, -2.69169618940638, 1.19839281085285], [1.0, -1.69065929318241, 0.73248077421585])
+_K_HIGHPASS = ([1.0, -2.0, 1.0], [1.0, -1.99004745483398, 0.99007225036621])
+_K_REFERENCE_HZ = 997.0
+
+
+def k_weighting_power_gain(freqs_hz: np.ndarray) -> np.ndarray:
+    """Power gain of the K-weighting filter at each frequency, 1.0 at 997 Hz.
+
+    The filters are defined at 48 kHz; their response below 11 kHz (all a
+    22050 Hz analysis sees) is evaluated there directly, which is what
+    resampling the filter would approximate.
+    """
+    from scipy.signal import freqz
+
+    f = np.append(np.asarray(freqs_hz, dtype=np.float64), _K_REFERENCE_HZ)
+    g = np.ones_like(f)
+    for b, a in (_K_SHELF, _K_HIGHPASS):
+        _, h = freqz(b, a, worN=f, fs=48000.0)
+        g *= np.abs(h) ** 2
+    return g[:-1] / g[-1]
+
+
+def frame_rms_from_power(stft_power: np.ndarray, *, sr: int, n_fft: int, k_weighted: bool = True) -> np.ndarray:
+    """Frame RMS (full scale 1.0) from a Hann-window power spectrogram (Parseval), K-weighted by default."""
+    p = np.asarray(stft_power, dtype=np.float64)
+    if k_weighted:
+        p = p * k_weighting_power_gain(np.arange(p.shape[0]) * sr / n_fft)[:, None]
+    # librosa's Hann window: sum(w^2) = 3/8 n_fft; one-sided spectrum counts inner bins twice
+    energy = (2.0 * p[1:-1].sum(axis=0) + p[0] + p[-1]) / (n_fft * n_fft * 0.375)
+    return np.sqrt(np.maximum(energy, 0.0))
+
+
 def rms_to_db(rms: np.ndarray) -> np.ndarray:
     """Frame RMS (linear, full scale 1.0) -> dB re a full-scale sine, floored at -60."""
     db = 20.0 * np.log10(np.maximum(np.asarray(rms, dtype=np.float64), 1e-12)) - _SINE_RMS_DB
@@ -46,7 +82,7 @@ def power_mean_db(db: np.ndarray) -> float:
 
 
 def integrated_loudness(*, frame_rms: np.ndarray, fps: float) -> float:
-    """Gated energy mean (BS.1770 gating, no K-weighting) of 400 ms blocks with 75% overlap."""
+    """Gated energy mean (BS.1770 gating) of 400 ms blocks with 75% overlap, from (K-weighted) frame RMS."""
     power = np.asarray(frame_rms, dtype=np.float64) ** 2
     block = max(1, int(round(0.4 * fps)))
     step = max(1, block // 4)

@@ -11,7 +11,7 @@ import numpy as np
 from . import features as F
 from .audio import Audio
 from .key import Key, KeyParams, estimate_key
-from .loudness import FadeParams, Fades, detect_fades, integrated_loudness, rms_to_db
+from .loudness import FadeParams, Fades, detect_fades, frame_rms_from_power, integrated_loudness, rms_to_db
 from .rhythm import Rhythm, RhythmParams, analyze_rhythm, decode_meter, estimate_tempo
 from .sections import SectionParams, find_boundaries
 from .segments import SegmentParams, Segments, build_segments, detect_onsets, onset_envelope
@@ -72,7 +72,7 @@ def _analyze(audio: Audio, *, models: F.Models, config: AnalysisConfig) -> Analy
 
     spec = F.SpectralFeatures(samples=y, sr=sr, params=config.features)
     fps = spec.fps
-    frame_rms = spec.rms
+    frame_rms = frame_rms_from_power(spec.stft_power, sr=sr, n_fft=config.features.n_fft)
     frame_db = rms_to_db(frame_rms)
     clock.lap("spectrogram")
 

@@ -10,12 +10,13 @@ Segments tile the track without gaps.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from .errors import ParameterError
 from .loudness import FLOOR_DB
+from .timbre import TimbreParams, load_basis, segment_patches, timbre_vectors
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class SegmentParams:
     post_max_s: float = 0.01
     combine_s: float = 0.12
     silent_db: float = -59.0
+    timbre: TimbreParams = field(default_factory=TimbreParams)
 
 
 @dataclass(frozen=True)
@@ -125,8 +127,6 @@ def build_segments(
     l_max = np.empty(n)
     l_max_t = np.empty(n)
     pitches = np.empty((n, 12))
-    timbre = np.empty((n, 12))
-    mel_fb = _dct_basis(log_mel_db.shape[0], 12)
     for i, (a, b) in enumerate(zip(starts_f, ends_f)):
         b = max(b, a + 1)
         seg_db = frame_db[a:b]
@@ -140,7 +140,8 @@ def build_segments(
         else:
             c = chroma[:, a:b].mean(axis=1)
             pitches[i] = c / c.max() if c.max() > 0 else 1.0
-        timbre[i] = _timbre(log_mel_db[:, a:b], seg_db, mel_fb)
+    patches = segment_patches(log_mel_db=log_mel_db, start_frames=starts_f, end_frames=ends_f, params=params.timbre)
+    timbre = timbre_vectors(patches, load_basis(params=params.timbre))
     loud_end = float(frame_db[-1]) if n_frames else FLOOR_DB
     return Segments(
         start=start_s,
@@ -153,29 +154,3 @@ def build_segments(
         pitches=np.clip(pitches, 0, 1),
         timbre=timbre,
     )
-
-
-def _dct_basis(n_in: int, n_out: int) -> np.ndarray:
-    from scipy.fft import dct
-
-    return dct(np.eye(n_in), type=2, norm="ortho", axis=0)[:n_out]
-
-
-def _timbre(seg_mel_db: np.ndarray, seg_db: np.ndarray, basis: np.ndarray) -> np.ndarray:
-    """A first 12-d timbre: loudness, spectral-shape cepstrum, and attack.
-
-    [0] mean level above the -60 dB floor (0..~60, as the Echo Nest's first
-    dimension); [1..10] cepstral coefficients 1..10 of the segment's mean
-    log-mel spectrum (brightness, flatness and finer shape); [11] attack: the
-    rise in dB over the segment's first 50 ms per 10 ms.
-    """
-    mean_spec = np.maximum(seg_mel_db, -100.0).mean(axis=1)
-    cep = basis @ (mean_spec - mean_spec.mean())
-    level = float(np.mean(seg_db) - FLOOR_DB)
-    n_attack = min(len(seg_db), 3)
-    attack = float((seg_db[:n_attack].max() - seg_db[0]) / max(n_attack, 1)) if len(seg_db) else 0.0
-    out = np.empty(12)
-    out[0] = level
-    out[1:11] = cep[1:11]
-    out[11] = attack
-    return out
