@@ -12,7 +12,7 @@ from . import features as F
 from .audio import Audio
 from .key import Key, KeyParams, estimate_key
 from .loudness import FadeParams, Fades, detect_fades, frame_rms_from_power, integrated_loudness, rms_to_db
-from .rhythm import Rhythm, RhythmParams, analyze_rhythm, decode_meter, estimate_tempo
+from .rhythm import Rhythm, RhythmParams, analyze_rhythm, decode_meter, estimate_tempo, find_beats
 from .sections import SectionParams, find_boundaries
 from .segments import SegmentParams, Segments, build_segments, detect_onsets, onset_envelope
 
@@ -72,8 +72,8 @@ def _analyze(audio: Audio, *, models: F.Models, config: AnalysisConfig) -> Analy
 
     spec = F.SpectralFeatures(samples=y, sr=sr, params=config.features)
     fps = spec.fps
-    frame_rms = frame_rms_from_power(spec.stft_power, sr=sr, n_fft=config.features.n_fft)
-    frame_db = rms_to_db(frame_rms)
+    # the features more than one stage reads, made here so each stage's time is its own
+    spec.log_mel_db, spec.chroma  # noqa: B018
     clock.lap("spectrogram")
 
     y44 = F.upsample_for_madmom(y, sr)
@@ -82,8 +82,18 @@ def _analyze(audio: Audio, *, models: F.Models, config: AnalysisConfig) -> Analy
     clock.lap("rhythm_networks")
 
     onset_env = onset_envelope(log_mel_db=spec.log_mel_db)
+    beat_times, beat_strength = find_beats(
+        beat_act=acts.beat, downbeat_beat_act=acts.downbeat_beat, downbeat_act=acts.downbeat, fps=acts.fps,
+        params=config.rhythm,
+    )
+    bar_act = None
+    if len(beat_times) and config.rhythm.bar_net_weight > 0:
+        clock.lap("rhythm_decoding")
+        bar_act = F.bar_activation(beat_times=beat_times, front=front, clp=F.clp_chroma(y, sr), models=models)
+        clock.lap("bar_network")
     rhythm = analyze_rhythm(
-        beat_act=acts.beat,
+        beat_times=beat_times,
+        beat_strength=beat_strength,
         downbeat_beat_act=acts.downbeat_beat,
         downbeat_act=acts.downbeat,
         fps=acts.fps,
@@ -91,6 +101,7 @@ def _analyze(audio: Audio, *, models: F.Models, config: AnalysisConfig) -> Analy
         onset_env=onset_env,
         onset_fps=fps,
         params=config.rhythm,
+        bar_act=bar_act,
     )
     clock.lap("rhythm_decoding")
 
@@ -99,6 +110,8 @@ def _analyze(audio: Audio, *, models: F.Models, config: AnalysisConfig) -> Analy
     )
     clock.lap("key")
 
+    frame_rms = frame_rms_from_power(spec.stft_power, sr=sr, n_fft=config.features.n_fft)
+    frame_db = rms_to_db(frame_rms)
     loud = integrated_loudness(frame_rms=frame_rms, fps=fps)
     fades = detect_fades(frame_db=frame_db, fps=fps, duration_s=duration, params=config.fades)
     clock.lap("loudness")

@@ -43,6 +43,11 @@ class RhythmParams:
     # observation: geometric mix of P(downbeat) and P(downbeat | beat)
     downbeat_mix: float = 0.5
     downbeat_radius_frames: int = 2
+    # weight of madmom's beat-synchronous bar network (percussive + CLP chroma
+    # GRUs) in a geometric mix with the downbeat network's evidence.  On the
+    # whole dev sets: GTZAN downbeat F 0.650 -> 0.687, meter 0.918 -> 0.939;
+    # renders downbeat F 0.27 -> 0.50 (harmony marks bars where drums do not)
+    bar_net_weight: float = 0.5
     # where the downbeat network is unsure everywhere (90th percentile of its
     # evidence below `unsure_below`), judge beats against the track's own levels;
     # tuned on GTZAN + renders: GTZAN unchanged, renders downbeat F 0.21 -> 0.27
@@ -298,17 +303,10 @@ def choose_tatum_division(*, beat_times: np.ndarray, onset_env: np.ndarray, onse
     return 2, float(np.clip((duple - thirds) / (duple + 1e-9) + 0.5, 0, 1))
 
 
-def analyze_rhythm(
-    *,
-    beat_act: np.ndarray,
-    downbeat_beat_act: np.ndarray,
-    downbeat_act: np.ndarray,
-    fps: float,
-    duration_s: float,
-    onset_env: np.ndarray,
-    onset_fps: float,
-    params: RhythmParams,
-) -> Rhythm:
+def find_beats(
+    *, beat_act: np.ndarray, downbeat_beat_act: np.ndarray, downbeat_act: np.ndarray, fps: float, params: RhythmParams
+) -> tuple[np.ndarray, np.ndarray]:
+    """Beat times (s) and strengths; none where the activation has no recurring pulse."""
     if not (len(beat_act) == len(downbeat_act) == len(downbeat_beat_act)):
         raise ParameterError("beat and downbeat activations must have the same number of frames")
     w = params.beat_net_weight
@@ -319,7 +317,42 @@ def analyze_rhythm(
         and pulse_periodicity(combined, times, fps) < params.min_pulse_periodicity
         and float(np.median(strength)) < params.weak_beat_activation
     ):
-        times = np.zeros(0)
+        return np.zeros(0), np.zeros(0)
+    return times, strength
+
+
+def mix_bar_evidence(obs: np.ndarray, bar_act: np.ndarray | None, weight: float) -> np.ndarray:
+    """Geometric mix of the downbeat network's per-beat evidence and the bar network's.
+
+    The bar network cannot judge the last beat (NaN there): that beat keeps
+    the downbeat network's evidence alone.
+    """
+    if bar_act is None or weight <= 0 or len(bar_act) != len(obs):
+        return obs
+    b = np.where(np.isfinite(bar_act), bar_act, obs)
+    mixed = np.exp((1 - weight) * np.log(np.clip(obs, 1e-4, 1)) + weight * np.log(np.clip(b, 1e-4, 1)))
+    return np.clip(mixed, 1e-4, 1 - 1e-4)
+
+
+def analyze_rhythm(
+    *,
+    beat_times: np.ndarray,
+    beat_strength: np.ndarray,
+    downbeat_beat_act: np.ndarray,
+    downbeat_act: np.ndarray,
+    fps: float,
+    duration_s: float,
+    onset_env: np.ndarray,
+    onset_fps: float,
+    params: RhythmParams,
+    bar_act: np.ndarray | None = None,
+) -> Rhythm:
+    """Tempo, meter, bars and tatums from beats found by `find_beats`.
+
+    `bar_act`: per beat, madmom's beat-synchronous bar network's downbeat
+    probability (optional), mixed into the downbeat network's evidence.
+    """
+    times, strength = np.asarray(beat_times, dtype=float), np.asarray(beat_strength, dtype=float)
     if len(times) == 0:
         e = Events.empty()
         return Rhythm(e, e, e, 0.0, 0.0, 4, 0.0, np.zeros(0, dtype=int), 2, np.zeros(0))
@@ -328,6 +361,7 @@ def analyze_rhythm(
     down_at = _peak_at(downbeat_act, frames, radius=params.downbeat_radius_frames)
     beat_at = _peak_at(downbeat_beat_act + downbeat_act, frames, radius=params.downbeat_radius_frames)
     obs = downbeat_observation(down_at=down_at, beat_at=beat_at, params=params)
+    obs = mix_bar_evidence(obs, bar_act, params.bar_net_weight)
     positions, meter, meter_conf, _ = decode_meter(down_at_beats=obs, params=params)
     beats = _events(times, strength, duration_s)
 

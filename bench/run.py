@@ -150,6 +150,7 @@ def run_item(item: Item, ours: Ours, anchors) -> dict:
                 item.truth.downbeats, est.downbeats, _confidences(analysis, "bars"), duration
             ),
             "section_starts": [round(float(s), 3) for s in est.sections],
+            "timbre_stats": timbre_stats(analysis.segments.timbre) if analysis is not None else None,
         },
         # only the public-domain renders' truth goes into results: the rest of the
         # corpus is research-licensed and stays in the eval folder
@@ -175,6 +176,62 @@ def run_item(item: Item, ours: Ours, anchors) -> dict:
                 "key": a.key,
             }
     return rec
+
+
+def timbre_stats(timbre: np.ndarray) -> dict:
+    """Sums for a pooled per-dimension mean and standard deviation."""
+    t = np.asarray(timbre, dtype=float).reshape(-1, 12)
+    return {"n": int(len(t)), "sum": t.sum(axis=0).tolist(), "sumsq": (t**2).sum(axis=0).tolist()}
+
+
+def pooled_timbre(stats: list[dict]) -> tuple[int, np.ndarray, np.ndarray] | None:
+    stats = [x for x in stats if x and x["n"]]
+    if not stats:
+        return None
+    n = sum(x["n"] for x in stats)
+    mean = np.sum([x["sum"] for x in stats], axis=0) / n
+    var = np.sum([x["sumsq"] for x in stats], axis=0) / n - mean**2
+    return n, mean, np.sqrt(np.maximum(var, 0.0))
+
+
+# GTZAN genres whose production resembles the Million Song Dataset tracks in eval/echonest
+TIMBRE_COMPARISON_GENRES = ("pop", "rock", "disco")
+
+
+def echonest_reference(eval_dir: Path) -> dict | None:
+    """Segment timbre statistics and segment rate of the real Echo Nest documents."""
+    docs = sorted((eval_dir / "echonest").glob("*.json"))
+    if not docs:
+        return None
+    timbre, seconds, segments = [], 0.0, 0
+    for p in docs:
+        d = json.loads(p.read_text(encoding="utf-8"))
+        timbre += [seg["timbre"] for seg in d["segments"]]
+        seconds += float(d["track"]["duration"])
+        segments += len(d["segments"])
+    t = np.asarray(timbre, dtype=float)
+    return {"documents": len(docs), "n": len(t), "mean": t.mean(axis=0).tolist(), "std": t.std(axis=0).tolist(),
+            "segments_per_s": segments / seconds}
+
+
+def timbre_comparison(records: list[dict], reference: dict | None) -> dict | None:
+    ours = pooled_timbre([r["ours"]["timbre_stats"] for r in records if r["group"] in TIMBRE_COMPARISON_GENRES])
+    if ours is None or reference is None:
+        return None
+    n, mean, std = ours
+    ratio = std / np.maximum(np.asarray(reference["std"]), 1e-9)
+    return {"ours_n": n, "ours_mean": mean.tolist(), "ours_std": std.tolist(), "reference": reference,
+            "std_ratio": ratio.tolist(), "std_within_2x": int(np.sum((ratio >= 0.5) & (ratio <= 2.0)))}
+
+
+def timbre_text(c: dict) -> str:
+    ref = c["reference"]
+    rows = [[str(i + 1), _f(c["ours_mean"][i], 1), _f(ref["mean"][i], 1), _f(c["ours_std"][i], 1),
+             _f(ref["std"][i], 1), _f(c["std_ratio"][i], 2)] for i in range(12)]
+    head = (f"Ours: {c['ours_n']} segments of the GTZAN {'/'.join(TIMBRE_COMPARISON_GENRES)} clips; Echo Nest: "
+            f"{ref['n']} segments of its {ref['documents']} real documents ({ref['segments_per_s']:.2f} segments/s). "
+            f"Spread within a factor of 2 on {c['std_within_2x']}/12 dimensions.")
+    return head + "\n\n" + _table(["dim", "mean ours", "mean Echo Nest", "std ours", "std Echo Nest", "std ratio"], rows)
 
 
 def warm_up(item: Item, ours: Ours, anchors) -> None:
@@ -258,10 +315,17 @@ def speed_criterion(records: list[dict]) -> dict | None:
     per_file = [r["ours"]["wall_s"] / r["madmom"]["seconds"]["downbeat"] for r in recs if r["madmom"]["seconds"].get("downbeat")]
     ratio = ours / madmom_down if madmom_down > 0 else None
     # the rhythm stage alone vs madmom's beat and downbeat processors run separately
-    ours_rhythm = sum(r["ours"]["stages"].get("rhythm_networks", 0.0) + r["ours"]["stages"].get("rhythm_decoding", 0.0)
-                      for r in recs)
+    ours_rhythm = sum(
+        sum(r["ours"]["stages"].get(k, 0.0) for k in ("rhythm_networks", "rhythm_decoding", "bar_network"))
+        for r in recs
+    )
     madmom_both = sum(r["madmom"]["seconds"].get("beat", 0.0) + r["madmom"]["seconds"].get("downbeat", 0.0) for r in recs)
+    # issue 4: segments (onset network, pitches, timbre) and loudness on top of everything else
+    seg_loud = sum(r["ours"]["stages"].get("segments", 0.0) + r["ours"]["stages"].get("loudness", 0.0) for r in recs)
+    rest = sum(sum(r["ours"]["stages"].values()) for r in recs) - seg_loud
     return {
+        "segments_loudness_s_per_30s": seg_loud / audio * CLIP_S,
+        "segments_loudness_share": seg_loud / rest if rest > 0 else None,
         "ours_rhythm_s_per_30s": ours_rhythm / audio * CLIP_S,
         "madmom_beat_plus_downbeat_s_per_30s": madmom_both / audio * CLIP_S,
         "rhythm_speedup": madmom_both / ours_rhythm if ours_rhythm > 0 else None,
@@ -397,9 +461,13 @@ def speed_text(speed: dict | None, agg_all: dict) -> str:
         f"-> ratio {speed['ratio']:.2f} (limit ≤ {speed['limit']:.1f}): {verdict}; per file median "
         f"{speed['ratio_per_file_median']:.2f}, max {speed['ratio_per_file_max']:.2f}.",
         "",
-        f"Rhythm stage alone (shared front end, both networks, beat and meter decoding) "
+        f"Rhythm stage alone (shared front end, beat, downbeat and bar networks, beat and meter decoding) "
         f"{speed['ours_rhythm_s_per_30s']:.2f} s per 30 s vs madmom's beat + downbeat processors run separately "
         f"{speed['madmom_beat_plus_downbeat_s_per_30s']:.2f} s -> {speed['rhythm_speedup']:.2f}x faster.",
+        "",
+        f"Segments (onset network, pitches, timbre) + loudness {speed['segments_loudness_s_per_30s']:.2f} s per 30 s: "
+        f"{100 * speed['segments_loudness_share']:.0f}% on top of the rest of the analysis (the shared spectrogram, "
+        "log-mel and chroma are counted in the rest).",
         "",
     ]
     rows = []
@@ -474,6 +542,8 @@ def report(result: dict) -> str:
         ]
         out += [_table(["set", "events", "n", "share correct", "correlation", "mean conf (right)",
                         "mean conf (wrong)"], rows), ""]
+    if result.get("timbre"):
+        out += ["## Segment timbre scale vs the Echo Nest's documents", "", timbre_text(result["timbre"]), ""]
     out += ["## Speed", "", speed_text(result["speed"], result["speed_basis"]), ""]
     out += ["## Issues in our output", ""]
     if result["issues"]:
@@ -597,6 +667,8 @@ def main(argv: list[str] | None = None) -> int:
             "records": records,
         }
     result["confidence_all"] = confidence_checks(all_records)
+    if "gtzan" in result["sets"]:
+        result["timbre"] = timbre_comparison(result["sets"]["gtzan"]["records"], echonest_reference(eval_dir))
     # the criterion is stated for 30 s clips: use GTZAN where it ran
     basis = result["sets"]["gtzan"]["records"] if "gtzan" in result["sets"] else all_records
     result["speed"] = speed_criterion(basis)
