@@ -27,6 +27,7 @@ AUDIO_EXTENSIONS = frozenset(
 class Job:
     source: Path
     output_rel: Path  # relative path of the .json under the output folder
+    plots: tuple[tuple[str, Path], ...] = ()  # (format "png"/"html", where to write the visual report)
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class Result:
     error: str | None  # one line, None on success
     internal: bool = False  # the failure is a bug, not bad input
     detail: str = ""  # traceback for --debug
+    plot_error: str | None = None  # the document is fine but a requested report could not be written
 
 
 def collect_jobs(paths: list[Path]) -> list[Job]:
@@ -88,8 +90,8 @@ def shared_models():
     return _MODELS
 
 
-def analyze_path(path: Path, options: RunOptions) -> tuple[dict, float]:
-    """Decode and analyze one file -> (validated document, audio seconds)."""
+def analyze_path(path: Path, options: RunOptions):
+    """Decode and analyze one file -> (validated document, the decoded Audio)."""
     from .document import build_document
     from .pipeline import analyze
 
@@ -98,7 +100,27 @@ def analyze_path(path: Path, options: RunOptions) -> tuple[dict, float]:
     audio = decode(path, params=options.decode)
     analysis = analyze(audio, models=shared_models())
     doc = build_document(analysis, timestamp=stamp, analysis_time_s=time.perf_counter() - t0)
-    return doc, audio.duration_s
+    return doc, audio
+
+
+def plot_paths(job_source: Path, output_rel: Path, plot_dir: Path | None, fmt: str) -> tuple[tuple[str, Path], ...]:
+    """Where --plot-dir puts a file's report: the JSON's relative path with the report's extension."""
+    if plot_dir is None:
+        return ()
+    return ((fmt, plot_dir / output_rel.with_suffix("." + fmt)),)
+
+
+def write_plots(job: Job, doc: dict, audio) -> str | None:
+    """Render and write the job's reports; a one-line reason if one could not be written."""
+    from .report import render, waveform_envelope
+
+    envelope = waveform_envelope(audio.samples, audio.sr)
+    for fmt, path in job.plots:
+        try:
+            write_atomic(path, render(doc, fmt=fmt, envelope=envelope, title=job.source.name), text=False)
+        except OSError as exc:
+            return f"cannot write {path}: {exc.strerror or exc}"
+    return None
 
 
 def run_one(job: Job, options: RunOptions) -> Result:
@@ -106,8 +128,9 @@ def run_one(job: Job, options: RunOptions) -> Result:
     from .document import dumps
 
     try:
-        doc, audio_s = analyze_path(job.source, options)
-        return Result(job, dumps(doc, pretty=options.pretty), audio_s, None)
+        doc, audio = analyze_path(job.source, options)
+        plot_error = write_plots(job, doc, audio) if job.plots else None
+        return Result(job, dumps(doc, pretty=options.pretty), audio.duration_s, None, plot_error=plot_error)
     except AnalyzerError as exc:
         internal = getattr(exc, "exit_code", 1) == 3
         return Result(job, None, 0.0, str(exc), internal=internal, detail=traceback.format_exc())
@@ -133,21 +156,29 @@ def _worker_init() -> None:
 
 
 def is_up_to_date(job: Job, out_dir: Path) -> bool:
-    out = out_dir / job.output_rel
+    """The JSON (and every report asked for) exists, is not empty and is newer than the source."""
     try:
-        return out.stat().st_mtime >= job.source.stat().st_mtime and out.stat().st_size > 0
+        src = job.source.stat().st_mtime
+        for out in [out_dir / job.output_rel] + [p for _, p in job.plots]:
+            st = out.stat()
+            if st.st_mtime < src or st.st_size == 0:
+                return False
+        return True
     except OSError:
         return False
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, then rename: readers never see half a file."""
+def write_atomic(path: Path, data: bytes, *, text: bool = True) -> None:
+    """Write to a temp file in the same folder, then rename: readers never see half a file.
+
+    Text ends with a newline (added if missing); binary data is written as is.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-            if not data.endswith(b"\n"):
+            if text and not data.endswith(b"\n"):
                 fh.write(b"\n")
             fh.flush()
             os.fsync(fh.fileno())

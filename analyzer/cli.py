@@ -22,6 +22,11 @@ class Format(str, Enum):
     jsonl = "jsonl"
 
 
+class PlotFormat(str, Enum):
+    png = "png"
+    html = "html"
+
+
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None
 )
@@ -59,13 +64,28 @@ def main_command(
     allow_truncated: Annotated[
         bool, typer.Option("--allow-truncated", help="Analyze what decodes of a damaged or truncated file.")
     ] = False,
+    plot: Annotated[
+        Optional[Path], typer.Option("--plot", help="Also draw the analysis to this PNG (one input file).")
+    ] = None,
+    plot_html: Annotated[
+        Optional[Path],
+        typer.Option("--plot-html", help="Also write the analysis as a self-contained HTML page (one input file)."),
+    ] = None,
+    plot_dir: Annotated[
+        Optional[Path], typer.Option("--plot-dir", help="Draw each file's analysis to DIR/<relative path>.png (or .html).")
+    ] = None,
+    plot_format: Annotated[
+        PlotFormat, typer.Option("--plot-format", help="Report format for --plot-dir.")
+    ] = PlotFormat.png,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
+    from dataclasses import replace
+
     from .audio import DecodeParams
-    from .batch import RunOptions, collect_jobs
+    from .batch import RunOptions, collect_jobs, plot_paths
 
     if jobs < 0:
         _err(f"--jobs must be >= 0, got {jobs}")
@@ -89,6 +109,25 @@ def main_command(
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         _err(f"-o {out_dir}: exists and is not a folder")
         raise typer.Exit(EXIT_USAGE)
+    if plot_dir is not None and plot_dir.exists() and not plot_dir.is_dir():
+        _err(f"--plot-dir {plot_dir}: exists and is not a folder")
+        raise typer.Exit(EXIT_USAGE)
+    if (plot is not None or plot_html is not None) and len(job_list) != 1:
+        _err("--plot and --plot-html take one input file; use --plot-dir DIR for several")
+        raise typer.Exit(EXIT_USAGE)
+    for flag, target in (("--plot", plot), ("--plot-html", plot_html)):
+        if target is not None and target.is_dir():
+            _err(f"{flag} {target}: is a folder; give a file name")
+            raise typer.Exit(EXIT_USAGE)
+    job_list = [
+        replace(
+            j,
+            plots=plot_paths(j.source, j.output_rel, plot_dir, plot_format.value)
+            + ((("png", plot),) if plot is not None else ())
+            + ((("html", plot_html),) if plot_html is not None else ()),
+        )
+        for j in job_list
+    ]
     single = len(job_list) == 1 and not paths[0].is_dir() and out_dir is None
     if single:
         raise typer.Exit(_run_single(job_list[0], options, fmt, debug))
@@ -113,6 +152,9 @@ def _run_single(job, options, fmt: Format, debug: bool) -> int:
         sys.stdout.flush()
     except BrokenPipeError:
         _quiet_stdout()  # the reader went away (e.g. `| head -c 100`): not an error
+    if res.plot_error:
+        _err(res.plot_error)
+        return EXIT_INPUT
     return EXIT_OK
 
 
@@ -164,6 +206,9 @@ def _run_batch(job_list, options, out_dir: Optional[Path], fmt: Format, workers:
                         progress.console.print(res.detail, markup=False)
                 else:
                     audio_s += res.audio_s
+                    if res.plot_error:
+                        failed += 1
+                        progress.console.print(f"error: {res.plot_error}", markup=False, soft_wrap=True)
                     if out_dir is not None:
                         try:
                             write_atomic(out_dir / res.job.output_rel, res.document)

@@ -106,6 +106,7 @@ def build_document(analysis: Analysis, *, timestamp: int, analysis_time_s: float
             "mode_confidence": _c(s.mode_confidence),
             "time_signature": int(s.time_signature),
             "time_signature_confidence": _c(s.time_signature_confidence),
+            "label": s.label,
         }
         for s in analysis.sections
     ]

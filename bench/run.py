@@ -1,6 +1,6 @@
 """Benchmark the analyzer on the eval corpus, optionally against the libraries it builds on.
 
-    python -m bench.run [--eval-dir DIR] [--anchors] [--sets gtzan,renders,recordings,structure]
+    python -m bench.run [--eval-dir DIR] [--anchors] [--sets gtzan,renders,recordings,structure,medleys]
                         [--split all|dev|heldout] [--json OUT.json] [--gate OUT.json] [--limit N]
 
 For every audio file: decode, analyze, build and validate the full document
@@ -50,7 +50,8 @@ GATE_KEYS = ("beat_f", "downbeat_f", "tempo_acc1", "tempo_acc2", "key_weighted",
 ANCHOR_FIGURES = {
     "madmom": {"beat_f", "downbeat_f", "tempo_acc1", "tempo_acc2", "key_weighted", "meter_acc"},
     "essentia": {"beat_f", "tempo_acc1", "tempo_acc2", "key_weighted"},
-    "librosa": {"beat_f", "tempo_acc1", "tempo_acc2"},
+    "librosa": {"beat_f", "tempo_acc1", "tempo_acc2", "boundary_f_0.5", "boundary_f_3", "sections_per_file"},
+    "foote": {"boundary_f_0.5", "boundary_f_3", "sections_per_file"},
 }
 # confidence -> the figure it should predict
 CONFIDENCE_CHECKS = (
@@ -163,7 +164,7 @@ def run_item(item: Item, ours: Ours, anchors) -> dict:
         else {"tempo": None, "meter": None, "key": None},
     }
     if anchors is not None and audio is not None:
-        results, up_s = anchors.run(audio.samples, audio.sr)
+        results, up_s = anchors.run(audio.samples, audio.sr, sections=bool(item.truth.section_intervals))
         rec["upsample_s"] = up_s
         for name, a in results.items():
             rec[name] = {

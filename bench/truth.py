@@ -15,7 +15,7 @@ import numpy as np
 
 from analyzer.batch import AUDIO_EXTENSIONS
 
-SETS = ("gtzan", "renders", "recordings", "structure")
+SETS = ("gtzan", "renders", "recordings", "structure", "medleys")
 SPLITS = ("all", "dev", "heldout")
 
 # music21 spells flats with '-' ("A- major") and minor keys in lower case ("f# minor")
@@ -47,6 +47,8 @@ class Item:
 
 
 def load_set(name: str, eval_dir: Path) -> list[Item]:
+    if name == "medleys":
+        return _medleys(eval_dir)
     loaders = {
         "gtzan": _gtzan,
         "renders": _renders,
@@ -204,6 +206,26 @@ def _structure(folder: Path) -> list[Item]:
             continue
         t = Truth(section_intervals=read_jams_sections(jams))
         items.append(Item("structure", str(audio.relative_to(folder)), audio, "structure", t))
+    return items
+
+
+def bench_cache_dir() -> Path:
+    import os
+
+    return Path(os.environ.get("ANALYZER_BENCH_CACHE", Path(__file__).resolve().parent / ".cache"))
+
+
+def _medleys(eval_dir: Path) -> list[Item]:
+    import soundfile as sf
+
+    from .medleys import build
+
+    items = []
+    for path, joins in build(eval_dir, bench_cache_dir()):
+        duration = sf.info(str(path)).duration
+        edges = np.concatenate(([0.0], joins, [duration]))
+        t = Truth(section_intervals=[np.stack([edges[:-1], edges[1:]], axis=1)])
+        items.append(Item("medleys", path.stem, path, "medleys", t))
     return items
 
 

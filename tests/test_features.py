@@ -58,3 +58,12 @@ def test_semitone_energy_matches_madmom(fx):
                                   fmax=4200.0, compression_factor=100, norm=True, threshold=0.001))
     n = min(len(ours), len(theirs))
     assert np.corrcoef(ours[:n].ravel(), theirs[:n].ravel())[0, 1] > 0.999
+
+
+def test_onnx_sessions_are_single_threaded_and_do_not_spin(models):
+    import onnxruntime as ort
+    from madmom.ml.nn import onnx_runtime
+
+    options = onnx_runtime._create_session_options(ort)
+    assert options.intra_op_num_threads == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
