@@ -109,6 +109,19 @@ def test_pulse_periodicity_separates_a_grid_from_random_events():
     assert pulse_periodicity(regular, beats[:2], fps) == 0.0
 
 
+def test_local_periodicity_sees_each_tempo_of_a_medley():
+    from analyzer.rhythm import local_pulse_periodicity, pulse_periodicity
+
+    fps = 100.0
+    beats = np.concatenate([np.arange(0.5, 20.0, 0.6), np.arange(20.0, 40.0, 0.43), np.arange(40.0, 60.0, 0.71)])
+    act = np.zeros(6000)
+    act[np.round(beats * fps).astype(int)] = 1.0
+    # no single period recurs over the whole file, but each third is perfectly regular
+    # (windows that straddle a change pull the median down a little)
+    assert pulse_periodicity(act, beats, fps) < 0.5
+    assert local_pulse_periodicity(act, beats, fps) > 0.6
+
+
 def test_silence_has_no_beats_and_low_confidence(fx, analyze_file):
     doc, _ = analyze_file(fx["silence"]["path"])
     t = doc["track"]
