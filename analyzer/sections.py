@@ -25,7 +25,9 @@ import numpy as np
 
 @dataclass(frozen=True)
 class SectionParams:
-    kernel_short_s: float = 8.0  # full checkerboard widths
+    # full checkerboard widths; the short one spans more than a 4-bar chord loop (9.6 s at
+    # 100 BPM): at 8 s a steady loop's chord changes scored 0.6 harmony novelty
+    kernel_short_s: float = 12.0
     kernel_long_s: float = 24.0
     min_section_s: float = 6.0
     # mean normalised novelty a boundary must reach (1 = between two opposed steady textures)
