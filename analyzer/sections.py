@@ -180,6 +180,7 @@ def find_boundaries(
     cand.sort(key=lambda i: -nov[i])
     max_count = int(duration_s // params.max_density_s)
     chosen: list[int] = []
+    from_tempo: set[int] = set()
     for i in cand:
         if len(chosen) >= max_count:
             break
@@ -196,13 +197,16 @@ def find_boundaries(
                 and all(abs(grid[i] - grid[j]) >= params.min_section_s for j in chosen)
             ):
                 chosen.append(i)
+                from_tempo.add(i)
                 nov[i] = max(nov[i], tempo_nov[i])
     chosen.sort()
 
     frame_feats = np.vstack([timbre / 20.0, harmony / 0.5, level / 6.0])
     times, confs = [0.0], [1.0]
     for i in chosen:
-        t = _refine(float(grid[i]), frame_feats=frame_feats, fps=fps, search_s=step_s, kernel_s=params.refine_kernel_s)
+        # the tempo curve is median-smoothed over 5 beats: its peak can sit two beats off
+        search_s = (2.5 if i in from_tempo else 1.0) * step_s
+        t = _refine(float(grid[i]), frame_feats=frame_feats, fps=fps, search_s=search_s, kernel_s=params.refine_kernel_s)
         if len(bar_times):
             b = float(bar_times[np.argmin(np.abs(bar_times - t))])
             if abs(b - t) <= params.snap_to_bar_s:
