@@ -100,6 +100,17 @@ def _tempo_novelty(grid: np.ndarray, step_s: float, params: SectionParams) -> np
     return checkerboard_novelty(ssm, int(round(params.kernel_short_s / step_s / 2)))
 
 
+def _tempo_change_beat(grid: np.ndarray, i: int, reach: int = 3, span: int = 4) -> int:
+    """The beat near i where the mean log beat length of the next `span` beats differs most from the previous."""
+    log_ibi = np.log2(np.maximum(np.diff(grid), 1e-3))
+    best, best_score = i, -1.0
+    for j in range(max(span, i - reach), min(len(log_ibi) - span, i + reach) + 1):
+        score = abs(float(log_ibi[j : j + span].mean() - log_ibi[j - span : j].mean()))
+        if score > best_score:
+            best, best_score = j, score
+    return best
+
+
 def _peaks(curve: np.ndarray, radius: int) -> np.ndarray:
     n = len(curve)
     if n < 3:
@@ -204,9 +215,12 @@ def find_boundaries(
     frame_feats = np.vstack([timbre / 20.0, harmony / 0.5, level / 6.0])
     times, confs = [0.0], [1.0]
     for i in chosen:
-        # the tempo curve is median-smoothed over 5 beats: its peak can sit two beats off
-        search_s = (2.5 if i in from_tempo else 1.0) * step_s
-        t = _refine(float(grid[i]), frame_feats=frame_feats, fps=fps, search_s=search_s, kernel_s=params.refine_kernel_s)
+        is_tempo = i in from_tempo
+        if is_tempo:
+            # the tempo curve is median-smoothed over 5 beats: put the boundary on the beat
+            # where the beat length changes, then let the sound place it within a beat of it
+            i = _tempo_change_beat(grid, i)
+        t = _refine(float(grid[i]), frame_feats=frame_feats, fps=fps, search_s=step_s, kernel_s=params.refine_kernel_s)
         if len(bar_times):
             b = float(bar_times[np.argmin(np.abs(bar_times - t))])
             if abs(b - t) <= params.snap_to_bar_s:
