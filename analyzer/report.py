@@ -43,6 +43,11 @@ def _key_name(key: int, mode: int) -> str:
     return f"{PITCH_LABELS[key]} {'major' if mode == 1 else 'minor' if mode == 0 else ''}".strip()
 
 
+def _rhythm_text(tempo: float, meter: int, sep: str = " · ") -> str:
+    # no beats: a tempo of 0 and a default meter would read as facts
+    return f"{tempo:.0f} BPM{sep}{meter}/4" if tempo > 0 else "no pulse"
+
+
 def _section_labels(doc: dict) -> list[str]:
     return [str(s.get("label", "")) for s in doc.get("sections", [])]
 
@@ -65,8 +70,9 @@ def figure(doc: dict, *, envelope: tuple[np.ndarray, np.ndarray, np.ndarray] | N
 
     name = title or doc.get("meta", {}).get("filename", "") or ""
     fig.suptitle(
-        f"{name}  —  {duration:.1f} s · {track['tempo']:.1f} BPM · {track['time_signature']}/4 · "
-        f"{_key_name(track['key'], track['mode'])} · loudness {track['loudness']:.1f} dB",
+        f"{name}  —  {duration:.1f} s · {_rhythm_text(track['tempo'], track['time_signature'], ' · ')} · "
+        f"{_key_name(track['key'], track['mode'])} (confidence {track['key_confidence']:.2f}) · "
+        f"loudness {track['loudness']:.1f} dB",
         fontsize=12,
     )
 
@@ -116,6 +122,7 @@ def figure(doc: dict, *, envelope: tuple[np.ndarray, np.ndarray, np.ndarray] | N
         ax_rhythm.legend(loc="upper right", fontsize=7, ncol=3, frameon=False)
     else:
         ax_rhythm.text(0.5, 0.5, "no beats detected", ha="center", va="center", transform=ax_rhythm.transAxes)
+        ax_rhythm.set_yticks([])
     ax_rhythm.set_ylabel("tempo (BPM)")
 
     # 3. sections, shaded, labelled
@@ -126,7 +133,7 @@ def figure(doc: dict, *, envelope: tuple[np.ndarray, np.ndarray, np.ndarray] | N
         colour = SECTION_COLOURS[(distinct.index(lab) if lab in distinct else i) % len(SECTION_COLOURS)]
         ax_sec.axvspan(s["start"], s["start"] + s["duration"], color=colour, alpha=0.35, linewidth=0)
         ax_sec.axvline(s["start"], color="black", linewidth=0.8)
-        text = f"{lab + ' · ' if lab else ''}{_key_name(s['key'], s['mode'])}\n{s['tempo']:.0f} BPM · {s['time_signature']}/4"
+        text = f"{lab + ' · ' if lab else ''}{_key_name(s['key'], s['mode'])}\n{_rhythm_text(s['tempo'], s['time_signature'])}"
         if s["duration"] >= 0.04 * duration:
             ax_sec.text(s["start"] + 0.01 * duration, 0.5, text, fontsize=7.5, va="center", clip_on=True)
     ax_sec.set_ylim(0, 1)
@@ -169,8 +176,10 @@ def html_bytes(doc: dict, **kw) -> bytes:
     name = html.escape(kw.get("title") or doc.get("meta", {}).get("filename", "") or "analysis")
     facts = [
         ("duration", f"{t['duration']:.2f} s"),
-        ("tempo", f"{t['tempo']:.1f} BPM (confidence {t['tempo_confidence']:.2f})"),
-        ("time signature", f"{t['time_signature']}/4 (confidence {t['time_signature_confidence']:.2f})"),
+        ("tempo", f"{t['tempo']:.1f} BPM (confidence {t['tempo_confidence']:.2f})" if t["tempo"] > 0
+         else "no pulse: no beats found"),
+        ("time signature", f"{t['time_signature']}/4 (confidence {t['time_signature_confidence']:.2f})"
+         if t["tempo"] > 0 else "–"),
         ("key", f"{_key_name(t['key'], t['mode'])} (key confidence {t['key_confidence']:.2f}, "
                 f"mode {t['mode_confidence']:.2f})"),
         ("loudness", f"{t['loudness']:.2f} dB"),
@@ -180,13 +189,7 @@ def html_bytes(doc: dict, **kw) -> bytes:
                    f"{len(doc.get('segments', []))} segments"),
     ]
     labels = _section_labels(doc)
-    rows = "".join(
-        f"<tr><td>{i + 1}</td><td>{html.escape(labels[i]) or '–'}</td><td>{s['start']:.2f}</td>"
-        f"<td>{s['duration']:.2f}</td><td>{s['confidence']:.2f}</td><td>{s['loudness']:.1f}</td>"
-        f"<td>{s['tempo']:.1f}</td><td>{html.escape(_key_name(s['key'], s['mode']))}</td>"
-        f"<td>{s['time_signature']}/4</td></tr>"
-        for i, s in enumerate(doc.get("sections", []))
-    )
+    rows = "".join(_section_row(i, s, labels[i]) for i, s in enumerate(doc.get("sections", [])))
     fact_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in facts)
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{name} — analysis</title>
@@ -206,6 +209,22 @@ td {{ font-variant-numeric: tabular-nums; }}
 </body></html>
 """
     return page.encode("utf-8")
+
+
+def _section_row(i: int, s: dict, label: str) -> str:
+    pulse = s["tempo"] > 0
+    cells = [
+        str(i + 1),
+        html.escape(label) or "–",
+        f"{s['start']:.2f}",
+        f"{s['duration']:.2f}",
+        f"{s['confidence']:.2f}",
+        f"{s['loudness']:.1f}",
+        f"{s['tempo']:.1f}" if pulse else "–",
+        html.escape(_key_name(s["key"], s["mode"])),
+        f"{s['time_signature']}/4" if pulse else "–",
+    ]
+    return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
 
 
 def render(doc: dict, *, fmt: str, **kw) -> bytes:
