@@ -97,3 +97,13 @@ def test_batch_plot_dir_mirrors_the_inputs(fx, tmp_path):
     # resuming: the outputs and the plots are up to date, nothing is redone
     result = CliRunner().invoke(app, [str(music), "-o", str(out), "--plot-dir", str(plots), "--jobs", "1"])
     assert "0 analyzed, 0 failed, 2 up to date" in result.stderr
+
+
+def test_unwritable_plot_is_one_error_and_the_document_still_comes(fx, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    result = CliRunner().invoke(app, [fx["click_120_4-4"]["path"], "--plot", str(blocker / "song.png")])
+    assert result.exit_code == 1
+    assert result.stdout.lstrip().startswith("{")
+    lines = [l for l in result.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: cannot write") and "Traceback" not in result.stderr
