@@ -150,3 +150,15 @@ def test_same_instrument_closer_than_different_instruments():
     within = [np.linalg.norm(g[i] - g[j]) for g in groups for i in range(len(g)) for j in range(i + 1, len(g))]
     between = [np.linalg.norm(u - v) for u in a for v in b]
     assert np.mean(within) < np.mean(between)
+
+
+def test_fitting_script_regenerates_the_stored_basis_exactly(tmp_path):
+    if shutil.which("fluidsynth") is None or not Path(synth.SOUNDFONT).is_file():
+        pytest.skip("needs the fluidsynth binary and the FluidR3_GM soundfont")
+    from fixtures import fit_timbre
+
+    out = tmp_path / "basis.npz"
+    assert fit_timbre.main([str(out)]) == 0
+    fresh, stored = load_basis(out), load_basis()
+    np.testing.assert_array_equal(fresh.components, stored.components)
+    np.testing.assert_array_equal(fresh.mean_patch, stored.mean_patch)
