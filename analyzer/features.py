@@ -115,8 +115,8 @@ def madmom_filtered(stfts: dict[int, object], num_bands: tuple[int, int, int]) -
     ]
 
 
-def madmom_network_input(filtered: list[object], *, log_mul: float = 1.0, diff_ratio: float = 0.5) -> np.ndarray:
-    """The stacked log-filtered spectrogram + positive difference that madmom's RNNs read.
+def madmom_log_diff(filtered: list[object], *, log_mul: float = 1.0, diff_ratio: float = 0.5) -> list[tuple]:
+    """Per filtered spectrogram: (log spectrogram, its positive difference), as madmom's RNNs read them.
 
     The beat and downbeat networks use log_mul 1 and diff_ratio 0.5; the onset
     network log_mul 5 and diff_ratio 0.25 (madmom's RNNOnsetProcessor).
@@ -126,9 +126,13 @@ def madmom_network_input(filtered: list[object], *, log_mul: float = 1.0, diff_r
     parts = []
     for filt in filtered:
         log = LogarithmicSpectrogram(filt, mul=log_mul, add=1)
-        diff = SpectrogramDifference(log, diff_ratio=diff_ratio, positive_diffs=True)
-        parts.append(np.hstack((log, diff)))
-    return np.hstack(parts).astype(np.float32, copy=False)
+        parts.append((log, SpectrogramDifference(log, diff_ratio=diff_ratio, positive_diffs=True)))
+    return parts
+
+
+def madmom_network_input(parts: list[tuple]) -> np.ndarray:
+    """The stacked log spectrograms + positive differences: one network input, (frames, features)."""
+    return np.hstack([np.hstack(pair) for pair in parts]).astype(np.float32, copy=False)
 
 
 class Models:
@@ -168,6 +172,11 @@ class MadmomFrontEnd:
     def downbeat_bands(self) -> list[object]:
         return madmom_filtered(self.stfts, (3, 6, 12))
 
+    @cached_property
+    def beat_log_diff(self) -> list[tuple]:
+        """The beat network's (log, difference) pairs; the bar network reads the 2048-frame difference too."""
+        return madmom_log_diff(self.six_bands)
+
 
 @dataclass(frozen=True)
 class RhythmActivations:
@@ -178,15 +187,17 @@ class RhythmActivations:
 
 
 def rhythm_activations(*, front: MadmomFrontEnd, models: Models) -> RhythmActivations:
-    beat = np.asarray(models.beat_nn(madmom_network_input(front.six_bands)), dtype=np.float32).reshape(-1)
-    both = np.asarray(models.downbeat_nn(madmom_network_input(front.downbeat_bands)), dtype=np.float32)
+    beat = np.asarray(models.beat_nn(madmom_network_input(front.beat_log_diff)), dtype=np.float32).reshape(-1)
+    both = np.asarray(
+        models.downbeat_nn(madmom_network_input(madmom_log_diff(front.downbeat_bands))), dtype=np.float32
+    )
     # the downbeat network's three outputs are (no beat, beat, downbeat)
     return RhythmActivations(fps=MADMOM_FPS, beat=beat, downbeat_beat=both[:, 1], downbeat=both[:, 2])
 
 
 def onset_activation(*, front: MadmomFrontEnd, models: Models) -> np.ndarray:
     """madmom's bidirectional onset network (RNNOnsetProcessor), (frames,) at 100 fps."""
-    onset_in = madmom_network_input(front.six_bands, log_mul=5.0, diff_ratio=0.25)
+    onset_in = madmom_network_input(madmom_log_diff(front.six_bands, log_mul=5.0, diff_ratio=0.25))
     return np.asarray(models.onset_nn(onset_in), dtype=np.float32).reshape(-1)
 
 
@@ -211,13 +222,12 @@ def bar_activation(
     its harmonic input the CLP chroma.  Both are averaged over beat
     subdivisions (4 and 2 per beat).
     """
-    from madmom.audio.spectrogram import LogarithmicSpectrogram, SpectrogramDifference
     from madmom.features.downbeats import SyncronizeFeaturesProcessor
 
     if len(beat_times) < 3:
         return np.full(len(beat_times), np.nan)
-    log = LogarithmicSpectrogram(front.six_bands[_MADMOM_FRAME_SIZES.index(2048)], mul=1, add=1)
-    perc = np.asarray(SpectrogramDifference(log, diff_ratio=0.5, positive_diffs=True), dtype=np.float32)
+    _, diff = front.beat_log_diff[_MADMOM_FRAME_SIZES.index(2048)]
+    perc = np.asarray(diff, dtype=np.float32)
     perc_sync = SyncronizeFeaturesProcessor(4, fps=MADMOM_FPS)((perc, beat_times))
     harm_sync = SyncronizeFeaturesProcessor(2, fps=MADMOM_FPS)((clp, beat_times))
     p = np.asarray(models.bar_perc_nn(perc_sync.reshape(len(perc_sync), -1)), dtype=float).reshape(-1)

@@ -59,11 +59,10 @@ def k_weighting_power_gain(freqs_hz: np.ndarray) -> np.ndarray:
     return g[:-1] / g[-1]
 
 
-def frame_rms_from_power(stft_power: np.ndarray, *, sr: int, n_fft: int, k_weighted: bool = True) -> np.ndarray:
-    """Frame RMS (full scale 1.0) from a Hann-window power spectrogram (Parseval), K-weighted by default."""
+def frame_rms_from_power(stft_power: np.ndarray, *, sr: int, n_fft: int) -> np.ndarray:
+    """K-weighted frame RMS (full scale 1.0) from a Hann-window power spectrogram (Parseval)."""
     p = np.asarray(stft_power, dtype=np.float64)
-    if k_weighted:
-        p = p * k_weighting_power_gain(np.arange(p.shape[0]) * sr / n_fft)[:, None]
+    p = p * k_weighting_power_gain(np.arange(p.shape[0]) * sr / n_fft)[:, None]
     # librosa's Hann window: sum(w^2) = 3/8 n_fft; one-sided spectrum counts inner bins twice
     energy = (2.0 * p[1:-1].sum(axis=0) + p[0] + p[-1]) / (n_fft * n_fft * 0.375)
     return np.sqrt(np.maximum(energy, 0.0))

@@ -120,19 +120,23 @@ def _peaks(curve: np.ndarray, radius: int) -> np.ndarray:
     return np.flatnonzero((curve >= win.max(axis=1)) & (curve > 0))
 
 
-def _refine(t: float, *, frame_feats: np.ndarray, fps: float, search_s: float, kernel_s: float) -> float:
+def _cumulative_unit_features(frame_feats: np.ndarray) -> np.ndarray:
+    """Cumulative sum over frames of the unit-normalised feature columns (zero column first)."""
+    z = frame_feats / (np.linalg.norm(frame_feats, axis=0, keepdims=True) + 1e-9)
+    return np.concatenate([np.zeros((z.shape[0], 1)), np.cumsum(z, axis=1)], axis=1)
+
+
+def _refine(t: float, *, cumulative: np.ndarray, fps: float, search_s: float, kernel_s: float) -> float:
     """The frame near t where short-range timbre novelty peaks (a join, a cut, a drum fill's end)."""
-    n = frame_feats.shape[1]
+    n = cumulative.shape[1] - 1
     half = max(2, int(round(kernel_s * fps / 2)))
     c = int(round(t * fps))
     lo, hi = max(half, c - int(search_s * fps)), min(n - half, c + int(search_s * fps) + 1)
     if hi <= lo:
         return t
-    z = frame_feats / (np.linalg.norm(frame_feats, axis=0, keepdims=True) + 1e-9)
-    cs = np.concatenate([np.zeros((z.shape[0], 1)), np.cumsum(z, axis=1)], axis=1)
     pos = np.arange(lo, hi)
-    before = (cs[:, pos] - cs[:, pos - half]) / half
-    after = (cs[:, pos + half] - cs[:, pos]) / half
+    before = (cumulative[:, pos] - cumulative[:, pos - half]) / half
+    after = (cumulative[:, pos + half] - cumulative[:, pos]) / half
     # distance between the mean feature before and after each candidate frame
     score = np.linalg.norm(after - before, axis=0)
     return float(pos[int(np.argmax(score))] / fps)
@@ -212,7 +216,8 @@ def find_boundaries(
                 nov[i] = max(nov[i], tempo_nov[i])
     chosen.sort()
 
-    frame_feats = np.vstack([timbre / 20.0, harmony / 0.5, level / 6.0])
+    # the whole track's running sums once; each boundary reads a window of them
+    cumulative = _cumulative_unit_features(np.vstack([timbre / 20.0, harmony / 0.5, level / 6.0]))
     times, confs = [0.0], [1.0]
     for i in chosen:
         is_tempo = i in from_tempo
@@ -220,7 +225,7 @@ def find_boundaries(
             # the tempo curve is median-smoothed over 5 beats: put the boundary on the beat
             # where the beat length changes, then let the sound place it within a beat of it
             i = _tempo_change_beat(grid, i)
-        t = _refine(float(grid[i]), frame_feats=frame_feats, fps=fps, search_s=step_s, kernel_s=params.refine_kernel_s)
+        t = _refine(float(grid[i]), cumulative=cumulative, fps=fps, search_s=step_s, kernel_s=params.refine_kernel_s)
         if len(bar_times):
             b = float(bar_times[np.argmin(np.abs(bar_times - t))])
             if abs(b - t) <= params.snap_to_bar_s:
