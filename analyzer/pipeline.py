@@ -151,6 +151,7 @@ def _analyze(audio: Audio, *, models: F.Models, config: AnalysisConfig) -> Analy
         y44=y44,
         sr=sr,
         frame_rms=frame_rms,
+        frame_db=frame_db,
         onset_env=onset_env,
         fps=fps,
         rhythm=rhythm,
@@ -181,6 +182,7 @@ def _describe_sections(
     y44: np.ndarray,
     sr: int,
     frame_rms: np.ndarray,
+    frame_db: np.ndarray,
     onset_env: np.ndarray,
     fps: float,
     rhythm: Rhythm,
@@ -203,6 +205,14 @@ def _describe_sections(
             _, meter, meter_conf, _ = decode_meter(down_at_beats=rhythm.downbeat_evidence[in_sec], params=config.rhythm)
         else:
             meter, meter_conf = rhythm.time_signature, 0.0
+        if float(frame_db[a:b].max()) <= config.sections.silence_db:
+            # a section of silence (see sections._add_silence) has no pulse, key or mode to report
+            out.append(
+                Section(start=float(start), duration=float(end - start), confidence=float(conf), loudness=loud,
+                        tempo=0.0, tempo_confidence=0.0, key=-1, key_confidence=0.0, mode=-1, mode_confidence=0.0,
+                        time_signature=rhythm.time_signature, time_signature_confidence=0.0, label=label)
+            )
+            continue
         if end - start >= config.min_section_key_s and track_key.key >= 0:
             s44 = y44[int(start * F.MADMOM_SR) : int(end * F.MADMOM_SR)]
             sk = estimate_key(

@@ -44,6 +44,10 @@ class SectionParams:
     # (0.6 s moved medley joins off by up to 0.6 s: F@0.5 0.84 -> 0.76; sargon unchanged)
     snap_to_bar_s: float = 0.3
     label_similarity: float = 0.8
+    # digital silence before the music starts or after it ends is a section of its own, as human
+    # annotations mark it (SALAMI's and Nieto's "Silence"): below this level, for at least this long
+    silence_db: float = -60.0
+    min_silence_s: float = 0.25
     fallback_step_s: float = 0.5  # feature step where there are no beats
 
 
@@ -233,10 +237,29 @@ def find_boundaries(
         if t - times[-1] >= 0.5 * params.min_section_s and duration_s - t >= 0.5 * params.min_section_s:
             times.append(t)
             confs.append(float(np.clip(nov[i], 0.0, 1.0)))
+    times, confs = _add_silence(times, confs, frame_db=level[0], fps=fps, duration_s=duration_s, params=params)
     starts = np.array(times)
     labels = label_sections(starts, duration_s, groups=[g for g, _ in groups], scales=[s for _, s in groups],
                             grid=grid, threshold=params.label_similarity)
     return Boundaries(starts, np.array(confs), labels)
+
+
+def _add_silence(
+    times: list[float], confs: list[float], *, frame_db: np.ndarray, fps: float, duration_s: float,
+    params: SectionParams,
+) -> tuple[list[float], list[float]]:
+    """Boundaries where the music starts after, or stops before, a stretch of silence."""
+    sounding = np.flatnonzero(frame_db > params.silence_db)
+    if len(sounding) == 0:
+        return times, confs
+    onset_s, offset_s = sounding[0] / fps, (sounding[-1] + 1) / fps
+    pairs = list(zip(times, confs))
+    if onset_s >= params.min_silence_s:
+        # the music's start replaces any boundary the features put within a short section of it
+        pairs = [(0.0, 1.0), (onset_s, 1.0)] + [(t, c) for t, c in pairs[1:] if t - onset_s >= 0.5 * params.min_section_s]
+    if duration_s - offset_s >= params.min_silence_s:
+        pairs = [(t, c) for t, c in pairs if offset_s - t >= 0.5 * params.min_section_s or t == 0.0] + [(offset_s, 1.0)]
+    return [t for t, _ in pairs], [c for _, c in pairs]
 
 
 def label_sections(

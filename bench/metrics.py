@@ -229,7 +229,7 @@ def check_analysis(analysis, doc: dict | None) -> list[str]:
     if len(analysis.sections) <= 1 and duration >= 60:
         issues.append(f"one section on {duration:.0f} s")
     for s in analysis.sections:
-        if s.tempo <= 0 and len(r.beats) >= 8:
+        if s.tempo <= 0 and len(r.beats) >= 8 and s.key >= 0:  # key -1: a section of silence
             issues.append(f"section at {s.start:.1f} s has tempo 0")
             break
     if not analysis.loudness <= 0:

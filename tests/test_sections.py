@@ -67,3 +67,20 @@ def test_too_short_or_beatless_input_is_one_section():
                         frame_db=np.full(n, -20.0), fps=fps, beat_times=np.zeros(0), bar_times=np.zeros(0),
                         duration_s=5.0, params=SectionParams())
     assert b.start.tolist() == [0.0] and b.label == ("A",)
+
+
+def test_silence_before_and_after_the_music_is_a_section_without_key_or_pulse(fx, analyze_file, tmp_path):
+    if "steady_loop" not in fx:
+        pytest.skip("FluidSynth or its GM soundfont is not installed: no steady_loop fixture")
+    loop, sr = _load(fx["steady_loop"]["path"])
+    path = tmp_path / "padded.wav"
+    sf.write(path, np.concatenate([np.zeros(int(1.5 * sr)), loop[: 40 * sr], np.zeros(2 * sr)]), sr)
+    doc, _ = analyze_file(path)
+    secs = doc["sections"]
+    assert secs[1]["start"] == pytest.approx(1.5, abs=0.1)
+    assert secs[-1]["start"] == pytest.approx(41.5, abs=0.15)
+    for s in (secs[0], secs[-1]):
+        assert (s["key"], s["mode"], s["tempo"], s["key_confidence"]) == (-1, -1, 0.0, 0.0)
+    # the steady loop between them stays one section
+    assert len(secs) == 3, [s["start"] for s in secs]
+    assert secs[1]["key"] >= 0 and secs[1]["tempo"] > 0
