@@ -45,7 +45,9 @@ def _version(value: bool) -> None:
 
 @app.command(
     help="Analyze audio files into Echo Nest analysis documents (JSON).\n\n"
-    "analyze song.mp3 > song.json  |  analyze music/ -o out/  |  analyze music/ --format jsonl | jq .track.tempo",
+    "analyze song.mp3 > song.json  |  analyze music/ -o out/  |  analyze music/ --format jsonl | jq .track.tempo\n\n"
+    "Identification: analyze index music/ --db catalog.db  |  analyze identify clip.mp3 --db catalog.db "
+    "(a file named index or identify: write ./index).",
 )
 def main_command(
     paths: Annotated[list[Path], typer.Argument(help="Audio files or folders (searched recursively).", show_default=False)],
@@ -252,9 +254,143 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
+catalog_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None)
+
+
+@catalog_app.command("index", help="Fingerprint every audio file under DIRS into a SQLite catalog (added or updated; "
+                     "files already indexed and unchanged are skipped).")
+def index_command(
+    dirs: Annotated[list[Path], typer.Argument(help="Audio files or folders (searched recursively).", show_default=False)],
+    db: Annotated[Path, typer.Option("--db", help="The catalog file (created if missing).")],
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Worker processes (default: number of cores).")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Re-fingerprint files already in the catalog.")] = False,
+    max_duration: Annotated[
+        float, typer.Option("--max-duration", help="Refuse files longer than this many seconds.")
+    ] = 3600.0,
+) -> None:
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .audio import DecodeParams
+    from .batch import collect_jobs
+    from .catalog import Catalog, file_codes_or_error
+
+    if jobs < 0:
+        _err(f"--jobs must be >= 0, got {jobs}")
+        raise typer.Exit(EXIT_USAGE)
+    try:
+        sources = [j.source for j in collect_jobs(dirs)]
+        catalog = Catalog(db, create=True)
+    except AnalyzerError as exc:
+        _err(str(exc))
+        raise typer.Exit(getattr(exc, "exit_code", EXIT_INPUT)) from None
+    console = Console(stderr=True, highlight=False)
+    todo = sources if force else [
+        p for p in sources if not (p.is_file() and catalog.is_current(str(p.resolve()), p.stat().st_mtime_ns))
+    ]
+    params = DecodeParams(max_duration_s=max_duration)
+    added = failed = 0
+    audio_s = 0.0
+    t0 = time.perf_counter()
+    progress = Progress(TextColumn("[bold]index"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                        TextColumn("{task.description}"), console=console, transient=True, disable=not console.is_terminal)
+    workers = max(1, min(jobs or _cores(), len(todo)))
+    try:
+        with progress, ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+            task = progress.add_task("", total=len(todo))
+            # the workers decode and fingerprint; this process is the catalog's one writer
+            for path, res in zip(todo, pool.map(file_codes_or_error, todo, [params] * len(todo), chunksize=1)):
+                if isinstance(res, str):
+                    failed += 1
+                    progress.console.print(f"error: {res}", markup=False, soft_wrap=True)
+                else:
+                    catalog.add(path=res.path, times=res.times, codes=res.codes, chroma=res.chroma, duration_s=res.duration_s,
+                                sample_md5=res.sample_md5, mtime_ns=res.mtime_ns, title=res.title, artist=res.artist)
+                    added += 1
+                    audio_s += res.duration_s
+                progress.update(task, advance=1, description=path.name[:40])
+    except KeyboardInterrupt:
+        _err("interrupted; files indexed so far are kept, rerun to resume")
+        raise typer.Exit(130) from None
+    n_tracks, n_codes = catalog.count()
+    catalog.close()
+    wall = time.perf_counter() - t0
+    sys.stderr.write(
+        f"{added} indexed, {failed} failed, {len(sources) - len(todo)} up to date (skipped); catalog {db}: "
+        f"{n_tracks} tracks, {n_codes} codes; {audio_s / 60:.1f} min of audio in {wall:.1f} s\n"
+    )
+    raise typer.Exit(EXIT_INPUT if failed else EXIT_OK)
+
+
+@catalog_app.command("identify", help="Identify clips against a catalog made by `analyze index`: prints the best "
+                     "matches with scores as JSON (one line per clip with several clips).")
+def identify_command(
+    clips: Annotated[list[Path], typer.Argument(help="Audio clips (10 s or more works best).", show_default=False)],
+    db: Annotated[Path, typer.Option("--db", help="The catalog made by `analyze index`.")],
+    top: Annotated[int, typer.Option("--top", "-n", help="How many candidates to list.")] = 5,
+    offset: Annotated[float, typer.Option("--offset", help="Start of the excerpt to use, seconds.")] = 0.0,
+    duration: Annotated[float, typer.Option("--duration", help="Length of the excerpt, seconds (0: to the end).")] = 0.0,
+    pretty: Annotated[bool, typer.Option("--pretty", help="Indent the JSON (one clip only).")] = False,
+) -> None:
+    from dataclasses import replace
+
+    import orjson
+
+    from .audio import DecodeParams
+    from .catalog import Catalog, MatchParams, file_codes, match_to_dict
+    from .fingerprint import CODE_UNIT_S
+
+    if top < 1 or offset < 0 or duration < 0:
+        _err("--top must be >= 1, --offset and --duration >= 0")
+        raise typer.Exit(EXIT_USAGE)
+    try:
+        catalog = Catalog(db)
+    except AnalyzerError as exc:
+        _err(str(exc))
+        raise typer.Exit(getattr(exc, "exit_code", EXIT_INPUT)) from None
+    params = replace(MatchParams(), top=top)
+    failed = 0
+    for clip in clips:
+        try:
+            fc = file_codes(clip, DecodeParams(offset_s=offset, duration_s=duration), query=True)
+        except AnalyzerError as exc:
+            _err(str(exc))
+            failed += 1
+            continue
+        res = catalog.lookup(fc.times, fc.codes, fc.chroma, unit_s=CODE_UNIT_S, params=params)
+        best = res.matches[0] if res.matches and res.matches[0].matched else None
+        out = {
+            "query": str(clip),
+            "duration": round(fc.duration_s, 3),
+            "codes": res.n_query_codes,
+            "lookup_ms": round(res.lookup_s * 1000, 2),
+            "match": match_to_dict(best) if best else None,
+            "candidates": [match_to_dict(m) for m in res.matches],
+        }
+        opts = orjson.OPT_INDENT_2 if pretty and len(clips) == 1 else 0
+        sys.stdout.buffer.write(orjson.dumps(out, option=opts) + b"\n")
+        sys.stdout.flush()
+    catalog.close()
+    raise typer.Exit(EXIT_INPUT if failed else EXIT_OK)
+
+
+CATALOG_COMMANDS = ("index", "identify")
+
+
 def main() -> None:
     try:
+        if len(sys.argv) > 1 and sys.argv[1] in CATALOG_COMMANDS:
+            # `analyze index ...` / `analyze identify ...`; anything else is a path to analyze
+            catalog_app()
+            return
         app()
     except KeyboardInterrupt:
         _err("interrupted")
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

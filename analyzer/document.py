@@ -13,6 +13,7 @@ import orjson
 
 from . import __version__
 from .errors import SchemaError
+from .fingerprint import ECHOPRINT_VERSION, RHYTHM_VERSION, SYNCH_VERSION
 from .pipeline import Analysis
 from .rhythm import Events
 
@@ -92,6 +93,16 @@ def build_document(analysis: Analysis, *, timestamp: int, analysis_time_s: float
         "mode": int(k.mode),
         "mode_confidence": _c(k.mode_confidence),
     }
+    fp = analysis.fingerprints
+    if fp.codestring is not None:
+        track["codestring"] = fp.codestring
+        track["code_version"] = fp.code_version
+    track["echoprintstring"] = fp.echoprintstring
+    track["echoprint_version"] = ECHOPRINT_VERSION
+    track["synchstring"] = fp.synchstring
+    track["synch_version"] = SYNCH_VERSION
+    track["rhythmstring"] = fp.rhythmstring
+    track["rhythm_version"] = RHYTHM_VERSION
     sections = [
         {
             "start": _t(s.start),

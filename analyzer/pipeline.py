@@ -10,6 +10,7 @@ import numpy as np
 
 from . import features as F
 from .audio import Audio
+from .fingerprint import FingerprintParams, Fingerprints, fingerprint
 from .key import Key, KeyParams, estimate_key
 from .loudness import FadeParams, Fades, detect_fades, frame_rms_from_power, integrated_loudness, rms_to_db
 from .rhythm import Rhythm, RhythmParams, analyze_rhythm, decode_meter, estimate_tempo, find_beats
@@ -25,6 +26,7 @@ class AnalysisConfig:
     segments: SegmentParams = field(default_factory=SegmentParams)
     sections: SectionParams = field(default_factory=SectionParams)
     fades: FadeParams = field(default_factory=FadeParams)
+    fingerprint: FingerprintParams = field(default_factory=FingerprintParams)
     # sections shorter than this take the track's key rather than a noisy one of their own
     min_section_key_s: float = 6.0
 
@@ -55,6 +57,7 @@ class Analysis:
     key: Key
     segments: Segments
     sections: list[Section]
+    fingerprints: Fingerprints
     seconds_by_stage: dict[str, float]
 
 
@@ -160,6 +163,9 @@ def _analyze(audio: Audio, *, models: F.Models, config: AnalysisConfig) -> Analy
         config=config,
     )
     clock.lap("sections")
+
+    prints = fingerprint(y, sr, config.fingerprint)
+    clock.lap("fingerprints")
     return Analysis(
         audio=audio,
         loudness=loud,
@@ -168,6 +174,7 @@ def _analyze(audio: Audio, *, models: F.Models, config: AnalysisConfig) -> Analy
         key=key,
         segments=segments,
         sections=sections,
+        fingerprints=prints,
         seconds_by_stage=clock.laps,
     )
 

@@ -1,0 +1,62 @@
+"""Audio rendered from the music21 score corpus with FluidSynth, cached in bench/.cache/m21.
+
+Pieces that are not in the eval corpus: the identification bench uses them as songs that are
+not in the catalog.  Needs music21 (the `bench` extra), fluidsynth and the GM soundfont.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+CACHE = Path(__file__).resolve().parent / ".cache" / "m21"
+SR = 22050
+
+# not the five scores in ../shared/eval/renders (bwv269, bwv66.6, Maple Leaf Rag, K155, op41/1)
+NEGATIVE_PIECES = (
+    "bach/bwv1.6", "bach/bwv10.7", "bach/bwv101.7", "bach/bwv102.7", "bach/bwv103.6",
+    "beethoven/opus18no1", "beethoven/opus59no1", "mozart/k80", "mozart/k156",
+    "beach/prayer_of_a_tired_child", "schumann_robert/dichterliebe_no2", "monteverdi/madrigal.3.1",
+    "monteverdi/madrigal.4.1", "schumann_clara/opus17", "liliuokalani/aloha_oe", "corelli/opus3no1",
+    "handel/rinaldo/Lascia_chio_pianga", "schubert/Lindenbaum", "verdi/laDonnaEMobile", "weber/concertino_clarinet",
+)
+
+
+def render(piece: str, *, max_s: float = 90.0) -> Path:
+    """The piece's first `max_s` seconds as a mono FLAC (rendered once, then read from the cache)."""
+    out = CACHE / (piece.replace("/", "__") + ".flac")
+    if out.is_file():
+        return out
+    from music21 import corpus
+
+    from fixtures.synth import render_midi
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    score = corpus.parse(piece)
+    if hasattr(score, "scores"):  # an Opus: its first score
+        score = score.scores[0]
+    # whole multi-movement works are long to render (and one made FluidSynth spin): the opening bars
+    score = score.measures(0, 40)
+    midi = out.with_suffix(".mid")
+    score.write("midi", fp=str(midi))
+    x = render_midi(midi, sr=SR).mean(axis=1)
+    x = x[: int(max_s * SR)]
+    x = x / (np.max(np.abs(x)) + 1e-9) * 0.7
+    tmp = out.with_suffix(".tmp.flac")
+    sf.write(tmp, x.astype(np.float32), SR)
+    tmp.replace(out)
+    midi.unlink(missing_ok=True)
+    return out
+
+
+def render_all(pieces=NEGATIVE_PIECES) -> list[Path]:
+    """Every piece that renders; a piece music21 or FluidSynth cannot handle is skipped with a note."""
+    paths = []
+    for p in pieces:
+        try:
+            paths.append(render(p))
+        except Exception as exc:  # noqa: BLE001 - a corpus entry that will not parse: skip it, say so
+            print(f"bench: m21 {p}: skipped ({type(exc).__name__}: {exc})")
+    return paths
