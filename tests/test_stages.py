@@ -60,8 +60,10 @@ def test_tempo_change_is_followed(fx, analyze_file):
     # one boundary at the change (the sound is the same on both sides), tempos on each side
     starts = np.array([s["start"] for s in secs])
     assert np.min(np.abs(starts - truth["change_s"])) <= 1.0
-    assert secs[0]["tempo"] == pytest.approx(truth["tempo_from_bpm"], rel=0.02)
-    assert secs[-1]["tempo"] == pytest.approx(truth["tempo_to_bpm"], rel=0.02)
+    # the 0.5 s of silence before the first click is a section of its own (key -1, no tempo)
+    music = [s for s in secs if s["key"] >= 0]
+    assert music[0]["tempo"] == pytest.approx(truth["tempo_from_bpm"], rel=0.02)
+    assert music[-1]["tempo"] == pytest.approx(truth["tempo_to_bpm"], rel=0.02)
     # one tempo cannot describe the whole track
     assert doc["track"]["tempo_confidence"] < 0.8
 
@@ -298,7 +300,8 @@ def test_song_sections_tempo_and_keys(fx, analyze_file):
     for b in truth["section_boundaries"]:
         assert np.min(np.abs(starts - b)) <= 3.0, (b, starts)
     assert len(starts) <= 2 * (len(truth["section_boundaries"]) + 1)
-    last = doc["sections"][-1]
+    # the render's silent tail, where there is one, is a section of its own: the last one with music
+    last = [s for s in doc["sections"] if s["key"] >= 0][-1]
     assert last["tempo"] == pytest.approx(truth["sections"][-1]["tempo_bpm"], rel=0.04)
     ref = np.array(truth["beats"])
     est = np.array([b["start"] for b in doc["beats"]])

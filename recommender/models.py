@@ -1,0 +1,223 @@
+"""The scorers: ALS on implicit feedback, EASE and item-kNN (baselines and CF votes), term vectors, audio.
+
+Each takes a users x items matrix (scipy CSR, play counts) and returns per-user scores
+for every item through `scores(user_rows)`: one matrix product, no Python loop per item.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+
+def bm25(x: sp.csr_matrix, *, k1: float = 100.0, b: float = 0.8) -> sp.csr_matrix:
+    """Okapi BM25 weights of a users x items count matrix (rows are documents)."""
+    from implicit.nearest_neighbours import bm25_weight
+
+    return bm25_weight(x.tocoo(), K1=k1, B=b).tocsr().astype(np.float32)
+
+
+def log_confidence(x: sp.csr_matrix, *, alpha: float = 1.0) -> sp.csr_matrix:
+    y = x.copy().astype(np.float32)
+    y.data = 1.0 + alpha * np.log1p(y.data)
+    return y
+
+
+def binary(x: sp.csr_matrix) -> sp.csr_matrix:
+    y = x.copy().astype(np.float32)
+    y.data[:] = 1.0
+    return y
+
+
+def weight(x: sp.csr_matrix, scheme: str, *, alpha: float = 1.0) -> sp.csr_matrix:
+    if scheme == "bm25":
+        return bm25(x)
+    if scheme == "log":
+        return log_confidence(x, alpha=alpha)
+    if scheme == "binary":
+        return binary(x)
+    raise ValueError(f"unknown weighting {scheme!r} (bm25, log or binary)")
+
+
+@dataclass(frozen=True)
+class ALSParams:
+    factors: int = 64
+    regularization: float = 0.05
+    alpha: float = 2.0
+    iterations: int = 15
+    weighting: str = "bm25"
+    seed: int = 0
+
+
+class ALS:
+    """Hu, Koren & Volinsky's confidence-weighted ALS, fitted by `implicit` (conjugate gradient)."""
+
+    def __init__(self, params: ALSParams = ALSParams()):
+        self.params = params
+        self.user_factors: np.ndarray | None = None
+        self.item_factors: np.ndarray | None = None
+
+    def fit(self, x: sp.csr_matrix) -> ALS:
+        from implicit.cpu.als import AlternatingLeastSquares
+
+        p = self.params
+        model = AlternatingLeastSquares(
+            factors=p.factors, regularization=p.regularization, alpha=p.alpha, iterations=p.iterations,
+            random_state=p.seed, num_threads=1,  # one thread: the factors are then bit-for-bit reproducible
+        )
+        self._model = model
+        model.fit(weight(x, p.weighting), show_progress=False)
+        self.user_factors = np.asarray(model.user_factors, dtype=np.float32)
+        self.item_factors = np.asarray(model.item_factors, dtype=np.float32)
+        return self
+
+    @classmethod
+    def from_factors(cls, user_factors: np.ndarray, item_factors: np.ndarray, params: ALSParams) -> ALS:
+        m = cls(params)
+        m.user_factors, m.item_factors = user_factors, item_factors
+        return m
+
+    def user_vector(self, row: sp.csr_matrix) -> np.ndarray:
+        """Factors for a listener from their plays alone (implicit's recalculate_user: one ALS half-step)."""
+        p = self.params
+        Y = self.item_factors.astype(np.float64)
+        w = weight(row, p.weighting)
+        idx, conf = w.indices, p.alpha * w.data.astype(np.float64)
+        YtY = Y.T @ Y
+        A = YtY + (Y[idx].T * conf) @ Y[idx] + p.regularization * np.eye(Y.shape[1])
+        b = ((1.0 + conf)[:, None] * Y[idx]).sum(axis=0)
+        return np.linalg.solve(A, b).astype(np.float32)
+
+    def scores(self, user_vectors: np.ndarray) -> np.ndarray:
+        return user_vectors @ self.item_factors.T
+
+
+class EASE:
+    """Steck's EASE^R: a closed-form item-item model (baseline and CF vote)."""
+
+    def __init__(self, lam: float = 500.0, min_users: int = 1):
+        self.lam, self.min_users = lam, min_users
+
+    def fit(self, x: sp.csr_matrix) -> EASE:
+        xb = binary(x)
+        counts = np.asarray(xb.sum(axis=0)).ravel()
+        self.items = np.flatnonzero(counts >= self.min_users)
+        xs = xb[:, self.items]
+        g = (xs.T @ xs).toarray().astype(np.float64)
+        g[np.diag_indices_from(g)] += self.lam
+        p = np.linalg.inv(g)
+        b = -p / np.diag(p)[None, :]
+        b[np.diag_indices_from(b)] = 0.0
+        self.B = b.astype(np.float32)
+        self.n_items = x.shape[1]
+        return self
+
+    def scores(self, rows: sp.csr_matrix) -> np.ndarray:
+        out = np.zeros((rows.shape[0], self.n_items), dtype=np.float32)
+        out[:, self.items] = binary(rows)[:, self.items] @ self.B
+        return out
+
+
+class ItemKNN:
+    """Cosine item-item neighbours on BM25-weighted plays, top k per item."""
+
+    def __init__(self, k: int = 100):
+        self.k = k
+
+    def fit(self, x: sp.csr_matrix) -> ItemKNN:
+        w = bm25(x).T.tocsr()  # items x users
+        norms = np.sqrt(np.asarray(w.multiply(w).sum(axis=1)).ravel()) + 1e-9
+        w = sp.diags(1.0 / norms) @ w
+        sim = (w @ w.T).tocsr()
+        sim.setdiag(0)
+        sim.eliminate_zeros()
+        self.sim = _top_k_rows(sim, self.k)
+        return self
+
+    def scores(self, rows: sp.csr_matrix) -> np.ndarray:
+        return np.asarray((binary(rows) @ self.sim.T).todense(), dtype=np.float32)
+
+
+def _top_k_rows(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
+    rows, cols, vals = [], [], []
+    for i in range(m.shape[0]):
+        lo, hi = m.indptr[i], m.indptr[i + 1]
+        if hi - lo > k:
+            part = lo + np.argpartition(-m.data[lo:hi], k)[:k]
+        else:
+            part = np.arange(lo, hi)
+        rows.append(np.full(len(part), i))
+        cols.append(m.indices[part])
+        vals.append(m.data[part])
+    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=m.shape)
+
+
+class Popularity:
+    def fit(self, x: sp.csr_matrix) -> Popularity:
+        self.listeners = np.asarray(binary(x).sum(axis=0)).ravel().astype(np.float32)
+        return self
+
+    def scores(self, rows: sp.csr_matrix) -> np.ndarray:
+        return np.repeat(self.listeners[None, :], rows.shape[0], axis=0)
+
+
+class TermVectors:
+    """Per item, BM25-weighted term vectors (the Echo Nest's "top terms"), L2-normalized rows.
+
+    A term's weight for an item is its BM25 score given how often the item was described with
+    it (tag counts, or word counts of its texts), against how many items carry the term."""
+
+    def __init__(self, k1: float = 1.2, b: float = 0.75):
+        self.k1, self.b = k1, b
+
+    def fit(self, counts: sp.csr_matrix) -> TermVectors:
+        """counts: items x terms."""
+        c = counts.tocsr().astype(np.float64)
+        n_items = c.shape[0]
+        df = np.bincount(c.indices, minlength=c.shape[1]).astype(np.float64)
+        idf = np.log1p((n_items - df + 0.5) / (df + 0.5))
+        length = np.asarray(c.sum(axis=1)).ravel()
+        avg = float(length[length > 0].mean()) if np.any(length > 0) else 1.0
+        rows = np.repeat(np.arange(n_items), np.diff(c.indptr))
+        tf = c.data
+        norm = self.k1 * (1 - self.b + self.b * length[rows] / avg)
+        data = tf * (self.k1 + 1) / (tf + norm) * idf[c.indices]
+        w = sp.csr_matrix((data, c.indices, c.indptr), shape=c.shape)
+        norms = np.sqrt(np.asarray(w.multiply(w).sum(axis=1)).ravel())
+        self.raw = w.astype(np.float32)  # unnormalized weights, for "top terms"
+        self.vectors = (sp.diags(1.0 / np.maximum(norms, 1e-12)) @ w).tocsr().astype(np.float32)
+        self.has_terms = norms > 0
+        return self
+
+    def profiles(self, rows: sp.csr_matrix, extra: sp.csr_matrix | None = None) -> sp.csr_matrix:
+        """A listener's term profile: the term vectors of what they play, weighted by log plays."""
+        p = log_confidence(rows) @ self.vectors
+        if extra is not None:
+            p = p + extra
+        norms = np.sqrt(np.asarray(p.multiply(p).sum(axis=1)).ravel())
+        return (sp.diags(1.0 / np.maximum(norms, 1e-12)) @ p).tocsr()
+
+    def scores(self, rows: sp.csr_matrix, extra: sp.csr_matrix | None = None) -> np.ndarray:
+        return np.asarray((self.profiles(rows, extra) @ self.vectors.T).todense(), dtype=np.float32)
+
+
+class AudioVectors:
+    """Items described by their analyses (or CNN embeddings): standardized, L2-normalized vectors."""
+
+    def fit(self, features: np.ndarray, present: np.ndarray) -> AudioVectors:
+        f = features.astype(np.float64)
+        mu = f[present].mean(axis=0) if present.any() else np.zeros(f.shape[1])
+        sd = f[present].std(axis=0) + 1e-9 if present.any() else np.ones(f.shape[1])
+        z = (f - mu) / sd
+        z[~present] = 0.0
+        n = np.linalg.norm(z, axis=1, keepdims=True)
+        self.vectors = (z / np.maximum(n, 1e-12)).astype(np.float32)
+        self.present = present
+        return self
+
+    def scores(self, rows: sp.csr_matrix) -> np.ndarray:
+        prof = np.asarray(log_confidence(rows) @ self.vectors)
+        prof /= np.maximum(np.linalg.norm(prof, axis=1, keepdims=True), 1e-12)
+        return (prof @ self.vectors.T).astype(np.float32)
