@@ -75,7 +75,7 @@ def tune_weights(parts: dict[str, np.ndarray], seen: sp.csr_matrix, truth: list[
                  candidates: np.ndarray, grid: dict[str, tuple[float, ...]] | None = None,
                  allowed: np.ndarray | None = None) -> tuple[FusionWeights, float, list[tuple[dict, float]]]:
     """Grid search of the fusion weights by NDCG@10 on a validation split (cf's weight fixed at 1)."""
-    grid = grid or {"ease": (0.0, 0.5, 1.0, 2.0), "knn": (0.0, 0.5), "terms": (0.0, 0.1, 0.2, 0.4), "audio": (0.0, 0.2)}
+    grid = grid or {"ease": (0.25, 0.5, 1.0), "knn": (0.0, 0.5), "terms": (0.2, 0.4, 0.8, 1.2, 1.6), "audio": (0.0, 0.2)}
     names = [n for n in grid if parts.get(n) is not None]
     z = {n: standardize(s, candidates) for n, s in parts.items() if s is not None}
     best, best_score, trail = FusionWeights(), -1.0, []

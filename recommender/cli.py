@@ -1,0 +1,274 @@
+"""`recommend`: Typer only. Options -> library calls -> JSON out -> exit code."""
+
+from __future__ import annotations
+
+import sys
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from analyzer.errors import AnalyzerError
+
+EXIT_OK, EXIT_INPUT, EXIT_USAGE = 0, 1, 2
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
+                  help="Weekly playlists of songs a listener has not heard: collaborative filtering (ALS, EASE) on "
+                       "plays, term vectors from tags and text, and audio features from `analyze`.")
+
+ModelOpt = Annotated[Path, typer.Option("--model", "-m", help="The model folder (made by an import).")]
+
+
+class Fmt(str, Enum):
+    json = "json"
+    jsonl = "jsonl"
+
+
+class Engine(str, Enum):
+    implicit = "implicit"
+    spark = "spark"
+
+
+def _err(msg: str) -> None:
+    sys.stderr.write(f"error: {msg}\n")
+
+
+def _out(obj, pretty: bool = False) -> None:
+    import orjson
+
+    try:
+        sys.stdout.buffer.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2 if pretty else 0) + b"\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _report_problems(problems, strict: bool) -> None:
+    if problems.lines:
+        if strict:
+            raise AnalyzerError(f"{problems.summary()} (refused: --strict)")
+        sys.stderr.write(f"warning: skipped {problems.summary()}\n")
+
+
+@app.command("import-plays", help="Add a plays table (TSV/CSV with a header: user, item, plays) to a model folder.")
+def import_plays(
+    table: Annotated[Path, typer.Argument(help="The plays table.")],
+    model: ModelOpt,
+    user_col: Annotated[str, typer.Option("--user-col")] = "user",
+    item_col: Annotated[str, typer.Option("--item-col")] = "item",
+    plays_col: Annotated[str, typer.Option("--plays-col")] = "plays",
+    strict: Annotated[bool, typer.Option("--strict", help="Refuse the file if any row is malformed.")] = False,
+) -> None:
+    from .data import read_plays
+    from .store import Store
+
+    rows, problems = read_plays(table, user_col=user_col, item_col=item_col, plays_col=plays_col)
+    _report_problems(problems, strict)
+    if not rows:
+        raise AnalyzerError(f"{table}: no usable rows")
+    st = Store(model, create=True)
+    st.add_plays(rows)
+    sys.stderr.write(f"{len(rows)} plays imported; model folder {model}: {st.counts()}\n")
+
+
+@app.command("import-terms", help="Add terms: rows of item, term[, weight] or item, text (free text is split into words).")
+def import_terms(
+    table: Annotated[Path, typer.Argument(help="The terms table.")],
+    model: ModelOpt,
+    item_col: Annotated[str, typer.Option("--item-col")] = "item",
+    term_col: Annotated[str, typer.Option("--term-col")] = "term",
+    weight_col: Annotated[str, typer.Option("--weight-col")] = "weight",
+    text_col: Annotated[str, typer.Option("--text-col")] = "text",
+    strict: Annotated[bool, typer.Option("--strict", help="Refuse the file if any row is malformed.")] = False,
+) -> None:
+    from .data import read_terms
+    from .store import Store
+
+    rows, problems = read_terms(table, item_col=item_col, term_col=term_col, weight_col=weight_col, text_col=text_col)
+    _report_problems(problems, strict)
+    if not rows:
+        raise AnalyzerError(f"{table}: no usable rows")
+    st = Store(model, create=True)
+    n = st.add_terms(rows)
+    sys.stderr.write(f"{n} (item, term) weights imported; model folder {model}: {st.counts()}\n")
+
+
+@app.command("import-hetrec", help="Convert the HetRec 2011 Last.fm folder (user_artists, artists, tags, "
+             "user_taggedartists) into a model folder OUT: plays, tag terms per artist, listeners' tags.")
+def import_hetrec(src: Annotated[Path, typer.Argument(help="The HetRec folder.")],
+                  out: Annotated[Path, typer.Argument(help="The model folder to create or update.")]) -> None:
+    from .data import read_hetrec
+    from .store import Store
+
+    h = read_hetrec(src)
+    if h.problems:
+        sys.stderr.write(f"warning: skipped {len(h.problems)} malformed row(s): {'; '.join(h.problems[:3])}\n")
+    st = Store(out, create=True)
+    st.add_plays(h.plays)
+    st.add_terms(h.terms)
+    st.add_user_tags(h.user_tags)
+    st.set_item_info({a: (name, name) for a, name in h.item_names.items()})
+    sys.stderr.write(f"imported {src} into {out}: {st.counts()}\n")
+
+
+@app.command("ingest", help="Read analyses (`analyze ... --format jsonl`) from stdin and add their audio features "
+             "as items: analyze songs/ --format jsonl | recommend ingest --model M")
+def ingest(model: ModelOpt,
+           id_from: Annotated[str, typer.Option("--id", help="Item id: 'path' (the file name without extension) or "
+                                                "'title' (\"artist - title\").")] = "path") -> None:
+    import orjson
+
+    from .audio_features import features_from_document
+    from .store import Store
+
+    st = Store(model, create=True)
+    n = bad = 0
+    for line_no, line in enumerate(sys.stdin.buffer, start=1):
+        if not line.strip():
+            continue
+        try:
+            doc = orjson.loads(line)
+            meta = doc["meta"]
+            feats = features_from_document(doc)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            bad += 1
+            sys.stderr.write(f"warning: stdin:{line_no}: not an analysis document ({type(exc).__name__}: {exc})\n")
+            continue
+        artist, title = meta.get("artist", ""), meta.get("title", "")
+        item = Path(meta.get("filename", "")).stem if id_from == "path" else f"{artist} - {title}"
+        if not item.strip(" -"):
+            bad += 1
+            sys.stderr.write(f"warning: stdin:{line_no}: no {id_from} to name the item by\n")
+            continue
+        st.add_analysis(item, feats, title=title or item, artist=artist, source=meta.get("filename", ""))
+        n += 1
+    sys.stderr.write(f"{n} analyses ingested, {bad} skipped; model folder {model}: {st.counts()}\n")
+    if n == 0:
+        raise AnalyzerError("no analysis documents on stdin (pipe `analyze DIR --format jsonl` into it)")
+
+
+@app.command("fit", help="Fit every model on the folder's data and switch to it atomically (the old one stays until then).")
+def fit_command(
+    model: ModelOpt,
+    tune: Annotated[bool, typer.Option("--tune/--no-tune", help="Choose ALS and fusion settings on a validation "
+                                       "split of the plays.")] = True,
+    engine: Annotated[Engine, typer.Option("--engine", help="implicit (default) or spark (Spark MLlib ALS).")] = Engine.implicit,
+    spark_master: Annotated[str, typer.Option("--spark-master", help="Spark master URL (local[*] by default).")] = "local[*]",
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+) -> None:
+    from .engine import FitParams, fit, save
+    from .store import Store
+
+    st = Store(model)
+    data = st.dataset()
+    t0 = time.perf_counter()
+    if engine is Engine.spark:
+        from .spark import fit_spark
+
+        rec = fit_spark(data, FitParams(seed=seed), master=spark_master, tune=tune)
+    else:
+        rec = fit(data, FitParams(seed=seed), tune=tune)
+    name, tmp = st.new_version_dir()
+    save(rec, tmp)
+    summary = {"engine": engine.value, "weights": rec.weights.as_dict(), "fit_s": round(time.perf_counter() - t0, 2),
+               "users": len(data.users), "items": len(data.items), "plays": int(data.plays.nnz),
+               "validation_ndcg10": rec.validation.get("ndcg10")}
+    st.publish(name, tmp, summary)
+    sys.stderr.write(f"model {name} fitted in {summary['fit_s']} s ({engine.value}); weights {summary['weights']}\n")
+
+
+def _load(model: Path):
+    from .engine import load
+    from .store import Store
+
+    return load(Store(model).current())
+
+
+@app.command("playlist", help="A playlist of items the listener has not heard, with the score of each source and a reason.")
+def playlist(
+    model: ModelOpt,
+    user: Annotated[Optional[str], typer.Option("--user", "-u", help="A listener's id.")] = None,
+    users: Annotated[Optional[str], typer.Option("--users", help="'all' for every listener.")] = None,
+    n: Annotated[int, typer.Option("-n", help="Playlist length.")] = 30,
+    fresh: Annotated[float, typer.Option("--fresh", help="Share of fresh items (3 listeners or fewer), 0..1.")] = 0.1,
+    spread: Annotated[float, typer.Option("--spread", help="Popularity penalty: higher reaches further into the "
+                                          "catalog (0 = pure relevance).")] = 1.0,
+    fmt: Annotated[Fmt, typer.Option("--format", "-f")] = Fmt.json,
+    pretty: Annotated[bool, typer.Option("--pretty")] = False,
+) -> None:
+    import numpy as np
+
+    from .engine import PlaylistParams
+    from .explain import explain
+
+    if (user is None) == (users is None):
+        raise typer.BadParameter("give --user ID or --users all")
+    if users is not None and users != "all":
+        raise typer.BadParameter("--users takes 'all'")
+    if n < 1 or not 0.0 <= fresh <= 1.0 or spread < 0:
+        raise typer.BadParameter("-n must be >= 1, --fresh within 0..1, --spread >= 0")
+    rec = _load(model)
+    index = {u: i for i, u in enumerate(rec.data.users)}
+    if user is not None:
+        if user not in index:
+            raise AnalyzerError(f"unknown user {user!r} ({len(index)} listeners in the model)")
+        rows = np.array([index[user]])
+    else:
+        rows = np.arange(len(rec.data.users))
+    lists = rec.playlists(rows, PlaylistParams(n=n, fresh_share=fresh, popularity_penalty=spread))
+    for r, picks in zip(rows, lists):
+        obj = {"user": rec.data.users[r], "model": str(_current_name(model)), "items": explain(rec, int(r), picks)}
+        _out(obj, pretty and fmt is Fmt.json and len(rows) == 1)
+
+
+def _current_name(model: Path) -> str:
+    return (model / "CURRENT").read_text().strip()
+
+
+@app.command("similar", help="Items most like ITEM (item factors and term vectors, fused).")
+def similar(item: Annotated[str, typer.Argument()], model: ModelOpt,
+            n: Annotated[int, typer.Option("-n")] = 10, pretty: Annotated[bool, typer.Option("--pretty")] = False) -> None:
+    from .explain import similar_items
+
+    rec = _load(model)
+    _out({"item": item, "similar": similar_items(rec, item, n)}, pretty)
+
+
+@app.command("terms", help="The item's top terms with weights, like the Echo Nest's artist terms.")
+def terms(item: Annotated[str, typer.Argument()], model: ModelOpt,
+          n: Annotated[int, typer.Option("-n")] = 20, pretty: Annotated[bool, typer.Option("--pretty")] = False) -> None:
+    from .explain import top_terms
+
+    rec = _load(model)
+    _out({"item": item, "terms": top_terms(rec, item, n)}, pretty)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except AnalyzerError as exc:
+        _err(str(exc))
+        sys.exit(getattr(exc, "exit_code", EXIT_INPUT))
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        _err("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        _err("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # click's usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(EXIT_USAGE)
+        raise
+
+
+if __name__ == "__main__":
+    main()

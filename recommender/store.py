@@ -1,0 +1,201 @@
+"""The model folder: an SQLite catalog (users, items, plays, terms, analyses, model versions) and
+fitted models as safetensors, each version written beside the last and switched to atomically.
+
+    M/catalog.db           the data, re-importable at any time
+    M/models/v0007/        one fitted model: arrays.safetensors + manifest.json
+    M/CURRENT              the active version's folder name (replaced by rename)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from analyzer.errors import InputError
+
+FORMAT_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS users (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+                                  title TEXT NOT NULL DEFAULT '', artist TEXT NOT NULL DEFAULT '');
+CREATE TABLE IF NOT EXISTS plays (user INTEGER NOT NULL REFERENCES users(id), item INTEGER NOT NULL REFERENCES items(id),
+                                  plays REAL NOT NULL, PRIMARY KEY (user, item)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS user_tags (user INTEGER NOT NULL REFERENCES users(id), item INTEGER NOT NULL REFERENCES items(id),
+                                      n REAL NOT NULL, PRIMARY KEY (user, item)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS terms (item INTEGER NOT NULL REFERENCES items(id), term TEXT NOT NULL,
+                                  weight REAL NOT NULL, PRIMARY KEY (item, term)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS analyses (item INTEGER PRIMARY KEY REFERENCES items(id), features TEXT NOT NULL,
+                                     source TEXT NOT NULL DEFAULT '', added_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS models (version TEXT PRIMARY KEY, created REAL NOT NULL, summary TEXT NOT NULL);
+"""
+
+
+class Store:
+    def __init__(self, folder: str | os.PathLike, *, create: bool = False):
+        self.folder = Path(folder)
+        db = self.folder / "catalog.db"
+        if not db.is_file():
+            if not create:
+                raise InputError(f"{self.folder}: not a model folder (no catalog.db); import data first")
+            if self.folder.exists() and not self.folder.is_dir():
+                raise InputError(f"{self.folder}: exists and is not a folder")
+            self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(db)
+            self.db.execute("PRAGMA journal_mode = WAL")
+            self.db.executescript(_SCHEMA)
+            row = self.db.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise InputError(f"{db}: not a recommender catalog ({exc})") from None
+        if row is None:
+            with self.db:
+                self.db.execute("INSERT INTO meta VALUES ('format_version', ?)", (str(FORMAT_VERSION),))
+        elif int(row[0]) != FORMAT_VERSION:
+            raise InputError(
+                f"{self.folder}: model folder format {row[0]}, this recommend reads {FORMAT_VERSION}; re-import its data"
+            )
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- ids --------------------------------------------------------------------------------
+
+    def _ids(self, table: str, names: list[str]) -> dict[str, int]:
+        uniq = sorted(set(names))
+        self.db.executemany(f"INSERT OR IGNORE INTO {table} (name) VALUES (?)", ((n,) for n in uniq))
+        out = {}
+        for i in range(0, len(uniq), 900):
+            chunk = uniq[i : i + 900]
+            q = f"SELECT name, id FROM {table} WHERE name IN ({','.join('?' * len(chunk))})"
+            out.update(dict(self.db.execute(q, chunk).fetchall()))
+        return out
+
+    # --- writing (each call one transaction: a crash leaves the old rows or all the new) ------
+
+    def add_plays(self, rows, *, replace: bool = True) -> int:
+        with self.db:
+            users = self._ids("users", [r.user for r in rows])
+            items = self._ids("items", [r.item for r in rows])
+            verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+            self.db.executemany(f"{verb} INTO plays VALUES (?, ?, ?)",
+                                ((users[r.user], items[r.item], float(r.plays)) for r in rows))
+        return len(rows)
+
+    def add_terms(self, rows) -> int:
+        with self.db:
+            items = self._ids("items", [r.item for r in rows])
+            agg: dict[tuple[int, str], float] = {}
+            for r in rows:
+                k = (items[r.item], r.term)
+                agg[k] = agg.get(k, 0.0) + r.weight
+            self.db.executemany("INSERT OR REPLACE INTO terms VALUES (?, ?, ?)", ((i, t, w) for (i, t), w in agg.items()))
+        return len(agg)
+
+    def add_user_tags(self, rows) -> int:
+        with self.db:
+            users = self._ids("users", [u for u, _, _ in rows])
+            items = self._ids("items", [a for _, a, _ in rows])
+            self.db.executemany("INSERT OR REPLACE INTO user_tags VALUES (?, ?, ?)",
+                                ((users[u], items[a], float(n)) for u, a, n in rows))
+        return len(rows)
+
+    def set_item_info(self, info: dict[str, tuple[str, str]]) -> None:
+        with self.db:
+            ids = self._ids("items", list(info))
+            self.db.executemany("UPDATE items SET title = ?, artist = ? WHERE id = ?",
+                                ((t, a, ids[n]) for n, (t, a) in info.items()))
+
+    def add_analysis(self, item: str, features: list[float], *, title: str, artist: str, source: str) -> None:
+        with self.db:
+            iid = self._ids("items", [item])[item]
+            self.db.execute("UPDATE items SET title = ?, artist = ? WHERE id = ? AND title = ''", (title, artist, iid))
+            self.db.execute("INSERT OR REPLACE INTO analyses VALUES (?, ?, ?, ?)",
+                            (iid, json.dumps(features), source, time.time()))
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        return {t: int(self.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0])
+                for t in ("users", "items", "plays", "terms", "user_tags", "analyses")}
+
+    def dataset(self):
+        """Everything as a Dataset (ids dense, in database order)."""
+        from .engine import Dataset
+
+        users = [r[0] for r in self.db.execute("SELECT name FROM users ORDER BY id")]
+        uid = {r[0]: i for i, r in enumerate(self.db.execute("SELECT id FROM users ORDER BY id"))}
+        items, titles, artists, iid = [], [], [], {}
+        for i, (k, name, title, artist) in enumerate(self.db.execute("SELECT id, name, title, artist FROM items ORDER BY id")):
+            items.append(name)
+            titles.append(title or name)
+            artists.append(artist or title or name)
+            iid[k] = i
+        if not users or not items:
+            raise InputError(f"{self.folder}: no plays imported yet (recommend import-plays / import-hetrec)")
+        p = np.array(self.db.execute("SELECT user, item, plays FROM plays").fetchall(), dtype=np.float64).reshape(-1, 3)
+        if len(p) == 0:
+            raise InputError(f"{self.folder}: the plays table is empty")
+        plays = sp.csr_matrix((p[:, 2], ([uid[int(u)] for u in p[:, 0]], [iid[int(i)] for i in p[:, 1]])),
+                              shape=(len(users), len(items)), dtype=np.float32)
+        t = self.db.execute("SELECT item, term, weight FROM terms").fetchall()
+        terms = sorted({x[1] for x in t})
+        ti = {x: i for i, x in enumerate(terms)}
+        term_counts = sp.csr_matrix(([x[2] for x in t], ([iid[x[0]] for x in t], [ti[x[1]] for x in t])),
+                                    shape=(len(items), len(terms)), dtype=np.float32)
+        g = self.db.execute("SELECT user, item, n FROM user_tags").fetchall()
+        user_tags = sp.csr_matrix(([x[2] for x in g], ([uid[x[0]] for x in g], [iid[x[1]] for x in g])),
+                                  shape=(len(users), len(items)), dtype=np.float32)
+        a = self.db.execute("SELECT item, features FROM analyses").fetchall()
+        audio = present = None
+        if a:
+            d = len(json.loads(a[0][1]))
+            audio = np.zeros((len(items), d), dtype=np.float32)
+            present = np.zeros(len(items), dtype=bool)
+            for k, f in a:
+                v = json.loads(f)
+                if len(v) == d:
+                    audio[iid[k]] = v
+                    present[iid[k]] = True
+        return Dataset(users, items, titles, artists, plays, terms, term_counts, user_tags, audio, present)
+
+    # --- model versions ---------------------------------------------------------------------
+
+    def new_version_dir(self) -> tuple[str, Path]:
+        models = self.folder / "models"
+        models.mkdir(exist_ok=True)
+        taken = [int(p.name[1:]) for p in models.glob("v[0-9]*") if p.name[1:].isdigit()]
+        name = f"v{(max(taken) + 1 if taken else 1):04d}"
+        tmp = models / f".{name}.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        return name, tmp
+
+    def publish(self, name: str, tmp: Path, summary: dict) -> Path:
+        """Move the finished version into place, then point CURRENT at it (both renames)."""
+        final = self.folder / "models" / name
+        tmp.rename(final)
+        cur_tmp = self.folder / ".CURRENT.tmp"
+        cur_tmp.write_text(name + "\n")
+        cur_tmp.replace(self.folder / "CURRENT")
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO models VALUES (?, ?, ?)", (name, time.time(), json.dumps(summary)))
+        return final
+
+    def current(self) -> Path:
+        cur = self.folder / "CURRENT"
+        if not cur.is_file():
+            raise InputError(f"{self.folder}: no fitted model yet (run `recommend fit --model {self.folder}`)")
+        path = self.folder / "models" / cur.read_text().strip()
+        if not (path / "manifest.json").is_file():
+            raise InputError(f"{path}: model version is incomplete (no manifest.json); refit")
+        return path
