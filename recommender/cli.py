@@ -248,26 +248,15 @@ def terms(item: Annotated[str, typer.Argument()], model: ModelOpt,
 
 
 def main() -> None:
+    # Typer reports usage errors itself (exit 2); ours are one line and their own exit code
     try:
-        app(standalone_mode=False)
+        app()
     except AnalyzerError as exc:
         _err(str(exc))
         sys.exit(getattr(exc, "exit_code", EXIT_INPUT))
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        _err("aborted")
-        sys.exit(130)
     except KeyboardInterrupt:
         _err("interrupted")
         sys.exit(130)
-    except Exception as exc:  # click's usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(EXIT_USAGE)
-        raise
 
 
 if __name__ == "__main__":

@@ -106,6 +106,8 @@ def test_bad_input_is_one_line_and_nonzero(world, tmp_path):
     unknown = _cli("playlist", "--model", world["model"], "--user", "nobody")
     assert unknown.returncode == 1 and b"unknown user 'nobody'" in unknown.stderr and b"Traceback" not in unknown.stderr
     assert _cli("similar", "zzz", "--model", world["model"]).returncode == 1
+    usage = _cli("playlist", "--model", world["model"])  # neither --user nor --users
+    assert usage.returncode == 2 and b"Traceback" not in usage.stderr
     assert _cli("playlist", "--model", tmp_path / "none", "--user", "u00").returncode == 1
     bad = tmp_path / "bad.tsv"
     bad.write_text("user\titem\tplays\nu1\ti1\t3\nu1\ti2\tlots\nu2\n\nu2\ti1\t-4\nu3\ti3\t2\n")
