@@ -86,6 +86,11 @@ class FitParams:
     ease_lambda: float = 500.0
     # EASE inverts an items x items matrix: only items with at least this many listeners take part
     ease_min_listeners: int = 2
+    # from this many items on, playlists take their candidates from an HNSW index over the ALS item
+    # factors (hnswlib) and fuse the sources on those only; EASE (a dense items x items matrix) is
+    # left out.  bench.ann: exact scoring costs ~5 ms per listener at 100k items, hnswlib 0.2 ms.
+    ann_min_items: int = 100_000
+    ann_candidates: int = 1000
     knn_k: int = 100
     # a listener's own tags count as this many plays' worth of interest in their term profile
     user_tag_weight: float = 1.0
@@ -104,6 +109,7 @@ class Recommender:
     audio: AudioVectors | None
     weights: FusionWeights
     validation: dict = field(default_factory=dict)
+    ann: object | None = None  # hnswlib.Index over the ALS item factors, for large catalogs
 
     @property
     def listeners(self) -> np.ndarray:
@@ -121,6 +127,8 @@ class Recommender:
         fresh = (listeners <= params.fresh_max_listeners)
         tracks = self.data.item_artists != self.data.item_names
         artist_ids = np.unique(np.asarray(self.data.item_artists), return_inverse=True)[1] if tracks else None
+        if self.ann is not None:
+            return self._playlists_ann(rows, params, fresh, n_fresh, artist_ids)
         out: list[list[Pick]] = []
         for i in range(0, len(rows), batch):
             r = rows[i : i + batch]
@@ -136,6 +144,46 @@ class Recommender:
             total[hr, heard.indices] = -np.inf
             for j in range(len(r)):
                 out.append(self._pick(total[j], {k: v[j] for k, v in z.items()}, fresh, n_fresh, params, artist_ids))
+        return out
+
+    def _playlists_ann(self, rows, params: PlaylistParams, fresh, n_fresh, artist_ids) -> list[list[Pick]]:
+        """Large catalogs: per listener, the ALS top candidates from the HNSW index, every source scored
+        and standardized on those candidates only, then the same picking rules."""
+        k = min(self.params.ann_candidates, self.data.plays.shape[1])
+        self.ann.set_ef(max(2 * k, 200))
+        cands, _ = self.ann.knn_query(self.als.user_factors[rows], k=k)
+        lp = np.log1p(self.listeners.astype(np.float64))
+        zpop = ((lp - lp.mean()) / (lp.std() + 1e-9)).astype(np.float32)
+        w = self.weights.as_dict()
+        out = []
+        # each source is standardized with its mean and spread over a fixed random sample of the whole
+        # catalog (not over the candidates, which all score high): the same scale as the exact path
+        n_items = self.data.plays.shape[1]
+        sample = np.random.default_rng(0).choice(n_items, size=min(2000, n_items), replace=False)
+        for j, r in enumerate(rows):
+            c = np.sort(cands[j].astype(np.int64))
+            both = np.concatenate([c, sample])
+            x = self.data.plays[[r]]
+            part = {"cf": (self.als.user_factors[r] @ self.als.item_factors[both].T)[None, :]}
+            if self.knn is not None and w["knn"]:
+                part["knn"] = np.asarray((x @ self.knn.sim[both].T).todense())
+            if self.terms is not None and w["terms"]:
+                extra = self.params.user_tag_weight * (log_confidence(self.data.user_tags[[r]]) @ self.terms.vectors)
+                part["terms"] = np.asarray((self.terms.profiles(x, extra) @ self.terms.vectors[both].T).todense())
+            if self.audio is not None and w["audio"]:
+                part["audio"] = self.audio.scores(x)[:, both]
+            ref = np.zeros(len(both), dtype=bool)
+            ref[len(c):] = True
+            z = {name: standardize(v, ref)[0][: len(c)] for name, v in part.items()}
+            total = sum(w[name] * v for name, v in z.items()) - params.popularity_penalty * zpop[c]
+            heard = self.heard(np.array([r]))
+            total[np.isin(c, heard.indices)] = -np.inf
+            full = np.full(self.data.plays.shape[1], -np.inf, dtype=np.float32)
+            full[c] = total
+            zfull = {name: np.zeros(self.data.plays.shape[1], dtype=np.float32) for name in z}
+            for name, v in z.items():
+                zfull[name][c] = v
+            out.append(self._pick(full, zfull, fresh, n_fresh, params, artist_ids))
         return out
 
     def _pick(self, s: np.ndarray, z: dict, fresh: np.ndarray, n_fresh: int, params: PlaylistParams,
@@ -241,13 +289,29 @@ def _drop(m: sp.csr_matrix, held: sp.csr_matrix) -> sp.csr_matrix:
 def _fit_parts(data: Dataset, params: FitParams, weights: FusionWeights, *, als: ALS | None = None) -> Recommender:
     x = data.plays
     als = als or ALS(params.als).fit(x)
+    large = x.shape[1] >= params.ann_min_items
+    if large and weights.ease:
+        weights = replace(weights, ease=0.0)
     ease = EASE(params.ease_lambda, params.ease_min_listeners).fit(x) if weights.ease else None
     knn = ItemKNN(params.knn_k).fit(x) if weights.knn else None
     terms = TermVectors().fit(data.term_counts) if weights.terms and data.term_counts.nnz else None
     audio = None
     if weights.audio and data.audio is not None:
         audio = AudioVectors().fit(data.audio, data.audio_present)
-    return Recommender(data, params, als, ease, knn, terms, audio, weights)
+    rec = Recommender(data, params, als, ease, knn, terms, audio, weights)
+    if large:
+        rec.ann = build_ann(als.item_factors)
+    return rec
+
+
+def build_ann(item_factors: np.ndarray):
+    """hnswlib's HNSW graph over the item factors, inner-product space (chosen over voyager by bench.ann)."""
+    import hnswlib
+
+    index = hnswlib.Index(space="ip", dim=item_factors.shape[1])
+    index.init_index(max_elements=len(item_factors), ef_construction=200, M=16, random_seed=0)
+    index.add_items(np.ascontiguousarray(item_factors, dtype=np.float32), np.arange(len(item_factors)), num_threads=1)
+    return index
 
 
 __all__ = ["Dataset", "FitParams", "Recommender", "fit", "standardize"]
@@ -297,7 +361,8 @@ def save(rec: Recommender, folder) -> None:
         "users": d.users, "items": d.items, "item_names": d.item_names, "item_artists": d.item_artists, "terms": d.terms,
         "params": {"als": rec.params.als.__dict__, "ease_lambda": rec.params.ease_lambda,
                    "ease_min_listeners": rec.params.ease_min_listeners, "knn_k": rec.params.knn_k,
-                   "user_tag_weight": rec.params.user_tag_weight, "seed": rec.params.seed},
+                   "user_tag_weight": rec.params.user_tag_weight, "seed": rec.params.seed,
+                   "ann_min_items": rec.params.ann_min_items, "ann_candidates": rec.params.ann_candidates},
         "weights": rec.weights.as_dict(),
         "validation": rec.validation,
     }
@@ -330,7 +395,8 @@ def load(folder) -> Recommender:
     )
     p = manifest["params"]
     params = FitParams(als=ALSParams(**p["als"]), ease_lambda=p["ease_lambda"], ease_min_listeners=p["ease_min_listeners"],
-                       knn_k=p["knn_k"], user_tag_weight=p["user_tag_weight"], seed=p["seed"])
+                       knn_k=p["knn_k"], user_tag_weight=p["user_tag_weight"], seed=p["seed"],
+                       ann_min_items=p.get("ann_min_items", 100_000), ann_candidates=p.get("ann_candidates", 1000))
     weights = FusionWeights(**manifest["weights"])
     als = ALS.from_factors(arrays["als.user_factors"], arrays["als.item_factors"], params.als)
     ease = None
@@ -343,4 +409,9 @@ def load(folder) -> Recommender:
         knn.sim = _get_csr(arrays, "knn.sim")
     terms = TermVectors().fit(data.term_counts) if weights.terms and data.term_counts.nnz else None
     audio = AudioVectors().fit(data.audio, data.audio_present) if has_audio and weights.audio else None
-    return Recommender(data, params, als, ease, knn, terms, audio, weights, manifest.get("validation", {}))
+    rec = Recommender(data, params, als, ease, knn, terms, audio, weights, manifest.get("validation", {}))
+    if data.plays.shape[1] >= params.ann_min_items:
+        # rebuilt from the factors (single-threaded: the same graph every time) rather than stored in a
+        # second file format
+        rec.ann = build_ann(als.item_factors)
+    return rec
