@@ -157,7 +157,7 @@ class Catalog:
     ) -> Lookup:
         """Echoprint codes find candidate tracks and the offset; chromaprint at that offset decides."""
         t0 = time.perf_counter()
-        n_tracks, _ = self.count()
+        n_tracks = int(self.db.execute("SELECT COUNT(*) FROM tracks").fetchone()[0])
         uniq = np.unique(codes)
         rows: list[tuple[int, int, int]] = []
         # SQLite binds at most 32766 values per statement
@@ -169,7 +169,7 @@ class Catalog:
             return Lookup([], int(len(uniq)), time.perf_counter() - t0)
         db = np.array(rows, dtype=np.int64)  # code, track, time
         # drop codes common to many tracks: they match everything at every offset
-        pair_codes, pair_tracks = np.unique(db[:, :2], axis=0).T
+        pair_codes = np.unique(db[:, :2], axis=0)[:, 0]
         codes_u, tracks_per_code = np.unique(pair_codes, return_counts=True)
         common = codes_u[tracks_per_code > max(1, params.max_code_track_share * n_tracks)]
         if len(common):

@@ -401,8 +401,7 @@ def _chromaprint():
     try:
         import chromaprint
 
-        chromaprint._libchromaprint  # noqa: B018 - the ctypes load fails here where the library is missing
-        lib = chromaprint._libchromaprint
+        lib = chromaprint._libchromaprint  # the ctypes load: fails here where the library is missing
         import ctypes
 
         lib.chromaprint_get_version.restype = ctypes.c_char_p
@@ -461,8 +460,10 @@ def to_11k(x: np.ndarray, sr: int) -> np.ndarray:
 
 
 def fingerprint(samples: np.ndarray, sr: int, params: FingerprintParams = FingerprintParams()) -> Fingerprints:
+    import soxr
+
     onsets, times, codes = echoprint_from_samples(to_11k(samples, sr), params)
-    synch_x = samples if sr == SYNCH_SR else __import__("soxr").resample(samples, sr, SYNCH_SR, quality="HQ")
+    synch_x = samples if sr == SYNCH_SR else soxr.resample(samples, sr, SYNCH_SR, quality="HQ")
     code, code_version = chromaprint_string(samples, sr) if params.chromaprint else (None, None)
     return Fingerprints(
         code_times=times,

@@ -216,11 +216,10 @@ class Recommender:
         chosen.sort(key=lambda it: -s[it])
         return [Pick(it, float(s[it]), {k: float(v[it]) for k, v in z.items()}, bool(fresh[it])) for it in chosen]
 
-    def parts(self, rows: np.ndarray, user_vectors: np.ndarray | None = None) -> dict[str, np.ndarray | None]:
+    def parts(self, rows: np.ndarray) -> dict[str, np.ndarray | None]:
         x = self.data.plays[rows]
         w = self.weights
-        uv = self.als.user_factors[rows] if user_vectors is None else user_vectors
-        out: dict[str, np.ndarray | None] = {"cf": self.als.scores(uv)}
+        out: dict[str, np.ndarray | None] = {"cf": self.als.scores(self.als.user_factors[rows])}
         out["ease"] = self.ease.scores(x) if self.ease is not None and w.ease else None
         out["knn"] = self.knn.scores(x) if self.knn is not None and w.knn else None
         if self.terms is not None and w.terms:

@@ -29,7 +29,7 @@ class FusionWeights:
 
 def standardize(s: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     """Per row: z-scores over the candidate items (mean 0, sd 1), so sources of any scale can be added."""
-    c = s[:, candidates] if candidates.dtype != bool else s[:, candidates]
+    c = s[:, candidates]
     mu = c.mean(axis=1, keepdims=True)
     sd = c.std(axis=1, keepdims=True) + 1e-9
     return (s - mu) / sd

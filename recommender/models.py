@@ -81,17 +81,6 @@ class ALS:
         m.user_factors, m.item_factors = user_factors, item_factors
         return m
 
-    def user_vector(self, row: sp.csr_matrix) -> np.ndarray:
-        """Factors for a listener from their plays alone (implicit's recalculate_user: one ALS half-step)."""
-        p = self.params
-        Y = self.item_factors.astype(np.float64)
-        w = weight(row, p.weighting)
-        idx, conf = w.indices, p.alpha * w.data.astype(np.float64)
-        YtY = Y.T @ Y
-        A = YtY + (Y[idx].T * conf) @ Y[idx] + p.regularization * np.eye(Y.shape[1])
-        b = ((1.0 + conf)[:, None] * Y[idx]).sum(axis=0)
-        return np.linalg.solve(A, b).astype(np.float32)
-
     def scores(self, user_vectors: np.ndarray) -> np.ndarray:
         return user_vectors @ self.item_factors.T
 

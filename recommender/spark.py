@@ -10,6 +10,7 @@ scorer (EASE, item-kNN, terms, audio) is fitted as with the default engine.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -27,7 +28,7 @@ def spark_als(data: Dataset, params: ALSParams, *, master: str = "local[*]") -> 
         from pyspark.sql import SparkSession
     except ImportError:
         raise AnalyzerError("--engine spark needs pyspark (pip install pyspark) and Java 17") from None
-    os.environ.setdefault("PYSPARK_PYTHON", __import__("sys").executable)
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     try:
         spark = (SparkSession.builder.master(master).appName("recommend-fit")
                  .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false").config("spark.sql.shuffle.partitions", "8")
