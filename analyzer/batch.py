@@ -34,6 +34,8 @@ class Job:
 class RunOptions:
     decode: DecodeParams = field(default_factory=DecodeParams)
     pretty: bool = False
+    embed_model: Path | None = None  # the audio CNN (cnn/): adds "embedding" to each document
+    device: str = "cpu"
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,30 @@ def shared_models():
     return _MODELS
 
 
+_CNN: dict = {}
+_IN_WORKER = False
+
+
+def shared_cnn(path: Path, device: str = "cpu"):
+    """(the audio CNN, its id for the document), loaded once per process; InputError if unusable."""
+    key = (str(path), device)
+    if key not in _CNN:
+        import hashlib
+
+        import torch
+
+        from cnn.model import load
+
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise InputError(f"--device {device}: no CUDA device on this machine")
+        if _IN_WORKER:
+            torch.set_num_threads(1)  # one worker per core already
+        model, _ = load(path, device=device)
+        digest = hashlib.sha1(Path(path).read_bytes()).hexdigest()[:12]
+        _CNN[key] = (model, f"{Path(path).name} {digest}")
+    return _CNN[key]
+
+
 def analyze_path(path: Path, options: RunOptions):
     """Decode and analyze one file -> (validated document, the decoded Audio)."""
     from .document import build_document
@@ -99,7 +125,13 @@ def analyze_path(path: Path, options: RunOptions):
     stamp = int(time.time())
     audio = decode(path, params=options.decode)
     analysis = analyze(audio, models=shared_models())
-    doc = build_document(analysis, timestamp=stamp, analysis_time_s=time.perf_counter() - t0)
+    embedding = None
+    if options.embed_model is not None:
+        from cnn.train import embed
+
+        model, model_id = shared_cnn(options.embed_model, options.device)
+        embedding = (embed(model, audio.samples, device=options.device), model_id)
+    doc = build_document(analysis, timestamp=stamp, analysis_time_s=time.perf_counter() - t0, embedding=embedding)
     return doc, audio
 
 
@@ -152,6 +184,8 @@ def _worker_init() -> None:
 
     # Ctrl-C goes to the parent, which shuts the pool down; workers just stop
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    global _IN_WORKER
+    _IN_WORKER = True
     shared_models()
 
 

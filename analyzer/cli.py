@@ -79,6 +79,10 @@ def main_command(
     plot_format: Annotated[
         PlotFormat, typer.Option("--plot-format", help="Report format for --plot-dir.")
     ] = PlotFormat.png,
+    embed_model: Annotated[
+        Optional[Path], typer.Option("--model", help="An audio CNN (cnn train): adds its \"embedding\" of each track.")
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="Where the CNN runs: cpu, or cuda where a GPU exists.")] = "cpu",
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
@@ -101,7 +105,17 @@ def main_command(
         ),
         # one document per line: indentation would break the line format
         pretty=pretty and fmt is Format.json,
+        embed_model=embed_model,
+        device=device,
     )
+    if embed_model is not None:
+        from .batch import shared_cnn
+
+        try:
+            shared_cnn(embed_model, device)  # a bad model file is one error now, not one per input
+        except AnalyzerError as exc:
+            _err(str(exc))
+            raise typer.Exit(getattr(exc, "exit_code", EXIT_INPUT)) from None
     try:
         job_list = collect_jobs(paths)
     except AnalyzerError as exc:

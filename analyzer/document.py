@@ -48,7 +48,9 @@ def platform_string() -> str:
     return f"{platform.system()} {platform.machine()}, Python {sys.version.split()[0]}"
 
 
-def build_document(analysis: Analysis, *, timestamp: int, analysis_time_s: float) -> dict:
+def build_document(analysis: Analysis, *, timestamp: int, analysis_time_s: float,
+                   embedding: tuple[np.ndarray, str] | None = None) -> dict:
+    """The Echo Nest document; `embedding` (vector, model id) adds the CNN extension fields."""
     a = analysis.audio
     src = a.source
     r = analysis.rhythm
@@ -145,6 +147,9 @@ def build_document(analysis: Analysis, *, timestamp: int, analysis_time_s: float
         "sections": sections,
         "segments": segments,
     }
+    if embedding is not None:
+        doc["embedding"] = [round(float(v), 6) for v in embedding[0]]
+        doc["embedding_model"] = embedding[1]
     validate(doc)
     return doc
 

@@ -55,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-dir", type=Path, default=default)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path)
-    ap.add_argument("--variants", default="0.1:1.0,0:0,0:1.5,0.3:1.0",
-                    help="fresh share:popularity penalty pairs; the first is the CLI's default")
+    ap.add_argument("--variants", default="0.1:1.8,0:0,0.1:0,0.1:1.5,0.1:2.0,0.3:1.8",
+                    help="fresh share:spread pairs; the first is the CLI's default")
     ap.add_argument("--ann-path", action="store_true", help="also measure the large-catalog path (hnswlib "
                     "candidates, no EASE) on this catalog")
     ap.add_argument("--spark", action="store_true", help="also train the tuned ALS with Spark MLlib (local mode)")
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     for variant in args.variants.split(","):
         share, penalty = (float(v) for v in variant.split(":"))
         t1 = time.perf_counter()
-        lists = rec.playlists(everyone, PlaylistParams(n=10, fresh_share=share, popularity_penalty=penalty))
+        lists = rec.playlists(everyone, PlaylistParams(n=10, fresh_share=share, spread=penalty))
         t2 = time.perf_counter()
         top = np.array([[p.item for p in pl] + [-1] * (10 - len(pl)) for pl in lists])
         heard = rec.heard(everyone)

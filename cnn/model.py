@@ -58,6 +58,21 @@ class MelFrontEnd(nn.Module):
         return torch.log1p(10000.0 * (self.mel @ power))
 
 
+class Head(nn.Module):
+    """Dense layer, L2-normalized embedding, factor prediction: shared by the CNN and the
+    statistics baseline so that they differ only in what they see."""
+
+    def __init__(self, n_in: int, cfg: CNNConfig):
+        super().__init__()
+        self.dense = nn.Sequential(nn.Linear(n_in, cfg.hidden), nn.ReLU(), nn.Dropout(cfg.dropout))
+        self.embed = nn.Linear(cfg.hidden, cfg.embedding_dim)
+        self.factors = nn.Linear(cfg.embedding_dim, cfg.n_factors)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        e = nn.functional.normalize(self.embed(self.dense(x)), dim=1)
+        return e, self.factors(e)
+
+
 class AudioCNN(nn.Module):
     def __init__(self, cfg: CNNConfig = CNNConfig()):
         super().__init__()
@@ -71,20 +86,33 @@ class AudioCNN(nn.Module):
                 layers.append(nn.MaxPool1d(cfg.pools[i]))
             c_in = c
         self.convs = nn.Sequential(*layers)
-        self.dense = nn.Sequential(nn.Linear(3 * c_in, cfg.hidden), nn.ReLU(), nn.Dropout(cfg.dropout))
-        self.embed = nn.Linear(cfg.hidden, cfg.embedding_dim)
-        self.factors = nn.Linear(cfg.embedding_dim, cfg.n_factors)
+        self.head = Head(3 * c_in, cfg)
 
     def forward_mel(self, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.convs(mel)
         # global temporal pooling: any length in, one vector out
         pooled = torch.cat([h.mean(dim=2), h.amax(dim=2), torch.sqrt((h * h).mean(dim=2) + 1e-8)], dim=1)
-        e = nn.functional.normalize(self.embed(self.dense(pooled)), dim=1)
-        return e, self.factors(e)
+        return self.head(pooled)
 
     def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(batch, samples) -> (L2-normalized embeddings, predicted factors)."""
         return self.forward_mel(self.front(audio))
+
+
+class StatsModel(nn.Module):
+    """The baseline: the same head on fixed per-track statistics (e.g. MFCC means and spreads),
+    standardized with the training set's mean and spread (kept as buffers)."""
+
+    def __init__(self, n_in: int, cfg: CNNConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.register_buffer("mu", torch.zeros(n_in))
+        self.register_buffer("sd", torch.ones(n_in))
+        self.head = Head(n_in, cfg)
+
+    def forward_mel(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # the training loop crops along the last axis; statistics have none to crop
+        return self.head((x.mean(dim=2) - self.mu) / self.sd)
 
 
 def save(model: AudioCNN, path: str | Path, *, training: dict | None = None, metrics: dict | None = None) -> None:

@@ -193,10 +193,13 @@ def playlist(
     model: ModelOpt,
     user: Annotated[Optional[str], typer.Option("--user", "-u", help="A listener's id.")] = None,
     users: Annotated[Optional[str], typer.Option("--users", help="'all' for every listener.")] = None,
+    plays: Annotated[Optional[Path], typer.Option("--plays", help="Listeners the model was not fitted on: a plays "
+                                                  "table (user, item, plays); each is folded into the model and "
+                                                  "gets a playlist (--user picks one of them).")] = None,
     n: Annotated[int, typer.Option("-n", help="Playlist length.")] = 30,
     fresh: Annotated[float, typer.Option("--fresh", help="Share of fresh items (3 listeners or fewer), 0..1.")] = 0.1,
-    spread: Annotated[float, typer.Option("--spread", help="Popularity penalty: higher reaches further into the "
-                                          "catalog (0 = pure relevance).")] = 1.0,
+    spread: Annotated[float, typer.Option("--spread", help="Push down the items the model puts in front of many "
+                                          "listeners: higher reaches further into the catalog (0 = pure relevance).")] = 1.8,
     fmt: Annotated[Fmt, typer.Option("--format", "-f")] = Fmt.json,
     pretty: Annotated[bool, typer.Option("--pretty")] = False,
 ) -> None:
@@ -205,24 +208,58 @@ def playlist(
     from .engine import PlaylistParams
     from .explain import explain
 
-    if (user is None) == (users is None):
-        raise typer.BadParameter("give --user ID or --users all")
-    if users is not None and users != "all":
-        raise typer.BadParameter("--users takes 'all'")
+    if plays is None and (user is None) == (users is None):
+        raise typer.BadParameter("give --user ID, --users all or --plays FILE")
+    if users is not None and (users != "all" or user is not None):
+        raise typer.BadParameter("--users takes 'all', without --user")
     if n < 1 or not 0.0 <= fresh <= 1.0 or spread < 0:
         raise typer.BadParameter("-n must be >= 1, --fresh within 0..1, --spread >= 0")
     rec = _load(model)
-    index = {u: i for i, u in enumerate(rec.data.users)}
-    if user is not None:
-        if user not in index:
-            raise AnalyzerError(f"unknown user {user!r} ({len(index)} listeners in the model)")
-        rows = np.array([index[user]])
+    if plays is not None:
+        rec, new = _fold_in(rec, plays)
+        if user is not None and user not in new:
+            raise AnalyzerError(f"{plays}: no plays of user {user!r} in it")
+        names = [user] if user is not None else new
+        index = {u: i for i, u in enumerate(rec.data.users)}
+        # a listener of the file may share a name with one of the model's: the file's (last) row is theirs
+        rows = np.array([len(index) - len(new) + new.index(u) for u in names])
     else:
-        rows = np.arange(len(rec.data.users))
-    lists = rec.playlists(rows, PlaylistParams(n=n, fresh_share=fresh, popularity_penalty=spread))
+        index = {u: i for i, u in enumerate(rec.data.users)}
+        if user is not None:
+            if user not in index:
+                raise AnalyzerError(f"unknown user {user!r} ({len(index)} listeners in the model; "
+                                    "give a new listener's plays with --plays FILE)")
+            rows = np.array([index[user]])
+        else:
+            rows = np.arange(len(rec.data.users))
+    lists = rec.playlists(rows, PlaylistParams(n=n, fresh_share=fresh, spread=spread))
     for r, picks in zip(rows, lists):
         obj = {"user": rec.data.users[r], "model": str(_current_name(model)), "items": explain(rec, int(r), picks)}
         _out(obj, pretty and fmt is Fmt.json and len(rows) == 1)
+
+
+def _fold_in(rec, path: Path):
+    """The model with the plays file's listeners folded in, and their names in file order."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    from .data import read_plays
+
+    rows, problems = read_plays(path)
+    _report_problems(problems, False)
+    items = {a: i for i, a in enumerate(rec.data.items)}
+    known = [r for r in rows if r.item in items]
+    if len(known) < len(rows):
+        missing = sorted({r.item for r in rows if r.item not in items})
+        sys.stderr.write(f"warning: {path}: {len(rows) - len(known)} plays of {len(missing)} items the model does "
+                         f"not know (e.g. {missing[0]!r}) left out\n")
+    if not known:
+        raise AnalyzerError(f"{path}: none of its plays are of items in the model")
+    names = list(dict.fromkeys(r.user for r in known))
+    ui = {u: i for i, u in enumerate(names)}
+    x = sp.csr_matrix(([r.plays for r in known], ([ui[r.user] for r in known], [items[r.item] for r in known])),
+                      shape=(len(names), len(rec.data.items)), dtype=np.float32)
+    return rec.with_listeners(names, x), names
 
 
 def _current_name(model: Path) -> str:

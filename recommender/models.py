@@ -81,6 +81,21 @@ class ALS:
         m.user_factors, m.item_factors = user_factors, item_factors
         return m
 
+    def fold_in(self, x: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
+        """User vectors for listeners the model was not fitted on (implicit's recalculate_user): one
+        least-squares solve each against the fixed item factors.  `x` holds every listener's plays so
+        that weightings with corpus statistics (BM25) see the same corpus as the fit."""
+        from implicit.cpu.als import AlternatingLeastSquares
+        from threadpoolctl import threadpool_limits
+
+        p = self.params
+        model = AlternatingLeastSquares(factors=p.factors, regularization=p.regularization, alpha=p.alpha,
+                                        random_state=p.seed, num_threads=1)
+        model.item_factors = np.ascontiguousarray(self.item_factors, dtype=np.float32)
+        with threadpool_limits(1, "blas"):
+            out = model.recalculate_user(np.asarray(rows), weight(x, p.weighting)[rows])
+        return np.asarray(out, dtype=np.float32).reshape(len(rows), -1)
+
     def scores(self, user_vectors: np.ndarray) -> np.ndarray:
         return user_vectors @ self.item_factors.T
 

@@ -8,8 +8,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from analyzer.errors import InputError  # noqa: E402
-from cnn.model import AudioCNN, CNNConfig, load, save  # noqa: E402
-from cnn.train import TrainParams, embed, train  # noqa: E402
+from cnn.model import AudioCNN, CNNConfig, StatsModel, load, save  # noqa: E402
+from cnn.train import TrainParams, embed, mels, train  # noqa: E402
 
 SR = 22050
 TINY = CNNConfig(n_mels=32, channels=(16, 16, 32), hidden=32, embedding_dim=16, n_factors=4, dropout=0.0)
@@ -49,8 +49,10 @@ def _tracks(n_per_class: int = 6, seconds: float = 4.0):
 def test_a_tiny_seeded_model_learns_and_its_loss_falls():
     torch.set_num_threads(1)
     audio, factors = _tracks()
-    model, hist = train(audio, factors, TINY, TrainParams(crop_s=1.0, batch=8, epochs=12, lr=3e-3, patience=12,
-                                                          steps_per_epoch=4, seed=0))
+    torch.manual_seed(0)
+    model = AudioCNN(TINY)
+    model, hist = train(mels(model, audio), factors, model, TrainParams(crop_s=1.0, batch=8, epochs=12, lr=3e-3,
+                                                                        patience=12, steps_per_epoch=4, seed=0))
     assert hist.train_loss[-1] < 0.5 * hist.train_loss[0], hist.train_loss
     # the embeddings of one kind of sound are closer to each other than to another kind's
     e = np.stack([embed(model, a, window_s=1.0) for a in audio])
@@ -86,3 +88,102 @@ def test_loading_refuses_what_is_not_our_safetensors(tmp_path):
     save_file({"w": torch.zeros(2)}, str(other))
     with pytest.raises(InputError, match="not an audio CNN"):
         load(other)
+
+
+def test_training_resumes_from_its_checkpoint_to_the_same_weights(tmp_path):
+    """Stopped after 2 epochs and rerun with 4: bit-identical to 4 epochs in one go."""
+    torch.set_num_threads(1)
+    audio, factors = _tracks(n_per_class=3, seconds=2.0)
+    cfg = CNNConfig(n_mels=16, channels=(8, 8, 8), hidden=8, embedding_dim=8, n_factors=4, dropout=0.2)
+    p = TrainParams(crop_s=0.5, batch=4, epochs=4, patience=10, steps_per_epoch=2, seed=3)
+
+    def run(epochs, ckpt):
+        torch.manual_seed(0)
+        m = AudioCNN(cfg)
+        return train(mels(m, audio), factors, m, TrainParams(**{**p.__dict__, "epochs": epochs}), checkpoint=ckpt)
+
+    whole, h1 = run(4, None)
+    ckpt = tmp_path / "train.ckpt"
+    run(2, ckpt)
+    assert ckpt.is_file()
+    resumed, h2 = run(4, ckpt)
+    assert h1.train_loss == h2.train_loss and h1.val_loss == h2.val_loss
+    for (k, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+    # another run's checkpoint is refused, not silently mixed in
+    other = TrainParams(**{**p.__dict__, "lr": 0.1})
+    m = AudioCNN(cfg)
+    with pytest.raises(InputError, match="another training run"):
+        train(mels(m, audio), factors, m, other, checkpoint=ckpt)
+
+
+def test_the_statistics_baseline_uses_the_same_head():
+    torch.set_num_threads(1)
+    audio, factors = _tracks()
+    stats = [np.concatenate([np.log1p(np.abs(np.fft.rfft(a))[:2000:100]), [a.std()]])[:, None].astype(np.float32)
+             for a in audio]
+    model = StatsModel(stats[0].shape[0], TINY)
+    s = np.stack([x[:, 0] for x in stats])
+    model.mu.copy_(torch.from_numpy(s.mean(0)))
+    model.sd.copy_(torch.from_numpy(s.std(0) + 1e-6))
+    model, hist = train(stats, factors, model, TrainParams(batch=8, epochs=30, lr=3e-3, patience=30, steps_per_epoch=4))
+    assert type(model.head) is type(AudioCNN(TINY).head)
+    assert hist.train_loss[-1] < 0.5 * hist.train_loss[0], hist.train_loss
+
+
+def test_cnn_train_then_analyze_with_the_model_end_to_end(tmp_path):
+    """recommend fit -> cnn train on the items' audio -> analyze --model adds a schema-valid embedding
+    -> recommend ingest reads it as the item's audio vector."""
+    import json
+    import subprocess
+    import sys
+
+    import soundfile as sf
+
+    def cli(*args, stdin=None):
+        return subprocess.run([sys.executable, "-m", *map(str, args)], capture_output=True, input=stdin)
+
+    rng = np.random.default_rng(4)
+    audio_dir = tmp_path / "audio"
+    audio_dir.mkdir()
+    t = np.arange(int(3.0 * SR)) / SR
+    for i in range(24):
+        k = i % 3
+        x = (np.sin(2 * np.pi * (110 if k == 0 else 3000 if k == 1 else 600) * t) if k < 2
+             else rng.standard_normal(len(t)) * 0.5)
+        sf.write(audio_dir / f"t{i:02d}.wav", (0.3 * x).astype(np.float32), SR)
+    plays = ["user\titem\tplays"] + [f"u{u:02d}\tt{i:02d}\t{1 + (u * i) % 7}" for u in range(30) for i in range(24)
+                                     if i % 3 == u % 3 and (u + i) % 4 != 0]
+    (tmp_path / "plays.tsv").write_text("\n".join(plays) + "\n")
+    model = tmp_path / "m"
+    assert cli("recommender.cli", "import-plays", tmp_path / "plays.tsv", "--model", model).returncode == 0
+    assert cli("recommender.cli", "fit", "--model", model, "--no-tune").returncode == 0
+    other = tmp_path / "other"
+    other.mkdir()
+    sf.write(other / "not-an-item.wav", np.zeros(SR, dtype=np.float32), SR)
+    few = cli("cnn.cli", "train", other, "--model", model)  # no audio named after the model's items
+    assert few.returncode == 1 and few.stderr.decode().startswith("error: ") and b"Traceback" not in few.stderr
+    out = cli("cnn.cli", "train", audio_dir, "--model", model, "--epochs", "2", "--batch", "8", "--crop", "1",
+              "--min-listeners", "1")
+    assert out.returncode == 0, out.stderr
+    cnn = model / "cnn.safetensors"
+    assert cnn.is_file() and not (model / "cnn.safetensors.ckpt").exists()
+    _, manifest = load(cnn)
+    assert manifest["training"]["tracks"] == 24 and manifest["config"]["n_factors"] > 0
+
+    doc = cli("analyzer.cli", audio_dir / "t00.wav", "--model", cnn)
+    assert doc.returncode == 0, doc.stderr
+    d = json.loads(doc.stdout)
+    assert len(d["embedding"]) == 128 and abs(np.linalg.norm(d["embedding"]) - 1) < 1e-3
+    assert d["embedding_model"].startswith("cnn.safetensors ")
+    ing = cli("recommender.cli", "ingest", "--model", model, stdin=doc.stdout)
+    assert ing.returncode == 0, ing.stderr
+    from recommender.store import Store
+
+    ds = Store(model).dataset()
+    assert ds.audio.shape[1] == 128 and ds.audio_present.sum() == 1
+
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a model")
+    refused = cli("analyzer.cli", audio_dir / "t00.wav", "--model", bad)
+    assert refused.returncode == 1 and refused.stderr.count(b"\n") == 1 and b"not a safetensors" in refused.stderr

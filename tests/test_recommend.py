@@ -251,7 +251,8 @@ def test_large_catalog_path_takes_candidates_from_hnsw_and_keeps_the_rules(world
     big = fit(ds, replace(FitParams(), ann_min_items=10, ann_candidates=40), tune=False)
     assert exact.ann is None and big.ann is not None and big.ease is None
     rows = np.arange(len(ds.users))
-    pp = PlaylistParams(n=5, fresh_share=0.0)
+    # spread 0: the two paths estimate exposure differently; this compares their candidates
+    pp = PlaylistParams(n=5, fresh_share=0.0, spread=0.0)
     a = exact.playlists(rows, pp)
     b = big.playlists(rows, pp)
     heard = big.heard(rows)
@@ -269,3 +270,101 @@ def test_large_catalog_path_takes_candidates_from_hnsw_and_keeps_the_rules(world
         save(big, tmp)
         again = load(tmp)
     assert [[p.item for p in pl] for pl in again.playlists(rows, pp)] == [[p.item for p in pl] for pl in b]
+    spread = PlaylistParams(n=5, fresh_share=0.0)
+    assert [[p.item for p in pl] for pl in again.playlists(rows, spread)] == [[p.item for p in pl] for pl in big.playlists(rows, spread)]
+
+
+def test_a_listener_the_model_has_not_seen_is_folded_in(world, tmp_path):
+    """--plays: implicit's recalculate_user gives an unseen listener a vector from their plays alone."""
+    from recommender.engine import load
+    from recommender.store import Store
+
+    rec = load(Store(world["model"]).current())
+    # folding in a fitted listener's own plays lands next to the vector the fit gave them
+    u = rec.data.users.index("u03")
+    again = rec.with_listeners(["again"], rec.data.plays[[u]])
+    a, b = rec.als.user_factors[u], again.als.user_factors[-1]
+    assert float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))) > 0.9
+    # a new jazz listener (jazz items are t01, t04, ...) with one unknown item in the file
+    new = tmp_path / "new.tsv"
+    new.write_text("user\titem\tplays\nnewbie\tt01\t30\nnewbie\tt04\t12\nnewbie\tt07\t5\nnewbie\tt10\t9\nnewbie\tzzz\t3\n")
+    out = _cli("playlist", "--model", world["model"], "--plays", new, "-n", "8", "--fresh", "0")
+    assert out.returncode == 0, out.stderr
+    assert b"1 plays of 1 items the model does not know" in out.stderr
+    pl = json.loads(out.stdout)
+    ids = [it["id"] for it in pl["items"]]
+    assert pl["user"] == "newbie" and len(ids) == 8 and not set(ids) & {"t01", "t04", "t07", "t10"}
+    assert sum(world["item_genre"][i] == "jazz" for i in ids[:5]) >= 4
+    none = tmp_path / "none.tsv"
+    none.write_text("user\titem\tplays\nnewbie\tzzz\t3\n")
+    bad = _cli("playlist", "--model", world["model"], "--plays", none)
+    assert bad.returncode == 1 and b"none of its plays are of items in the model" in bad.stderr
+
+
+def test_spread_pushes_down_the_items_every_list_shares():
+    """Exposure: items in many listeners' top 50 get a high value, and --spread widens the catalog reached."""
+    import scipy.sparse as sp
+
+    from recommender.engine import Dataset, FitParams, PlaylistParams, fit
+    from recommender.fusion import FusionWeights
+
+    rng = np.random.default_rng(5)
+    n_users, n_items = 300, 400
+    # a long-tailed catalog: a few items everybody plays, the rest shared within small taste groups
+    pop = 1.0 / np.arange(1, n_items + 1) ** 0.8
+    group = rng.integers(0, 20, n_users)
+    item_group = rng.integers(0, 20, n_items)
+    rows, cols = [], []
+    for u in range(n_users):
+        p = pop * np.where(item_group == group[u], 8.0, 1.0)
+        its = rng.choice(n_items, size=25, replace=False, p=p / p.sum())
+        rows += [u] * len(its)
+        cols += list(its)
+    x = sp.csr_matrix((rng.integers(1, 40, len(rows)).astype(np.float32), (rows, cols)), shape=(n_users, n_items))
+    ds = Dataset([f"u{i}" for i in range(n_users)], [f"i{i}" for i in range(n_items)], [f"i{i}" for i in range(n_items)],
+                 [f"i{i}" for i in range(n_items)], x, [], sp.csr_matrix((n_items, 0), dtype=np.float32),
+                 sp.csr_matrix((n_users, n_items), dtype=np.float32))
+    rec = fit(ds, FitParams(), tune=False, weights=FusionWeights(cf=1, ease=1, knn=0, terms=0, audio=0))
+    assert rec.exposure.shape == (n_items,) and abs(float(rec.exposure.mean())) < 1e-4
+    everyone = np.arange(n_users)
+
+    def reach(spread):
+        lists = rec.playlists(everyone, PlaylistParams(n=10, fresh_share=0.0, spread=spread))
+        return len({p.item for pl in lists for p in pl})
+
+    assert reach(2.0) > 1.2 * reach(0.0)
+
+
+def test_items_nobody_played_are_placed_by_their_audio():
+    """Cold items (audio, no plays) get ALS factors regressed from their audio vectors, so a listener's
+    CF scores rank the cold items of their taste first, and the fresh share can bring them in."""
+    import scipy.sparse as sp
+
+    from recommender.engine import Dataset, FitParams, PlaylistParams, fit
+    from recommender.fusion import FusionWeights
+
+    rng = np.random.default_rng(11)
+    n_users, n_items, n_cold = 90, 150, 30
+    genre = np.arange(n_items) % 3
+    rows, cols = [], []
+    for u in range(n_users):
+        mine = np.flatnonzero((genre == u % 3) & (np.arange(n_items) < n_items - n_cold))
+        its = rng.choice(mine, size=15, replace=False)
+        rows += [u] * len(its)
+        cols += list(its)
+    x = sp.csr_matrix((rng.integers(1, 30, len(rows)).astype(np.float32), (rows, cols)), shape=(n_users, n_items))
+    audio = (np.eye(3)[genre] * 2.0 + rng.normal(0, 0.5, (n_items, 3))).astype(np.float32)
+    audio = np.hstack([audio, rng.normal(0, 1, (n_items, 13)).astype(np.float32)])  # and dimensions that say nothing
+    ids = [f"i{i}" for i in range(n_items)]
+    ds = Dataset([f"u{i}" for i in range(n_users)], ids, ids, ids, x, [], sp.csr_matrix((n_items, 0), dtype=np.float32),
+                 sp.csr_matrix((n_users, n_items), dtype=np.float32), audio, np.ones(n_items, dtype=bool))
+    rec = fit(ds, FitParams(), tune=False, weights=FusionWeights(cf=1, ease=0, knn=0, terms=0, audio=0))
+    cold = np.arange(n_items - n_cold, n_items)
+    assert np.all(np.linalg.norm(rec.als.item_factors[cold], axis=1) > 0)
+    cf = rec.als.user_factors @ rec.als.item_factors[cold].T
+    hits = np.mean([np.mean(genre[cold[np.argsort(-cf[u])[:3]]] == u % 3) for u in range(n_users)])
+    assert hits >= 0.8, hits
+    lists = rec.playlists(np.arange(n_users), PlaylistParams(n=10, fresh_share=0.2))
+    fresh_cold = [p.item for pl in lists for p in pl if p.item >= n_items - n_cold]
+    assert fresh_cold and np.mean([genre[i] == u % 3 for u, pl in enumerate(lists) for p in pl
+                                   for i in [p.item] if i >= n_items - n_cold]) >= 0.8

@@ -1,0 +1,320 @@
+"""Cold start: can the audio CNN place songs nobody has played among the songs people play?
+
+Semi-synthetic, in one run with its baselines beside it:
+  tracks   music21 scores rendered in varied instruments, tempi, keys, with or without drums
+           (`bench.coldstart_tracks`, cached), plus the GTZAN clips of ../shared/eval;
+  listeners simulated: each likes a few styles, instrument families, a tempo, a mode, drums or
+           not (all audible), and plays tracks accordingly, with a popularity skew;
+  split    20 % of the tracks are cold (no plays at all).  Each listener's plays of cold tracks are
+           halved: the ALS ceiling trains on one half (its view of the cold tracks), every method
+           is scored on the other half, ranking only the cold tracks.
+
+Methods: ALS trained on the warm plays + the CNN's predicted factors for the cold tracks; the same
+head on MFCC means and spreads (the baseline); random; and the ALS ceiling.  Then GTZAN genre
+precision@5 of the embeddings (genre never used in training) and speed.
+
+    python -m bench.coldstart [--tracks 2000] [--epochs 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+SR = 22050
+CLIP_S = 12.0
+
+
+def load_corpus(eval_dir: Path, n_tracks: int, jobs: int):
+    """(names, audio, tokens per track, genre or None per track)."""
+    import soundfile as sf
+
+    from bench.coldstart_tracks import CACHE, build
+
+    metas = build(n_tracks, jobs)
+    names, audio, tokens, genre = [], [], [], []
+    for m in metas:
+        x, sr = sf.read(CACHE / f"{m['name']}.flac", dtype="float32")
+        names.append(m["name"])
+        audio.append(x[: int(CLIP_S * SR)])
+        tokens.append({f"style:{m['style']}", f"family:{m['family']}", f"tempo:{m['tempo_class']}",
+                       f"mode:{m['mode']}", f"drums:{m['drums']}"})
+        genre.append(None)
+    g = eval_dir / "gtzan"
+    keys = {}
+    if (g / "keys.tsv").is_file():
+        for line in (g / "keys.tsv").read_text().splitlines():
+            if "\t" in line:
+                k, v = line.split("\t")
+                keys[k] = v.split()[-1]
+    for f in sorted(g.glob("*.flac")):
+        x, sr = sf.read(f, dtype="float32")
+        if x.ndim > 1:
+            x = x.mean(axis=1)
+        if sr != SR:
+            continue
+        mid = max(0, len(x) // 2 - int(CLIP_S * SR / 2))
+        gen = f.name.split(".")[0]
+        bpm = float((g / f.name.replace(".flac", ".bpm")).read_text().split()[0]) if (g / f.name.replace(".flac", ".bpm")).is_file() else 0
+        tempo = "slow" if bpm < 85 else "medium" if bpm < 122 else "fast"
+        t = {f"style:gtzan-{gen}", f"tempo:{tempo}"}
+        if f.stem in keys:
+            t.add(f"mode:{keys[f.stem]}")
+        names.append(f"gtzan:{f.stem}")
+        audio.append(x[mid : mid + int(CLIP_S * SR)])
+        tokens.append(t)
+        genre.append(gen)
+    return names, audio, tokens, genre
+
+
+def simulate_listeners(tokens: list[set[str]], n_users: int, seed: int) -> sp.csr_matrix:
+    """Play counts users x tracks from tastes over audible tokens plus a popularity skew."""
+    rng = np.random.default_rng(seed)
+    vocab = sorted(set().union(*tokens))
+    ti = {t: i for i, t in enumerate(vocab)}
+    has = np.zeros((len(tokens), len(vocab)), dtype=np.float32)
+    for k, ts in enumerate(tokens):
+        for t in ts:
+            has[k, ti[t]] = 1.0
+    groups = {}
+    for t in vocab:
+        groups.setdefault(t.split(":")[0], []).append(ti[t])
+    boost = {"style": (2, 2.5), "family": (2, 1.8), "tempo": (1, 1.2), "mode": (1, 0.8), "drums": (1, 1.0)}
+    pop = rng.lognormal(0.0, 0.8, len(tokens))
+    rows, cols, vals = [], [], []
+    for u in range(n_users):
+        w = rng.normal(0.0, 0.4, len(vocab))
+        for g, idx in groups.items():
+            k, b = boost[g]
+            for i in rng.choice(idx, size=min(k, len(idx)), replace=False):
+                w[i] += b
+        aff = has @ w + 0.5 * np.log(pop)
+        n = 15 + int(rng.poisson(25))
+        # Gumbel top-k: n tracks drawn without replacement with probability ~ exp(affinity / 0.7)
+        key = aff / 0.7 + rng.gumbel(size=len(aff))
+        chosen = np.argpartition(-key, n)[:n]
+        plays = 1 + rng.geometric(1.0 / (1.0 + np.exp(aff[chosen] - aff[chosen].mean())), len(chosen))
+        rows += [u] * n
+        cols += chosen.tolist()
+        vals += plays.tolist()
+    return sp.csr_matrix((np.array(vals, np.float32), (rows, cols)), shape=(n_users, len(tokens)))
+
+
+def ndcg_cold(scores: np.ndarray, cold: np.ndarray, seen: sp.csr_matrix, truth: list[np.ndarray], k: int = 10) -> float:
+    """NDCG@k ranking only the cold tracks, the ones the ceiling saw excluded."""
+    s = np.full(scores.shape, -np.inf, dtype=np.float64)
+    s[:, cold] = scores[:, cold]
+    r = np.repeat(np.arange(seen.shape[0]), np.diff(seen.indptr))
+    s[r, seen.indices] = -np.inf
+    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    vals = []
+    for u, t in enumerate(truth):
+        if not len(t):
+            continue
+        top = np.argpartition(-s[u], k)[:k]
+        top = top[np.argsort(-s[u, top], kind="stable")]
+        vals.append(float((np.isin(top, t) * disc).sum() / disc[: min(k, len(t))].sum()))
+    return float(np.mean(vals))
+
+
+def precision_at_5(vectors: np.ndarray, labels: list[str]) -> float:
+    v = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    sim = v @ v.T
+    np.fill_diagonal(sim, -np.inf)
+    lab = np.array(labels)
+    top = np.argsort(-sim, axis=1)[:, :5]
+    return float(np.mean(lab[top] == lab[:, None]))
+
+
+def mfcc_stats(audio: list[np.ndarray]) -> np.ndarray:
+    import librosa
+
+    out = []
+    for x in audio:
+        m = librosa.feature.mfcc(y=x, sr=SR, n_mfcc=20)
+        out.append(np.concatenate([m.mean(axis=1), m.std(axis=1)]))
+    return np.array(out, dtype=np.float32)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    default = Path(os.environ.get("ANALYZER_EVAL_DIR", Path(__file__).resolve().parents[2] / "shared" / "eval"))
+    ap.add_argument("--eval-dir", type=Path, default=default)
+    ap.add_argument("--tracks", type=int, default=2000, help="music21 renders (cached after the first run)")
+    ap.add_argument("--users", type=int, default=1500)
+    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--save", type=Path, help="also write the trained CNN here (safetensors)")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    import torch
+
+    from cnn.model import AudioCNN, CNNConfig, StatsModel, save
+    from cnn.train import TrainParams, embed_mels, mels, train
+    from recommender.models import ALS, ALSParams
+
+    torch.manual_seed(args.seed)
+    t0 = time.perf_counter()
+    names, audio, tokens, genre = load_corpus(args.eval_dir, args.tracks, args.jobs)
+    n = len(names)
+    print(f"bench: {n} tracks ({sum(g is not None for g in genre)} GTZAN) in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    plays = simulate_listeners(tokens, args.users, args.seed)
+    rng = np.random.default_rng(args.seed)
+    cold = np.zeros(n, dtype=bool)
+    cold[rng.choice(n, size=int(round(0.2 * n)), replace=False)] = True
+    pc = plays.tocoo()
+    on_cold = cold[pc.col]
+    # each listener's cold plays: half for the ceiling to learn from, half to score everyone on
+    half = rng.random(len(pc.data)) < 0.5
+    warm = sp.csr_matrix((pc.data[~on_cold], (pc.row[~on_cold], pc.col[~on_cold])), shape=plays.shape)
+    seen_m = on_cold & half
+    seen = sp.csr_matrix((pc.data[seen_m], (pc.row[seen_m], pc.col[seen_m])), shape=plays.shape)
+    truth_m = on_cold & ~half
+    truth = [np.sort(pc.col[truth_m & (pc.row == u)]) for u in range(plays.shape[0])]
+    als_p = ALSParams(factors=32, regularization=1.0, alpha=5.0, weighting="log", iterations=15, seed=args.seed)
+    t1 = time.perf_counter()
+    als = ALS(als_p).fit(warm)
+    als_s = time.perf_counter() - t1
+    ceiling = ALS(als_p).fit((warm + seen).tocsr())
+    rows = {}
+
+    def report(name, scores, **extra):
+        rows[name] = {"ndcg10": ndcg_cold(scores, cold, seen, truth), **extra}
+        print(f"bench: {name}: NDCG@10 {rows[name]['ndcg10']:.4f}", file=sys.stderr)
+
+    report("ALS ceiling (trained with half the cold plays)", ceiling.user_factors @ ceiling.item_factors.T)
+    report("random", np.random.default_rng(args.seed + 5).random((plays.shape[0], n)))
+
+    listeners = np.asarray((warm > 0).sum(axis=0)).ravel()
+    # the training targets: warm tracks with enough listeners for their factors to mean something
+    target = np.flatnonzero(~cold & (listeners >= 3))
+    factors = als.item_factors
+    scale = float(np.median(np.linalg.norm(factors[target], axis=1)))
+    cfg = CNNConfig(n_factors=factors.shape[1])
+    params = TrainParams(crop_s=3.0, batch=32, epochs=args.epochs, lr=1e-3, patience=6, seed=args.seed)
+
+    # the CNN
+    torch.set_num_threads(os.cpu_count() or 1)
+    model = AudioCNN(cfg)
+    t1 = time.perf_counter()
+    mel = mels(model, audio, device=args.device)
+    mel_s = time.perf_counter() - t1
+    epoch_times = []
+    last = [time.perf_counter()]
+
+    def progress(epoch, tr_loss, v_loss, step, steps):
+        if v_loss is not None:
+            epoch_times.append(time.perf_counter() - last[0])
+            last[0] = time.perf_counter()
+            print(f"bench: epoch {epoch + 1}: train {tr_loss:.4f} validation {v_loss:.4f} ({epoch_times[-1]:.1f} s)",
+                  file=sys.stderr)
+
+    model, hist = train([mel[i] for i in target], factors[target], model, params, device=args.device, progress=progress)
+    t1 = time.perf_counter()
+    emb, pred = embed_mels(model, mel, device=args.device)
+    embed_s = time.perf_counter() - t1
+    pred = scale * pred / np.maximum(np.linalg.norm(pred, axis=1, keepdims=True), 1e-12)
+    report("CNN on log-mel (predicted factors)", als.user_factors @ pred.T, best_epoch=hist.best_epoch + 1,
+           val_loss=min(hist.val_loss), epoch_s=float(np.median(epoch_times)))
+
+    # the baseline: the same head on MFCC statistics
+    t1 = time.perf_counter()
+    stats = mfcc_stats(audio)
+    mfcc_s = time.perf_counter() - t1
+    base = StatsModel(stats.shape[1], cfg)
+    base.mu.copy_(torch.from_numpy(stats[target].mean(0)))
+    base.sd.copy_(torch.from_numpy(stats[target].std(0) + 1e-6))
+    inputs = [s[:, None] for s in stats]
+    base, bhist = train([inputs[i] for i in target], factors[target], base,
+                        replace(params, epochs=max(args.epochs, 60), patience=10), device="cpu")
+    with torch.no_grad():
+        bemb, bpred = base.forward_mel(torch.from_numpy(stats[:, :, None]))
+    bpred = bpred.numpy()
+    bpred = scale * bpred / np.maximum(np.linalg.norm(bpred, axis=1, keepdims=True), 1e-12)
+    report("MFCC mean/std + the same head (baseline)", als.user_factors @ bpred.T, best_epoch=bhist.best_epoch + 1,
+           val_loss=min(bhist.val_loss))
+
+    # GTZAN: do the embeddings group clips by genre (never a training signal)?
+    gi = [i for i, g in enumerate(genre) if g is not None]
+    labels = [genre[i] for i in gi]
+    z = (stats - stats.mean(0)) / (stats.std(0) + 1e-9)
+    p5 = {"CNN embedding": precision_at_5(emb[gi], labels),
+          "MFCC statistics (standardized)": precision_at_5(z[gi], labels),
+          "MFCC + head embedding": precision_at_5(bemb.numpy()[gi], labels)}
+
+    # speed: the embedding beside a full analysis of the same GTZAN clips (30 s each)
+    speed = measure_speed(args.eval_dir, model, args.device)
+
+    if args.save:
+        save(model, args.save, training={"tracks": int(len(target)), "corpus": "music21 renders + GTZAN, simulated listeners",
+                                         "als": als_p.__dict__, "epochs_run": len(hist.train_loss)},
+             metrics={"cold_ndcg10": rows["CNN on log-mel (predicted factors)"]["ndcg10"], "gtzan_p5": p5["CNN embedding"]})
+
+    ceiling_v = rows["ALS ceiling (trained with half the cold plays)"]["ndcg10"]
+    print(f"## Cold start: audio CNN ({datetime.date.today().isoformat()})")
+    print()
+    print(f"Command: `python -m bench.coldstart --tracks {args.tracks} --users {args.users} --epochs {args.epochs} "
+          f"--seed {args.seed}`. {n} tracks ({n - len(gi)} music21 renders of {CLIP_S:.0f} s, {len(gi)} GTZAN clips), "
+          f"{args.users} simulated listeners, {plays.nnz} plays; {int(cold.sum())} cold tracks; the CNN trained on "
+          f"{len(target)} warm tracks with >= 3 listeners (ALS {als_p.factors} factors, fitted in {als_s:.1f} s).")
+    print()
+    print("| method | NDCG@10 among cold tracks | share of the ALS ceiling | x random |")
+    print("|---|---|---|---|")
+    rnd = rows["random"]["ndcg10"]
+    for name, r in rows.items():
+        print(f"| {name} | {r['ndcg10']:.4f} | {r['ndcg10'] / ceiling_v:.2f} | {r['ndcg10'] / rnd:.1f} |")
+    print()
+    print("| GTZAN genre precision@5 (49 clips, leave one out) | |")
+    print("|---|---|")
+    for k, v in p5.items():
+        print(f"| {k} | {v:.3f} |")
+    print()
+    cnn_row = rows["CNN on log-mel (predicted factors)"]
+    print(f"Training ({args.device}): {len(hist.train_loss)} epochs, best {cnn_row['best_epoch']}, median "
+          f"{cnn_row['epoch_s']:.1f} s per epoch of {len(target) - int(round(0.2 * len(target)))} tracks; "
+          f"log-mel front end for all {n} tracks {mel_s:.1f} s, embedding them {embed_s:.1f} s "
+          f"({n / max(embed_s, 1e-9):.0f} tracks/s); MFCC statistics {mfcc_s:.1f} s.")
+    print(f"Speed on {speed['files']} GTZAN clips (30 s): analysis {speed['analysis_s']:.2f} s/clip, embedding "
+          f"(decoded audio -> vector) {speed['embed_s']:.3f} s/clip = {100 * speed['embed_s'] / speed['analysis_s']:.1f} % "
+          f"of the analysis.")
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "p5": p5, "speed": speed, "epochs": len(hist.train_loss)}, indent=1))
+    return 0
+
+
+def measure_speed(eval_dir: Path, model, device: str, files: int = 6) -> dict:
+    from analyzer.audio import decode
+    from analyzer.batch import shared_models
+    from analyzer.pipeline import analyze
+    from cnn.train import embed
+
+    paths = sorted((eval_dir / "gtzan").glob("*.flac"))[::8][:files]
+    shared_models()
+    a_s = e_s = 0.0
+    analyze(decode(paths[0]), models=shared_models())  # warm up: first-call costs are not per-file costs
+    embed(model, decode(paths[0]).samples, device=device)
+    for p in paths:
+        audio = decode(p)
+        t0 = time.perf_counter()
+        analyze(audio, models=shared_models())
+        t1 = time.perf_counter()
+        embed(model, audio.samples, device=device)
+        t2 = time.perf_counter()
+        a_s += t1 - t0
+        e_s += t2 - t1
+    return {"files": len(paths), "analysis_s": a_s / len(paths), "embed_s": e_s / len(paths)}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

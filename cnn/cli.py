@@ -1,0 +1,152 @@
+"""`cnn`: Typer only. Train the audio CNN on a recommender model's items, or embed files with it."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from analyzer.errors import AnalyzerError, InputError
+
+EXIT_INPUT = 1
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
+                  help="The audio CNN: learns to predict a recommender model's item factors from audio, so songs "
+                       "nobody has played yet can be placed among the ones people play.")
+
+
+def _err(msg: str) -> None:
+    sys.stderr.write(f"error: {msg}\n")
+
+
+def _audio_files(folder: Path) -> list[Path]:
+    from analyzer.batch import AUDIO_EXTENSIONS
+
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a folder")
+    return sorted(f for f in folder.rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS and f.is_file()
+                  and not any(p.startswith(".") for p in f.relative_to(folder).parts))
+
+
+@app.command("train", help="Learn audio -> item factors on the model's items that have plays and audio in AUDIO "
+             "(files named by item id, as `recommend ingest --id path` names them).  Resumes from its checkpoint.")
+def train_command(
+    audio: Annotated[Path, typer.Argument(help="Folder of audio files named by item id.")],
+    model: Annotated[Path, typer.Option("--model", "-m", help="A fitted recommend model folder.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to write the CNN (default: "
+                                                "MODEL/cnn.safetensors).")] = None,
+    epochs: Annotated[int, typer.Option("--epochs")] = 30,
+    batch: Annotated[int, typer.Option("--batch")] = 32,
+    crop: Annotated[float, typer.Option("--crop", help="Training crop, seconds.")] = 3.0,
+    min_listeners: Annotated[int, typer.Option("--min-listeners", help="Train on items with at least this many "
+                                               "listeners (fewer: their factors are mostly noise).")] = 3,
+    max_seconds: Annotated[float, typer.Option("--max-seconds", help="Decode at most this much of each file.")] = 120.0,
+    device: Annotated[str, typer.Option("--device", help="cpu, or cuda where a GPU exists.")] = "cpu",
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+) -> None:
+    import torch
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from analyzer.audio import DecodeParams, decode
+    from recommender.engine import load as load_recommender
+    from recommender.store import Store
+
+    from .model import AudioCNN, CNNConfig, save
+    from .train import TrainParams, mels, train
+
+    if epochs < 1 or batch < 1 or crop <= 0 or max_seconds <= 0:
+        raise typer.BadParameter("--epochs and --batch must be >= 1, --crop and --max-seconds > 0")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: no CUDA device on this machine")
+    st = Store(model)
+    version = st.current()
+    rec = load_recommender(version)
+    index = {item: i for i, item in enumerate(rec.data.items)}
+    listeners = rec.listeners
+    files = [f for f in _audio_files(audio) if f.stem in index and listeners[index[f.stem]] >= min_listeners]
+    if len(files) < 10:
+        raise InputError(f"{audio}: {len(files)} audio files named after items with >= {min_listeners} listeners "
+                         f"in {model}; at least 10 are needed")
+    out = out or model / "cnn.safetensors"
+    cfg = CNNConfig(n_factors=rec.als.item_factors.shape[1])
+    torch.manual_seed(seed)
+    net = AudioCNN(cfg)
+    spectra, rows, skipped = [], [], 0
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeRemainingColumn(), transient=True, console=None) as bar:
+        task = bar.add_task("decoding", total=len(files))
+        for f in files:
+            try:
+                a = decode(f, params=DecodeParams(duration_s=max_seconds))
+                spectra.append(mels(net, [a.samples], device=device)[0])
+                rows.append(index[f.stem])
+            except AnalyzerError as exc:
+                skipped += 1
+                sys.stderr.write(f"warning: {exc}\n")
+            bar.advance(task)
+        factors = rec.als.item_factors[rows]
+        params = TrainParams(crop_s=crop, batch=batch, epochs=epochs, seed=seed)
+        steps = max(1, -(-int(round(len(rows) * (1 - params.val_share))) // batch))
+        task = bar.add_task("epoch 1", total=epochs * steps)
+        t0 = time.perf_counter()
+
+        def progress(epoch, tr_loss, v_loss, step, n_steps):
+            bar.update(task, completed=epoch * n_steps + step,
+                       description=f"epoch {epoch + 1}: loss {tr_loss:.3f}" + (f" val {v_loss:.3f}" if v_loss is not None else ""))
+
+        ckpt = out.with_name(out.name + ".ckpt")
+        net, hist = train(spectra, factors, net, params, device=device, progress=progress, checkpoint=ckpt)
+    training = {"tracks": len(rows), "skipped": skipped, "model": str(model), "version": version.name,
+                "min_listeners": min_listeners, "epochs_run": len(hist.train_loss), "best_epoch": hist.best_epoch + 1,
+                "params": params.__dict__, "seconds": round(time.perf_counter() - t0, 1)}
+    save(net, out, training=training, metrics={"val_loss": min(hist.val_loss) if hist.val_loss else None,
+                                               "train_loss": hist.train_loss[hist.best_epoch] if hist.val_loss else None})
+    ckpt.unlink(missing_ok=True)
+    sys.stderr.write(f"cnn: {out} trained on {len(rows)} tracks, {len(hist.train_loss)} epochs (best {hist.best_epoch + 1}, "
+                     f"validation loss {min(hist.val_loss):.4f}) in {training['seconds']} s\n")
+
+
+@app.command("embed", help="Print each file's embedding as JSON lines: {\"file\": ..., \"embedding\": [...]}.")
+def embed_command(
+    files: Annotated[list[Path], typer.Argument(help="Audio files.")],
+    model: Annotated[Path, typer.Option("--model", "-m", help="The CNN (.safetensors).")],
+    device: Annotated[str, typer.Option("--device")] = "cpu",
+) -> None:
+    import orjson
+
+    from analyzer.audio import decode
+    from analyzer.batch import shared_cnn
+
+    from .train import embed
+
+    net, model_id = shared_cnn(model, device)
+    bad = 0
+    for f in files:
+        try:
+            v = embed(net, decode(f).samples, device=device)
+        except AnalyzerError as exc:
+            _err(str(exc))
+            bad += 1
+            continue
+        sys.stdout.buffer.write(orjson.dumps({"file": str(f), "embedding_model": model_id,
+                                              "embedding": [round(float(x), 6) for x in v]}) + b"\n")
+    if bad:
+        raise typer.Exit(EXIT_INPUT)
+
+
+def main() -> None:
+    try:
+        app()
+    except AnalyzerError as exc:
+        _err(str(exc))
+        sys.exit(getattr(exc, "exit_code", EXIT_INPUT))
+    except KeyboardInterrupt:
+        _err("interrupted (rerun the same command to continue from the last epoch)")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
