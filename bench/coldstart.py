@@ -154,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--contrastive", type=float, default=0.5, help="weight of the two-crops contrastive term")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--save", type=Path, help="also write the trained CNN here (safetensors)")
     ap.add_argument("--json", type=Path)
@@ -202,10 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     factors = als.item_factors
     scale = float(np.median(np.linalg.norm(factors[target], axis=1)))
     cfg = CNNConfig(n_factors=factors.shape[1])
-    params = TrainParams(crop_s=3.0, batch=32, epochs=args.epochs, lr=1e-3, patience=6, seed=args.seed)
+    params = TrainParams(crop_s=3.0, batch=32, epochs=args.epochs, lr=1e-3, seed=args.seed,
+                         contrastive=args.contrastive)
 
     # the CNN
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(args.threads)
     model = AudioCNN(cfg)
     t1 = time.perf_counter()
     mel = mels(model, audio, device=args.device)
@@ -220,7 +223,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench: epoch {epoch + 1}: train {tr_loss:.4f} validation {v_loss:.4f} ({epoch_times[-1]:.1f} s)",
                   file=sys.stderr)
 
-    model, hist = train([mel[i] for i in target], factors[target], model, params, device=args.device, progress=progress)
+    # every other track's audio (cold tracks included: a new song's audio is there, its plays are not)
+    # takes part in the contrastive term only
+    others = np.setdiff1d(np.arange(n), target)
+    model, hist = train([mel[i] for i in target], factors[target], model, params, device=args.device, progress=progress,
+                        unlabeled=[mel[i] for i in others] if args.contrastive else None)
     t1 = time.perf_counter()
     emb, pred = embed_mels(model, mel, device=args.device)
     embed_s = time.perf_counter() - t1
@@ -237,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     base.sd.copy_(torch.from_numpy(stats[target].std(0) + 1e-6))
     inputs = [s[:, None] for s in stats]
     base, bhist = train([inputs[i] for i in target], factors[target], base,
-                        replace(params, epochs=max(args.epochs, 60), patience=10), device="cpu")
+                        replace(params, epochs=max(args.epochs, 60), contrastive=0.0), device="cpu")
     with torch.no_grad():
         bemb, bpred = base.forward_mel(torch.from_numpy(stats[:, :, None]))
     bpred = bpred.numpy()
@@ -265,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"## Cold start: audio CNN ({datetime.date.today().isoformat()})")
     print()
     print(f"Command: `python -m bench.coldstart --tracks {args.tracks} --users {args.users} --epochs {args.epochs} "
-          f"--seed {args.seed}`. {n} tracks ({n - len(gi)} music21 renders of {CLIP_S:.0f} s, {len(gi)} GTZAN clips), "
+          f"--contrastive {args.contrastive} --seed {args.seed}`. {n} tracks ({n - len(gi)} music21 renders of {CLIP_S:.0f} s, {len(gi)} GTZAN clips), "
           f"{args.users} simulated listeners, {plays.nnz} plays; {int(cold.sum())} cold tracks; the CNN trained on "
           f"{len(target)} warm tracks with >= 3 listeners (ALS {als_p.factors} factors, fitted in {als_s:.1f} s).")
     print()

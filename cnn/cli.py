@@ -44,6 +44,9 @@ def train_command(
     min_listeners: Annotated[int, typer.Option("--min-listeners", help="Train on items with at least this many "
                                                "listeners (fewer: their factors are mostly noise).")] = 3,
     max_seconds: Annotated[float, typer.Option("--max-seconds", help="Decode at most this much of each file.")] = 120.0,
+    contrastive: Annotated[float, typer.Option("--contrastive", help="Weight of the self-supervised term (two crops "
+                                               "of one track close, of different tracks apart); every other "
+                                               "audio file in AUDIO takes part in it. 0: off.")] = 0.5,
     device: Annotated[str, typer.Option("--device", help="cpu, or cuda where a GPU exists.")] = "cpu",
     seed: Annotated[int, typer.Option("--seed")] = 0,
 ) -> None:
@@ -57,8 +60,8 @@ def train_command(
     from .model import AudioCNN, CNNConfig, save
     from .train import TrainParams, mels, train
 
-    if epochs < 1 or batch < 1 or crop <= 0 or max_seconds <= 0:
-        raise typer.BadParameter("--epochs and --batch must be >= 1, --crop and --max-seconds > 0")
+    if epochs < 1 or batch < 1 or crop <= 0 or max_seconds <= 0 or contrastive < 0:
+        raise typer.BadParameter("--epochs and --batch must be >= 1, --crop and --max-seconds > 0, --contrastive >= 0")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"--device {device}: no CUDA device on this machine")
     st = Store(model)
@@ -66,7 +69,9 @@ def train_command(
     rec = load_recommender(version)
     index = {item: i for i, item in enumerate(rec.data.items)}
     listeners = rec.listeners
-    files = [f for f in _audio_files(audio) if f.stem in index and listeners[index[f.stem]] >= min_listeners]
+    every = _audio_files(audio)
+    files = [f for f in every if f.stem in index and listeners[index[f.stem]] >= min_listeners]
+    extra = [f for f in every if f not in set(files)] if contrastive else []
     if len(files) < 10:
         raise InputError(f"{audio}: {len(files)} audio files named after items with >= {min_listeners} listeners "
                          f"in {model}; at least 10 are needed")
@@ -74,21 +79,25 @@ def train_command(
     cfg = CNNConfig(n_factors=rec.als.item_factors.shape[1])
     torch.manual_seed(seed)
     net = AudioCNN(cfg)
-    spectra, rows, skipped = [], [], 0
+    spectra, rows, unlabeled, skipped = [], [], [], 0
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeRemainingColumn(), transient=True, console=None) as bar:
-        task = bar.add_task("decoding", total=len(files))
-        for f in files:
+        task = bar.add_task("decoding", total=len(files) + len(extra))
+        for k, f in enumerate(files + extra):
             try:
                 a = decode(f, params=DecodeParams(duration_s=max_seconds))
-                spectra.append(mels(net, [a.samples], device=device)[0])
-                rows.append(index[f.stem])
+                m = mels(net, [a.samples], device=device)[0]
+                if k < len(files):
+                    spectra.append(m)
+                    rows.append(index[f.stem])
+                else:
+                    unlabeled.append(m)
             except AnalyzerError as exc:
                 skipped += 1
                 sys.stderr.write(f"warning: {exc}\n")
             bar.advance(task)
         factors = rec.als.item_factors[rows]
-        params = TrainParams(crop_s=crop, batch=batch, epochs=epochs, seed=seed)
+        params = TrainParams(crop_s=crop, batch=batch, epochs=epochs, seed=seed, contrastive=contrastive)
         steps = max(1, -(-int(round(len(rows) * (1 - params.val_share))) // batch))
         task = bar.add_task("epoch 1", total=epochs * steps)
         t0 = time.perf_counter()
@@ -98,8 +107,9 @@ def train_command(
                        description=f"epoch {epoch + 1}: loss {tr_loss:.3f}" + (f" val {v_loss:.3f}" if v_loss is not None else ""))
 
         ckpt = out.with_name(out.name + ".ckpt")
-        net, hist = train(spectra, factors, net, params, device=device, progress=progress, checkpoint=ckpt)
-    training = {"tracks": len(rows), "skipped": skipped, "model": str(model), "version": version.name,
+        net, hist = train(spectra, factors, net, params, unlabeled=unlabeled, device=device, progress=progress,
+                          checkpoint=ckpt)
+    training = {"tracks": len(rows), "unlabeled_tracks": len(unlabeled), "skipped": skipped, "model": str(model), "version": version.name,
                 "min_listeners": min_listeners, "epochs_run": len(hist.train_loss), "best_epoch": hist.best_epoch + 1,
                 "params": params.__dict__, "seconds": round(time.perf_counter() - t0, 1)}
     save(net, out, training=training, metrics={"val_loss": min(hist.val_loss) if hist.val_loss else None,

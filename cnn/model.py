@@ -36,6 +36,9 @@ class CNNConfig:
     embedding_dim: int = 128
     n_factors: int = 64
     dropout: float = 0.3
+    # standardize each mel band (BatchNorm without scale and shift) before the first convolution:
+    # the log-mel levels of quiet and loud tracks, and of low and high bands, differ by a lot
+    input_norm: bool = True
 
 
 class MelFrontEnd(nn.Module):
@@ -78,7 +81,7 @@ class AudioCNN(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.front = MelFrontEnd(cfg)
-        layers: list[nn.Module] = []
+        layers: list[nn.Module] = [nn.BatchNorm1d(cfg.n_mels, affine=False)] if cfg.input_norm else []
         c_in = cfg.n_mels
         for i, c in enumerate(cfg.channels):
             layers += [nn.Conv1d(c_in, c, cfg.kernel, padding=cfg.kernel // 2), nn.BatchNorm1d(c), nn.ReLU()]
@@ -145,7 +148,10 @@ def load(path: str | Path, *, device: str = "cpu") -> tuple[AudioCNN, dict]:
     except (KeyError, ValueError, TypeError) as exc:
         raise InputError(f"{path}: not an audio CNN of this analyzer ({exc})") from None
     model = AudioCNN(cfg)
-    model.load_state_dict(tensors)
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as exc:
+        raise InputError(f"{path}: its weights do not fit its architecture ({str(exc).splitlines()[0]})") from None
     model.eval()
     return model.to(device), manifest
 

@@ -32,9 +32,13 @@ class TrainParams:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     val_share: float = 0.2
-    patience: int = 5
+    patience: int = 8  # epochs without a better validation loss before stopping
+    lr_patience: int = 3  # ... before halving the learning rate
     seed: int = 0
     steps_per_epoch: int = 0  # 0: one pass over the training tracks
+    # weight of a contrastive term (NT-Xent): two crops of one track close, of different tracks apart
+    contrastive: float = 0.0
+    temperature: float = 0.1
 
 
 def unit_factor_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -42,6 +46,16 @@ def unit_factor_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     p = torch.nn.functional.normalize(pred, dim=1)
     t = torch.nn.functional.normalize(target, dim=1)
     return ((p - t) ** 2).sum(dim=1).mean()
+
+
+def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SimCLR's loss on unit vectors: row i of `a` should pick row i of `b` among all 2n - 1 others."""
+    z = torch.cat([a, b], dim=0)
+    sim = z @ z.T / temperature
+    sim.fill_diagonal_(float("-inf"))
+    n = a.shape[0]
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(a.device)
+    return torch.nn.functional.cross_entropy(sim, target)
 
 
 @torch.no_grad()
@@ -131,9 +145,14 @@ def _load_checkpoint(path: Path, model, opt, signature: str):
 
 
 def train(inputs: list[np.ndarray], factors: np.ndarray, model: torch.nn.Module, params: TrainParams = TrainParams(),
-          *, device: str = "cpu", progress=None, checkpoint: Path | None = None) -> tuple[torch.nn.Module, History]:
+          *, unlabeled: list[np.ndarray] | None = None, device: str = "cpu", progress=None,
+          checkpoint: Path | None = None) -> tuple[torch.nn.Module, History]:
     """inputs: per track a (features, frames) array (log-mel from `mels`, or statistics with one frame);
-    factors: (tracks, n_factors) CF item factors.  `progress(epoch, train_loss, val_loss, step, steps)`."""
+    factors: (tracks, n_factors) CF item factors.  `unlabeled`: tracks without factors (no listeners
+    yet, or any audio at hand) that take part in the contrastive term only.
+    `progress(epoch, train_loss, val_loss, step, steps)`."""
+    pool = list(inputs) + list(unlabeled or [])
+    n_lab = len(inputs)
     torch.manual_seed(params.seed)
     rng = np.random.default_rng(params.seed)
     order = rng.permutation(len(inputs))
@@ -146,7 +165,7 @@ def train(inputs: list[np.ndarray], factors: np.ndarray, model: torch.nn.Module,
     target = torch.from_numpy(factors.astype(np.float32)).to(device)
     hist = History()
     best, best_state, waited, start = float("inf"), None, 0, 0
-    signature = _signature(model, params, factors, len(inputs))
+    signature = _signature(model, params, factors, len(pool))
     if checkpoint is not None and Path(checkpoint).is_file():
         meta, best_state = _load_checkpoint(Path(checkpoint), model, opt, signature)
         hist = History(**meta["history"])
@@ -161,9 +180,20 @@ def train(inputs: list[np.ndarray], factors: np.ndarray, model: torch.nn.Module,
         losses = []
         for step in range(steps):
             idx = rng.choice(tr, size=min(params.batch, len(tr)), replace=len(tr) < params.batch)
-            x = _crops(inputs, idx, n, rng).to(device)
-            _, pred = model.forward_mel(x)
-            loss = unit_factor_loss(pred, target[idx])
+            if params.contrastive:
+                extra = np.zeros(0, dtype=np.int64)
+                if len(pool) > n_lab:
+                    extra = rng.choice(np.arange(n_lab, len(pool)), size=min(params.batch // 2, len(pool) - n_lab),
+                                       replace=False)
+                both = np.concatenate([idx, extra])
+                e1, p1 = model.forward_mel(_crops(pool, both, n, rng).to(device))
+                e2, p2 = model.forward_mel(_crops(pool, both, n, rng).to(device))
+                k = len(idx)
+                loss = 0.5 * (unit_factor_loss(p1[:k], target[idx]) + unit_factor_loss(p2[:k], target[idx])) \
+                    + params.contrastive * nt_xent(e1, e2, params.temperature)
+            else:
+                _, pred = model.forward_mel(_crops(inputs, idx, n, rng).to(device))
+                loss = unit_factor_loss(pred, target[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -182,6 +212,9 @@ def train(inputs: list[np.ndarray], factors: np.ndarray, model: torch.nn.Module,
             best, best_state, waited, hist.best_epoch = v, copy.deepcopy(model.state_dict()), 0, epoch
         else:
             waited += 1
+            if waited % params.lr_patience == 0:
+                for group in opt.param_groups:
+                    group["lr"] *= 0.5
             stopped = waited >= params.patience
         if checkpoint is not None:
             _save_checkpoint(Path(checkpoint), model, opt, best_state,

@@ -187,3 +187,13 @@ def test_cnn_train_then_analyze_with_the_model_end_to_end(tmp_path):
     bad.write_bytes(b"not a model")
     refused = cli("analyzer.cli", audio_dir / "t00.wav", "--model", bad)
     assert refused.returncode == 1 and refused.stderr.count(b"\n") == 1 and b"not a safetensors" in refused.stderr
+
+
+def test_contrastive_term_prefers_two_crops_of_one_track():
+    from cnn.train import nt_xent
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.nn.functional.normalize(torch.randn(8, 16, generator=g), dim=1)
+    near = torch.nn.functional.normalize(a + 0.05 * torch.randn(8, 16, generator=g), dim=1)
+    far = torch.nn.functional.normalize(torch.randn(8, 16, generator=g), dim=1)
+    assert float(nt_xent(a, near, 0.1)) < 0.1 < float(nt_xent(a, far, 0.1))
