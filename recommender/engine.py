@@ -155,10 +155,7 @@ class Recommender:
 
     def _relevance(self, r: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Each source standardized per listener, and their weighted sum; what they have heard at -inf."""
-        parts = self.parts(r)
-        z = {k: standardize(v, np.ones(v.shape[1], bool)) for k, v in parts.items() if v is not None}
-        w = self.weights.as_dict()
-        total = sum(w[k] * v for k, v in z.items()).astype(np.float32)
+        z, total = fuse(self.parts(r), self.weights)
         heard = self.heard(r)
         total[np.repeat(np.arange(len(r)), np.diff(heard.indptr)), heard.indices] = -np.inf
         return z, total
@@ -275,14 +272,6 @@ class Recommender:
         else:
             out["terms"] = None
         out["audio"] = self.audio.scores(x) if self.audio is not None and w.audio else None
-        return out
-
-    def score_all(self, rows: np.ndarray | None = None, *, batch: int = 512) -> np.ndarray:
-        rows = np.arange(self.data.plays.shape[0]) if rows is None else rows
-        cand = np.ones(self.data.plays.shape[1], dtype=bool)
-        out = np.empty((len(rows), self.data.plays.shape[1]), dtype=np.float32)
-        for i in range(0, len(rows), batch):
-            out[i : i + batch] = fuse(self.parts(rows[i : i + batch]), self.weights, cand)
         return out
 
 

@@ -35,17 +35,19 @@ def standardize(s: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     return (s - mu) / sd
 
 
-def fuse(parts: dict[str, np.ndarray], weights: FusionWeights, candidates: np.ndarray) -> np.ndarray:
+def fuse(parts: dict[str, np.ndarray | None], weights: FusionWeights,
+         candidates: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """(each weighted source standardized per listener over the candidates, their weighted sum)."""
     w = weights.as_dict()
-    out = None
+    z = {}
     for name, s in parts.items():
-        if w.get(name, 0.0) == 0.0 or s is None:
+        if s is None or w.get(name, 0.0) == 0.0:
             continue
-        z = w[name] * standardize(s, candidates)
-        out = z if out is None else out + z
-    if out is None:
+        z[name] = standardize(s, np.ones(s.shape[1], bool) if candidates is None else candidates)
+    if not z:
         raise ValueError("every source has weight 0")
-    return out
+    total = sum(w[name] * v for name, v in z.items()).astype(np.float32)
+    return z, total
 
 
 def ndcg_at_k(scores: np.ndarray, seen: sp.csr_matrix, truth: list[np.ndarray], k: int = 10,
