@@ -189,16 +189,22 @@ def _worker_init() -> None:
     shared_models()
 
 
-def is_up_to_date(job: Job, out_dir: Path) -> bool:
-    """The JSON (and every report asked for) exists, is not empty and is newer than the source."""
+def is_up_to_date(job: Job, out_dir: Path, embedding_model_id: str | None = None) -> bool:
+    """The JSON (and every report asked for) exists, is not empty and is newer than the source; with
+    an embedding model, the JSON also carries that model's embedding."""
     try:
         src = job.source.stat().st_mtime
         for out in [out_dir / job.output_rel] + [p for _, p in job.plots]:
             st = out.stat()
             if st.st_mtime < src or st.st_size == 0:
                 return False
+        if embedding_model_id is not None:
+            import orjson
+
+            doc = orjson.loads((out_dir / job.output_rel).read_bytes())
+            return doc.get("embedding_model") == embedding_model_id
         return True
-    except OSError:
+    except (OSError, ValueError):
         return False
 
 

@@ -192,7 +192,12 @@ def _run_batch(job_list, options, out_dir: Optional[Path], fmt: Format, workers:
     skipped = 0
     todo = job_list
     if out_dir is not None and not force:
-        todo = [j for j in job_list if not is_up_to_date(j, out_dir)]
+        model_id = None
+        if options.embed_model is not None:
+            from .batch import shared_cnn
+
+            model_id = shared_cnn(options.embed_model, options.device)[1]
+        todo = [j for j in job_list if not is_up_to_date(j, out_dir, model_id)]
         skipped = len(job_list) - len(todo)
     if out_dir is None:
         options = replace(options, pretty=False)

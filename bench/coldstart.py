@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-dir", type=Path, default=default)
     ap.add_argument("--tracks", type=int, default=2000, help="music21 renders (cached after the first run)")
     ap.add_argument("--users", type=int, default=1500)
-    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--epochs", type=int, default=80, help="at most; early stopping on the validation split decides")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--contrastive", type=float, default=0.5, help="weight of the two-crops contrastive term")
@@ -234,6 +234,12 @@ def main(argv: list[str] | None = None) -> int:
     pred = scale * pred / np.maximum(np.linalg.norm(pred, axis=1, keepdims=True), 1e-12)
     report("CNN on log-mel (predicted factors)", als.user_factors @ pred.T, best_epoch=hist.best_epoch + 1,
            val_loss=min(hist.val_loss), epoch_s=float(np.median(epoch_times)))
+    # what `recommend fit` does with ingested embeddings: a ridge map from embedding to the ALS
+    # factors of the current fit (the factor head belongs to the fit the CNN was trained on)
+    from recommender.engine import place_cold_items
+
+    placed, _ = place_cold_items(factors, emb, np.ones(n, dtype=bool), np.where(cold, 0, np.maximum(listeners, 0)))
+    report("CNN embedding + ridge onto the ALS factors (recommend fit)", als.user_factors @ placed.T)
 
     # the baseline: the same head on MFCC statistics
     t1 = time.perf_counter()

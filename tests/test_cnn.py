@@ -183,6 +183,20 @@ def test_cnn_train_then_analyze_with_the_model_end_to_end(tmp_path):
     ds = Store(model).dataset()
     assert ds.audio.shape[1] == 128 and ds.audio_present.sum() == 1
 
+    # a batch rerun with --model redoes the documents that lack this model's embedding, then skips them
+    import shutil
+
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy(audio_dir / "t01.wav", one / "t01.wav")
+    outd = tmp_path / "out"
+    assert cli("analyzer.cli", one, "-o", outd).returncode == 0
+    assert "embedding" not in json.loads((outd / "t01.json").read_text())
+    again = cli("analyzer.cli", one, "-o", outd, "--model", cnn)
+    assert again.returncode == 0 and b"1 analyzed" in again.stderr, again.stderr
+    assert json.loads((outd / "t01.json").read_text())["embedding_model"] == d["embedding_model"]
+    assert b"1 up to date" in cli("analyzer.cli", one, "-o", outd, "--model", cnn).stderr
+
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a model")
     refused = cli("analyzer.cli", audio_dir / "t00.wav", "--model", bad)
