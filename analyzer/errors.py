@@ -29,3 +29,18 @@ class SchemaError(AnalyzerError):
     """A document failed validation: this is a bug in the analyzer, never written."""
 
     exit_code = 3
+
+
+def run_app(app, *, interrupted: str = "interrupted") -> None:
+    """Run a Typer app the way every command of the project ends: Typer reports usage errors itself
+    (exit 2); ours are one `error:` line and their own exit code; Ctrl-C is one line and 130."""
+    import sys
+
+    try:
+        app()
+    except AnalyzerError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.stderr.write(f"error: {interrupted}\n")
+        sys.exit(130)

@@ -156,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--contrastive", type=float, default=0.5, help="weight of the two-crops contrastive term")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--no-input-norm", action="store_true", help="leave out the per-band input normalization")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--save", type=Path, help="also write the trained CNN here (safetensors)")
     ap.add_argument("--json", type=Path)
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     target = np.flatnonzero(~cold & (listeners >= 3))
     factors = als.item_factors
     scale = float(np.median(np.linalg.norm(factors[target], axis=1)))
-    cfg = CNNConfig(n_factors=factors.shape[1])
+    cfg = CNNConfig(n_factors=factors.shape[1], input_norm=not args.no_input_norm)
     params = TrainParams(crop_s=3.0, batch=32, epochs=args.epochs, lr=1e-3, seed=args.seed,
                          contrastive=args.contrastive)
 

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from analyzer.errors import AnalyzerError, InputError
+from analyzer.errors import AnalyzerError, InputError, run_app
 
 EXIT_INPUT = 1
 
@@ -148,14 +148,7 @@ def embed_command(
 
 
 def main() -> None:
-    try:
-        app()
-    except AnalyzerError as exc:
-        _err(str(exc))
-        sys.exit(getattr(exc, "exit_code", EXIT_INPUT))
-    except KeyboardInterrupt:
-        _err("interrupted (rerun the same command to continue from the last epoch)")
-        sys.exit(130)
+    run_app(app, interrupted="interrupted (rerun the same command to continue from the last epoch)")
 
 
 if __name__ == "__main__":

@@ -10,9 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from analyzer.errors import AnalyzerError
-
-EXIT_OK, EXIT_INPUT, EXIT_USAGE = 0, 1, 2
+from analyzer.errors import AnalyzerError, run_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Weekly playlists of songs a listener has not heard: collaborative filtering (ALS, EASE) on "
@@ -29,10 +27,6 @@ class Fmt(str, Enum):
 class Engine(str, Enum):
     implicit = "implicit"
     spark = "spark"
-
-
-def _err(msg: str) -> None:
-    sys.stderr.write(f"error: {msg}\n")
 
 
 def _out(obj, pretty: bool = False) -> None:
@@ -285,15 +279,7 @@ def terms(item: Annotated[str, typer.Argument()], model: ModelOpt,
 
 
 def main() -> None:
-    # Typer reports usage errors itself (exit 2); ours are one line and their own exit code
-    try:
-        app()
-    except AnalyzerError as exc:
-        _err(str(exc))
-        sys.exit(getattr(exc, "exit_code", EXIT_INPUT))
-    except KeyboardInterrupt:
-        _err("interrupted")
-        sys.exit(130)
+    run_app(app)
 
 
 if __name__ == "__main__":
