@@ -38,7 +38,7 @@ def train_command(
     model: Annotated[Path, typer.Option("--model", "-m", help="A fitted recommend model folder.")],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to write the CNN (default: "
                                                 "MODEL/cnn.safetensors).")] = None,
-    epochs: Annotated[int, typer.Option("--epochs")] = 30,
+    epochs: Annotated[int, typer.Option("--epochs", help="At most; early stopping on the validation split decides.")] = 80,
     batch: Annotated[int, typer.Option("--batch")] = 32,
     crop: Annotated[float, typer.Option("--crop", help="Training crop, seconds.")] = 3.0,
     min_listeners: Annotated[int, typer.Option("--min-listeners", help="Train on items with at least this many "
