@@ -214,9 +214,9 @@ def playlist(
         if user is not None and user not in new:
             raise AnalyzerError(f"{plays}: no plays of user {user!r} in it")
         names = [user] if user is not None else new
-        index = {u: i for i, u in enumerate(rec.data.users)}
-        # a listener of the file may share a name with one of the model's: the file's (last) row is theirs
-        rows = np.array([len(index) - len(new) + new.index(u) for u in names])
+        # the file's listeners are the last rows, even where a name is also one of the model's
+        first = len(rec.data.users) - len(new)
+        rows = np.array([first + new.index(u) for u in names])
     else:
         index = {u: i for i, u in enumerate(rec.data.users)}
         if user is not None:

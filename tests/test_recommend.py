@@ -295,6 +295,11 @@ def test_a_listener_the_model_has_not_seen_is_folded_in(world, tmp_path):
     ids = [it["id"] for it in pl["items"]]
     assert pl["user"] == "newbie" and len(ids) == 8 and not set(ids) & {"t01", "t04", "t07", "t10"}
     assert sum(world["item_genre"][i] == "jazz" for i in ids[:5]) >= 4
+    # a listener of the file who shares a name with one of the model's gets the file's plays' playlist
+    twin = tmp_path / "twin.tsv"
+    twin.write_text("user\titem\tplays\nu00\tt01\t30\nu00\tt04\t12\nu00\tt07\t5\nu00\tt10\t9\n")
+    tw = json.loads(_cli("playlist", "--model", world["model"], "--plays", twin, "-n", "8", "--fresh", "0").stdout)
+    assert tw["user"] == "u00" and not {it["id"] for it in tw["items"]} & {"t01", "t04", "t07", "t10"}
     none = tmp_path / "none.tsv"
     none.write_text("user\titem\tplays\nnewbie\tzzz\t3\n")
     bad = _cli("playlist", "--model", world["model"], "--plays", none)
