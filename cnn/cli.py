@@ -71,7 +71,8 @@ def train_command(
     listeners = rec.listeners
     every = _audio_files(audio)
     files = [f for f in every if f.stem in index and listeners[index[f.stem]] >= min_listeners]
-    extra = [f for f in every if f not in set(files)] if contrastive else []
+    targets = set(files)
+    extra = [f for f in every if f not in targets] if contrastive else []
     if len(files) < 10:
         raise InputError(f"{audio}: {len(files)} audio files named after items with >= {min_listeners} listeners "
                          f"in {model}; at least 10 are needed")

@@ -165,14 +165,14 @@ class Recommender:
         standardized over the catalog.  A property of the fitted model, so one listener's playlist
         does not depend on who else asked for one."""
         n_users, n_items = self.data.plays.shape
+        if n_items < 2:
+            return np.zeros(n_items, dtype=np.float32)
         if depth is None:
             # HetRec's 50 of 17,632 items; in a small catalog a top that deep holds a third of it and
             # the penalty then lifts items nobody wants (seen in the cold-item test at 150 items)
             depth = min(50, max(3, n_items // 300))
         depth = min(depth, n_items - 1)
         counts = np.zeros(n_items, dtype=np.int64)
-        if n_items < 2:
-            return np.zeros(n_items, dtype=np.float32)
         if self.ann is not None:
             # large catalogs: the fused top among each listener's index candidates (what their
             # playlist is picked from), with nothing else applied
