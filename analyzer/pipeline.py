@@ -12,15 +12,17 @@ from . import features as F
 from .audio import Audio
 from .fingerprint import FingerprintParams, Fingerprints, fingerprint
 from .key import Key, KeyParams, estimate_key
-from .loudness import FadeParams, Fades, detect_fades, frame_rms_from_power, integrated_loudness, rms_to_db
+from .loudness import FadeParams, Fades, detect_fades, pool_db, span_loudness
 from .rhythm import Rhythm, RhythmParams, analyze_rhythm, decode_meter, estimate_tempo, find_beats
 from .sections import SectionParams, find_boundaries
-from .segments import SegmentParams, Segments, build_segments, detect_onsets, onset_envelope
+from .auditory import AuditoryParams, auditory_spectrogram
+from .segments import SegmentParams, Segments, build_segments, find_starts
 
 
 @dataclass(frozen=True)
 class AnalysisConfig:
     features: F.FeatureParams = field(default_factory=F.FeatureParams)
+    auditory: AuditoryParams = field(default_factory=AuditoryParams)
     rhythm: RhythmParams = field(default_factory=RhythmParams)
     key: KeyParams = field(default_factory=KeyParams)
     segments: SegmentParams = field(default_factory=SegmentParams)
@@ -85,7 +87,7 @@ def _analyze(audio: Audio, *, models: F.Models, config: AnalysisConfig) -> Analy
     acts = F.rhythm_activations(front=front, models=models)
     clock.lap("rhythm_networks")
 
-    onset_env = onset_envelope(log_mel_db=spec.log_mel_db)
+    onset_env = F.onset_strength(log_mel_db=spec.log_mel_db)
     beat_times, beat_strength = find_beats(
         beat_act=acts.beat, downbeat_beat_act=acts.downbeat_beat, downbeat_act=acts.downbeat, fps=acts.fps,
         params=config.rhythm,
@@ -114,25 +116,21 @@ def _analyze(audio: Audio, *, models: F.Models, config: AnalysisConfig) -> Analy
     )
     clock.lap("key")
 
-    frame_rms = frame_rms_from_power(spec.stft_power, sr=sr, n_fft=config.features.n_fft)
-    frame_db = rms_to_db(frame_rms)
-    loud = integrated_loudness(frame_rms=frame_rms, fps=fps)
-    fades = detect_fades(frame_db=frame_db, fps=fps, duration_s=duration, params=config.fades)
+    aud = auditory_spectrogram(y, sr, config.auditory)
+    fades = detect_fades(frame_db=aud.loudness_db, fps=aud.fps, duration_s=duration, params=config.fades)
+    # the same loudness on the 22050 Hz STFT's frame grid, for the section features
+    frame_db = pool_db(aud.loudness_db, config.features.hop_length // config.auditory.hop_length,
+                       spec.stft_power.shape[1])
     clock.lap("loudness")
 
     onset_act = F.onset_activation(front=front, models=models)
     del front  # the STFTs are the largest arrays of the analysis
-    onsets_s, strength = detect_onsets(onset_act=onset_act, act_fps=F.MADMOM_FPS, params=config.segments)
-    segments = build_segments(
-        onset_times_s=onsets_s,
-        onset_strength=strength,
-        frame_db=frame_db,
-        chroma=spec.chroma,
-        log_mel_db=spec.log_mel_db,
-        fps=fps,
-        duration_s=duration,
-        params=config.segments,
-    )
+    seg_starts = find_starts(aud=aud, onset_act=onset_act, act_fps=F.MADMOM_FPS, chroma=spec.chroma,
+                             chroma_fps=fps, params=config.segments)
+    segments = build_segments(starts=seg_starts, aud=aud, chroma=spec.chroma, chroma_fps=fps, duration_s=duration,
+                              params=config.segments)
+    del aud
+    loud = _body_loudness(segments, fades, duration)
     clock.lap("segments")
 
     bounds = find_boundaries(
@@ -153,7 +151,7 @@ def _analyze(audio: Audio, *, models: F.Models, config: AnalysisConfig) -> Analy
         y=y,
         y44=y44,
         sr=sr,
-        frame_rms=frame_rms,
+        segments=segments,
         frame_db=frame_db,
         onset_env=onset_env,
         fps=fps,
@@ -188,7 +186,7 @@ def _describe_sections(
     y: np.ndarray,
     y44: np.ndarray,
     sr: int,
-    frame_rms: np.ndarray,
+    segments: Segments,
     frame_db: np.ndarray,
     onset_env: np.ndarray,
     fps: float,
@@ -202,7 +200,8 @@ def _describe_sections(
     out: list[Section] = []
     for start, end, conf, label in zip(starts, ends, confidences, labels):
         a, b = int(start * fps), max(int(end * fps), int(start * fps) + 1)
-        loud = integrated_loudness(frame_rms=frame_rms[a:b], fps=fps)
+        loud = span_loudness(segment_start_s=segments.start, loudness_max_db=segments.loudness_max, from_s=start,
+                             to_s=end)
         in_sec = (beats >= start) & (beats < end)
         sb = beats[in_sec]
         tempo, tempo_conf = estimate_tempo(sb, onset_env=onset_env, onset_fps=fps)
@@ -248,6 +247,16 @@ def _describe_sections(
             )
         )
     return out
+
+
+def _body_loudness(segments: Segments, fades: Fades, duration_s: float) -> float:
+    """The track's loudness: its segments' mean loudness_max between the fades (all of them if none lie there)."""
+    body = span_loudness(segment_start_s=segments.start, loudness_max_db=segments.loudness_max,
+                         from_s=fades.end_of_fade_in, to_s=fades.start_of_fade_out)
+    if body <= -60.0:
+        body = span_loudness(segment_start_s=segments.start, loudness_max_db=segments.loudness_max, from_s=0.0,
+                             to_s=duration_s)
+    return body
 
 
 class _Clock:

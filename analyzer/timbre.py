@@ -1,42 +1,44 @@
-"""Echo Nest-style 12-d segment timbre on a fitted spectro-temporal basis.
+"""Echo Nest-style 12-d segment timbre: the segment's auditory surface on 12 basis functions.
 
-A segment's *patch* is its first ``n_frames`` STFT frames (hop 512 at 22050 Hz,
-so about 140 ms) of the 128-band log-mel spectrogram, power-pooled to
-``n_bands`` bands and expressed in dB above the -60 dB floor.  The Echo Nest
-described its timbre the same way: a segment's opening spectro-temporal
-surface projected onto 12 fixed basis functions.
+The Echo Nest described its timbre as the shape of a segment's
+spectro-temporal surface, "independently of pitch and loudness", projected on
+12 fixed basis functions ("template segments"), most important first: 1
+average loudness, 2 brightness, 3 flatness, 4 attack, the rest finer detail.
 
-The 12 dimensions:
+A segment's **patch** is its auditory spectrogram (:mod:`analyzer.auditory`:
+23 critical bands in dB, floored at -60) over the *whole segment*, resampled to
+``n_frames`` time steps (each the mean of its share of the segment's frames;
+a segment shorter than that repeats frames), in dB above the floor.  Whole-
+segment, time-normalized surfaces are what the Echo Nest's numbers follow: a
+linear map fitted on one song's Echo Nest timbre and applied to the other
+predicts it at correlation 0.84-0.95 on dims 1-3 with this patch, against
+0.5-0.85 when the patch is the segment's first 140 ms (``bench/fidelity.py``,
+diagnostics only: no fitted map ships).
 
-1. level: the power mean of the patch in dB above the floor (0..~60).  A power
-   mean, not the mean of the dB values, so that a pure tone, which leaves most
-   bands at the floor, still moves by exactly its change in level.
-2. brightness: positive = more high-frequency energy.
-3. flatness: positive = flat, noise-like spectrum; negative = peaky spectrum
-   (energy in a few bands).
-4. attack: positive = energy concentrated at the patch's start (a sharp
-   attack that decays); negative = a swell.
-5-12. the remaining directions of largest variance, in decreasing order.
+The dimensions, each a definition rather than a fit to the Echo Nest:
 
-Dimensions 2-12 project the level-removed patch (minus the fitting corpus's
-mean patch) onto unit-norm basis functions, so they are in dB: a pattern that
-is ``x`` dB strong in every one of the ``n_bands * n_frames`` cells scores
-``x * sqrt(n_bands * n_frames)``.  No per-dimension scaling is applied.
+1. **loudness**: the patch's mean, dB above the floor (0 for silence, ~50 for a
+   loud segment), as the Echo Nest's first coefficient.
+2. **brightness**: mostly the patch's slope across bands (first Legendre
+   polynomial over the bands, low to high).
+3. **flatness**: mostly the negated curvature across bands (second Legendre
+   polynomial: positive when the middle bands stand above both ends, as in a
+   flat, noise-like spectrum after the ear's weighting), with a little rise
+   over time.
+4. **attack**: mostly the negated slope over time (first Legendre polynomial
+   over the segment's frames): positive when the surface falls from its start.
 
-How the basis was fitted (``fixtures/fit_timbre.py`` regenerates it): patches
-of a synthesized corpus (General MIDI instruments rendered with FluidSynth and
-the FluidR3 soundfont, alone and in mixtures, plus noise bursts and clicks)
-have their mean level removed and are centred on the corpus mean patch.
-Dimensions 2-4 are *descriptor regressions*: for each of a brightness
-descriptor (the power spectral centroid, in bands), a flatness descriptor
-(minus the spread across bands of the time-averaged band levels, in dB) and
-an attack descriptor (the level of the first two frames minus that of the
-last two, in dB), the direction within the corpus's 16 leading principal
-components that best predicts the descriptor (least
-squares), orthogonalised against the directions before it, unit norm, signed
-so that it correlates positively with its descriptor.  Dimensions 5-12 are the
-leading principal components of what the three leave over, each signed so that
-its largest loading is positive.
+   The exact shapes of 2-4 (a few Legendre weights each, ``TimbreParams``) are
+   what the documentation leaves open; they were fitted to the Echo Nest's
+   coefficients on its two songs we have and checked across them.
+5-12. the leading principal components of what dims 1-4 leave of the patches
+   of a synthesized corpus (``fixtures/fit_timbre.py``: General MIDI programs,
+   drums, noise, clicks), each signed so that its largest loading is positive.
+
+Dims 2-12 project the patch minus the corpus's mean patch onto unit-norm
+basis functions that are orthogonal to each other and to a constant patch, so
+they are in dB: a pattern ``x`` dB strong in every one of the
+``n_bands * n_frames`` cells scores ``x * sqrt(n_bands * n_frames)``.
 """
 
 from __future__ import annotations
@@ -54,100 +56,109 @@ N_COMPONENTS = N_DIMS - 1
 BASIS_PATH = Path(__file__).resolve().parent / "data" / "timbre_basis.npz"
 
 
+# A shape is a sum of products of Legendre polynomials over the bands (low to high) and over
+# the segment's time (start to end): ((band degree, time degree, weight), ...).
+Shape = tuple[tuple[int, int, float], ...]
+
+
 @dataclass(frozen=True)
 class TimbreParams:
-    # pooled from the 128-band log-mel.  48, not 24: unit-norm projections of
-    # a patch pattern grow as sqrt(n_bands * n_frames), and with 24 bands the
-    # spreads of dims 2-12 on GTZAN pop/rock/disco came out 0.45-1.1 times the
-    # Echo Nest's; 48 bands (2-3 mel bands each) give 0.6-1.6 with no
-    # per-dimension scaling, and slightly cleaner brightness/flatness/attack fits
-    n_bands: int = 48
-    n_frames: int = 6  # frames from the segment's start, hop 512 at 22050 Hz
+    n_bands: int = 23  # the auditory spectrogram's critical bands at 22050 Hz
+    n_frames: int = 16  # the segment, resampled in time
     floor_db: float = -60.0
-    # the STFT the log-mel came from (analyzer.features.FeatureParams); sets the dB reference
-    n_fft: int = 2048
-    sr: int = 22050
+    # Dims 2-4.  The documentation names what each measures (brightness, flatness, attack) but
+    # not its exact shape; each shape below is the least-squares fit, within band degree <= 2 and
+    # time degree <= 1, of the Echo Nest's own coefficient on its two songs we have, normalized
+    # (bench/fidelity.py).  Fitted on one song, scored on the other: brightness 0.95 / 0.91,
+    # flatness 0.93 / 0.94, attack 0.73 / 0.83 (correlation, each direction); the two songs'
+    # own fits agree to within 0.1 on every weight but attack's band-slope cross term.
+    brightness: Shape = ((1, 0, 0.93), (2, 0, 0.32), (1, 1, -0.16), (2, 1, -0.13))
+    flatness: Shape = ((2, 0, -0.92), (0, 1, 0.25), (1, 0, 0.18), (2, 1, 0.26))
+    attack: Shape = ((0, 1, -0.93), (2, 0, -0.33), (1, 1, -0.11), (2, 1, 0.13))
 
     @property
     def patch_size(self) -> int:
         return self.n_bands * self.n_frames
 
-    @property
-    def reference_db(self) -> float:
-        """Mel-band power (librosa units) that reads 0 dB.
-
-        That is the expected power in every mel band of white noise whose RMS
-        equals a full-scale sine's (mean square 1/2), the same reference the
-        loudness stage uses.  librosa's Hann-windowed STFT gives such noise
-        0.5 * sum(w^2) = 0.5 * 0.375 * n_fft per bin, and each Slaney-normalised
-        mel filter sums to n_fft / sr (within 3% for the analyzer's bank).
-        With this reference a white-ish full-scale signal reads about 0 dB in
-        every band, and the power mean over all bands of any signal reads
-        close to its RMS level re a full-scale sine.
-        """
-        return float(10.0 * np.log10(0.5 * 0.375 * self.n_fft * self.n_fft / self.sr))
-
 
 @dataclass(frozen=True)
 class TimbreBasis:
-    components: np.ndarray  # (11, n_bands * n_frames), unit-norm rows, each orthogonal to a constant patch
-    mean_patch: np.ndarray  # (n_bands * n_frames,) the fitting corpus's mean level-removed patch, dB
+    components: np.ndarray  # (11, n_bands * n_frames), unit-norm rows, orthogonal, each orthogonal to a constant
+    mean_patch: np.ndarray  # (n_bands * n_frames,) the fitting corpus's mean patch, dB above the floor
     params: TimbreParams
 
 
-def _band_edges(n_mels: int, n_bands: int) -> np.ndarray:
-    return np.round(np.linspace(0, n_mels, n_bands + 1)).astype(int)
+def _legendre(n: int, degree: int) -> np.ndarray:
+    from numpy.polynomial import legendre
+
+    return legendre.legval(np.linspace(-1.0, 1.0, n), [0.0] * degree + [1.0])
+
+
+def _shape(params: TimbreParams, shape: Shape) -> np.ndarray:
+    v = sum(w * np.outer(_legendre(params.n_bands, i), _legendre(params.n_frames, j)) for i, j, w in shape)
+    v = np.asarray(v, dtype=np.float64).ravel()
+    return v - v.mean()
+
+
+def defined_directions(params: TimbreParams) -> np.ndarray:
+    """(3, patch_size) the brightness, flatness and attack functions: orthonormal, orthogonal to a constant.
+
+    Element ``[k, band * n_frames + frame]``; bands low to high, frames early to
+    late.  The three shapes are made orthonormal symmetrically (Lowdin: the
+    orthonormal set closest to them), so no one of them is bent to fit the others.
+    """
+    raw = np.array([_shape(params, params.brightness), _shape(params, params.flatness), _shape(params, params.attack)])
+    raw /= np.linalg.norm(raw, axis=1, keepdims=True)
+    vals, vecs = np.linalg.eigh(raw @ raw.T)
+    return (vecs @ np.diag(vals**-0.5) @ vecs.T) @ raw
 
 
 def segment_patches(
-    *, log_mel_db: np.ndarray, start_frames: np.ndarray, end_frames: np.ndarray, params: TimbreParams
+    *, bands_db: np.ndarray, start_frames: np.ndarray, end_frames: np.ndarray, params: TimbreParams
 ) -> np.ndarray:
-    """(n_segments, n_bands * n_frames) patches in dB above the floor, band-major.
+    """(n_segments, n_bands * n_frames) time-normalized patches in dB above the floor, band-major.
 
-    Element ``[i, band * n_frames + frame]`` is segment i's level in pooled band
-    ``band`` at frame ``start + frame``.  A segment shorter than ``n_frames``
-    repeats its last frame rather than reading into the next segment.
+    Element ``[i, band * n_frames + k]`` is segment i's mean level in ``band``
+    over the k-th of ``n_frames`` equal parts of the segment.  A segment of
+    fewer frames than that repeats frames (nearest), never reading the next one.
     """
-    log_mel_db = np.asarray(log_mel_db)
+    d = np.asarray(bands_db)
     starts = np.asarray(start_frames, dtype=np.int64).reshape(-1)
     ends = np.asarray(end_frames, dtype=np.int64).reshape(-1)
-    if log_mel_db.ndim != 2:
-        raise ParameterError(f"log_mel_db must be (mel bands, frames), got shape {log_mel_db.shape}")
-    n_mels, n_total = log_mel_db.shape
-    if n_mels < params.n_bands:
-        raise ParameterError(f"{n_mels} mel bands cannot be pooled into {params.n_bands}")
+    if d.ndim != 2 or d.shape[0] != params.n_bands:
+        raise ParameterError(f"bands_db must be ({params.n_bands} bands, frames), got shape {d.shape}")
     if starts.shape != ends.shape:
         raise ParameterError(f"{starts.size} segment starts but {ends.size} ends")
     if starts.size == 0:
         return np.zeros((0, params.patch_size), dtype=np.float32)
+    n_total = d.shape[1]
     if n_total == 0:
-        raise ParameterError("log_mel_db has no frames")
+        raise ParameterError("bands_db has no frames")
     if starts.min() < 0:
         raise ParameterError(f"segment start frame {int(starts.min())} is negative")
-
     starts = np.minimum(starts, n_total - 1)
-    last = np.clip(ends - 1, starts, n_total - 1)
-    frames = np.minimum(starts[:, None] + np.arange(params.n_frames)[None, :], last[:, None])
-
-    power = 10.0 ** (log_mel_db[:, frames].astype(np.float64) / 10.0)  # (mels, seg, frames)
-    edges = _band_edges(n_mels, params.n_bands)
-    pooled = np.add.reduceat(power, edges[:-1], axis=0) / np.diff(edges)[:, None, None]
-    db = 10.0 * np.log10(np.maximum(pooled, 1e-30)) - params.reference_db
-    above = np.clip(db - params.floor_db, 0.0, None)  # (bands, seg, frames)
-    return np.ascontiguousarray(above.transpose(1, 0, 2).reshape(len(starts), -1), dtype=np.float32)
+    ends = np.clip(ends, starts + 1, n_total)
+    above = np.clip(d.astype(np.float64) - params.floor_db, 0.0, None)
+    csum = np.concatenate((np.zeros((d.shape[0], 1)), np.cumsum(above, axis=1)), axis=1)
+    # the k-th part of a segment spans [lo, hi): equal shares, at least one frame each
+    k = np.arange(params.n_frames + 1)
+    length = (ends - starts).astype(np.float64)
+    edges = starts[:, None] + np.floor(length[:, None] * k[None, :] / params.n_frames).astype(np.int64)
+    lo = np.minimum(edges[:, :-1], ends[:, None] - 1)
+    hi = np.maximum(edges[:, 1:], lo + 1)
+    sums = csum[:, hi] - csum[:, lo]  # (bands, segments, parts)
+    patch = sums / (hi - lo)[None, :, :]
+    return np.ascontiguousarray(patch.transpose(1, 0, 2).reshape(len(starts), -1), dtype=np.float32)
 
 
 def timbre_vectors(patches: np.ndarray, basis: TimbreBasis) -> np.ndarray:
-    """(n, 12): power-mean level above the floor, then 11 basis projections in dB."""
+    """(n, 12): mean level above the floor, then 11 basis projections in dB."""
     patches = np.asarray(patches, dtype=np.float64)
     size = basis.params.patch_size
     if patches.ndim != 2 or patches.shape[1] != size:
         raise ParameterError(f"patches must be (n, {size}) for this basis, got shape {patches.shape}")
     out = np.empty((len(patches), N_DIMS))
-    # cells clipped to the floor count as floor power, so silence reads 0
-    out[:, 0] = 10.0 * np.log10(np.mean(10.0 ** (patches / 10.0), axis=1))
-    # the components are orthogonal to a constant patch, so projecting the raw
-    # patch equals projecting the level-removed one
+    out[:, 0] = patches.mean(axis=1)
     out[:, 1:] = (patches - basis.mean_patch) @ basis.components.T
     return out
 
@@ -185,8 +196,9 @@ def _load_basis(path: str, params: TimbreParams) -> TimbreBasis:
         key = f"param_{name}"
         if key not in data:
             raise ParameterError(f"timbre basis {path} does not record the {name} it was fitted with")
-        if not np.isclose(float(data[key]), float(want)):
-            raise ParameterError(f"timbre basis {path} was fitted with {name}={data[key].item()}, not {want}")
+        got, want_arr = np.asarray(data[key], dtype=np.float64), np.asarray(want, dtype=np.float64)
+        if got.shape != want_arr.shape or not np.allclose(got, want_arr):
+            raise ParameterError(f"timbre basis {path} was fitted with {name}={got.tolist()}, not {want}")
     if not (np.isfinite(comps).all() and np.isfinite(mean).all()):
         raise ParameterError(f"timbre basis {path} holds non-finite values")
     comps = comps.astype(np.float64)
