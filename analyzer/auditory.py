@@ -52,7 +52,7 @@ class AuditoryParams:
     # raw dB (power relative to a unit-amplitude bin) that reads 0 dB.  The one constant of the
     # scale that no definition fixes: set so that our loudness_max equals the Echo Nest 3.2
     # analysis's on "Fancy" (median over matched segments); pink noise with a full-scale sine's
-    # RMS then reads +2.8 dB (tests/test_auditory.py), and the 2009 analyzer's scale (the
+    # RMS then reads +3.1 dB (tests/test_auditory.py), and the 2009 analyzer's scale (the
     # other pair) sits 2.9 dB below ours
     reference_db: float = -25.45
     floor_db: float = FLOOR_DB
@@ -77,11 +77,18 @@ class AuditorySpectrogram:
     @property
     def loudness_db(self) -> np.ndarray:
         """(n_frames,) the mean of the bands' levels: the Echo Nest's loudness curve."""
-        return _loudness(self)
+        return self.bands_db.mean(axis=0, dtype=np.float64)
 
+    @property
+    def power_db(self) -> np.ndarray:
+        """(n_frames,) the bands' mean power in dB: the ear-weighted level, which follows a gain dB for dB.
 
-def _loudness(spec: AuditorySpectrogram) -> np.ndarray:
-    return spec.bands_db.mean(axis=0, dtype=np.float64)
+        Loudness (the mean of band levels) moves less than the gain for a
+        narrowband sound whose other bands sit at the floor; fades are gain ramps,
+        so they are read on this curve.
+        """
+        power = np.mean(10.0 ** (self.bands_db.astype(np.float64) / 10.0), axis=0)
+        return np.maximum(10.0 * np.log10(power), FLOOR_DB)
 
 
 def terhardt_gain_db(freqs_hz: np.ndarray) -> np.ndarray:

@@ -117,10 +117,12 @@ def _analyze(audio: Audio, *, models: F.Models, config: AnalysisConfig) -> Analy
     clock.lap("key")
 
     aud = auditory_spectrogram(y, sr, config.auditory)
-    fades = detect_fades(frame_db=aud.loudness_db, fps=aud.fps, duration_s=duration, params=config.fades)
-    # the same loudness on the 22050 Hz STFT's frame grid, for the section features
-    frame_db = pool_db(aud.loudness_db, config.features.hop_length // config.auditory.hop_length,
-                       spec.stft_power.shape[1])
+    # on the 22050 Hz STFT's frame grid: the loudness for the section features, the ear-weighted
+    # level (which follows a gain ramp dB for dB) for the fades
+    factor, n_frames = config.features.hop_length // config.auditory.hop_length, spec.stft_power.shape[1]
+    frame_db = pool_db(aud.loudness_db, factor, n_frames)
+    fades = detect_fades(frame_db=pool_db(aud.power_db, factor, n_frames), fps=fps, duration_s=duration,
+                         params=config.fades)
     clock.lap("loudness")
 
     onset_act = F.onset_activation(front=front, models=models)
@@ -199,7 +201,8 @@ def _describe_sections(
     beats = rhythm.beats.start
     out: list[Section] = []
     for start, end, conf, label in zip(starts, ends, confidences, labels):
-        a, b = int(start * fps), max(int(end * fps), int(start * fps) + 1)
+        a = int(round(start * fps))
+        b = max(int(round(end * fps)), a + 1)
         loud = span_loudness(segment_start_s=segments.start, loudness_max_db=segments.loudness_max, from_s=start,
                              to_s=end)
         in_sec = (beats >= start) & (beats < end)

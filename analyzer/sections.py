@@ -25,9 +25,12 @@ import numpy as np
 
 @dataclass(frozen=True)
 class SectionParams:
-    # full checkerboard widths; the short one spans more than a 4-bar chord loop (9.6 s at
-    # 100 BPM): at 8 s a steady loop's chord changes scored 0.6 harmony novelty
-    kernel_short_s: float = 12.0
+    # full checkerboard widths.  8 s: the Echo Nest's granularity (one section per 20-30 s) on its
+    # "Fancy" analysis (F@3 s 0.57 -> 0.71 from 12 s) with the medleys and sargon unchanged or better
+    # (bench/RESULTS.md); 12 s had been chosen when the level feature was K-weighted power, on which
+    # a steady chord loop's changes scored 0.6 harmony novelty at 8 s (tests/test_sections.py keeps
+    # the loop free of spurious boundaries)
+    kernel_short_s: float = 8.0
     kernel_long_s: float = 24.0
     min_section_s: float = 6.0
     # mean normalised novelty a boundary must reach (1 = between two opposed steady textures)
@@ -36,7 +39,9 @@ class SectionParams:
     min_prominence_sd: float = 1.0
     # at most one section per this many seconds on average
     max_density_s: float = 12.0
-    refine_kernel_s: float = 1.0
+    # the window on each side of a candidate frame when a boundary is placed within a beat: 2 s
+    # (medleys F@0.5 0.80 -> 0.85; 1.5-3 s all gave the same; 0.5 s 0.76)
+    refine_kernel_s: float = 2.0
     # local tempo (log2 beat length) moves this much at a tempo-change boundary (0.1 = 7%)
     tempo_scale_octaves: float = 0.1
     min_tempo_novelty: float = 0.5
@@ -46,7 +51,7 @@ class SectionParams:
     label_similarity: float = 0.8
     # digital silence before the music starts or after it ends is a section of its own, as human
     # annotations mark it (SALAMI's and Nieto's "Silence"): below this level, for at least this long
-    silence_db: float = -60.0
+    silence_db: float = -59.0  # (the loudness floor is -60; a hair above it is still silence)
     min_silence_s: float = 0.25
     fallback_step_s: float = 0.5  # feature step where there are no beats
 

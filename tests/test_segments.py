@@ -79,3 +79,54 @@ def test_noise_has_flat_pitches(tmp_path, analyze_file):
     assert len(loud) >= 10
     # every pitch class within a few dB of the strongest: no single peak
     assert np.median([min(s["pitches"]) for s in loud]) > 0.4
+
+
+def test_harmony_changes_split_long_segments_and_nothing_else():
+    from analyzer.auditory import AuditorySpectrogram
+    from analyzer.segments import SegmentParams, find_starts
+
+    fps, n = SR / 128, int(8 * SR / 128)
+    # a steady sound: no attacks anywhere
+    aud = AuditorySpectrogram(bands_db=np.full((23, n), -20.0, np.float32), fps=fps,
+                              band_edges_hz=np.linspace(0, SR / 2, 24))
+    # the onset network hears something every second; the chord changes only at 2, 4 and 6 s
+    act = np.zeros(800, np.float32)
+    act[[100, 200, 300, 400, 500, 600, 700]] = 0.3
+    chroma_fps = SR / 512
+    chroma = np.full((12, int(8 * chroma_fps) + 1), 0.05)
+    for k, (a, b) in enumerate([(0, 2), (2, 4), (4, 6), (6, 8)]):
+        chroma[[0, 4, 7] if k % 2 == 0 else [2, 5, 9], int(a * chroma_fps) : int(b * chroma_fps)] = 1.0
+    starts = find_starts(aud=aud, onset_act=act, act_fps=100.0, chroma=chroma, chroma_fps=chroma_fps,
+                         params=SegmentParams())
+    t = starts.start_frames / fps
+    assert t[0] == 0.0
+    np.testing.assert_allclose(t[1:], [2.0, 4.0, 6.0], atol=0.06)
+
+
+def test_attack_starts_where_the_loudness_leaves_its_minimum(piano_crescendo, analyze_file):
+    path, starts_s, _ = piano_crescendo
+    doc, _ = analyze_file(path)
+    segs = [s for s in doc["segments"] if np.min(np.abs(starts_s - s["start"])) < 0.05]
+    # the Echo Nest's segments start at the beginning of the attack: the peak comes after the
+    # start, well above the start's level
+    rise = np.array([s["loudness_max"] - s["loudness_start"] for s in segs])
+    peak_time = np.array([s["loudness_max_time"] for s in segs])
+    assert np.median(rise) > 10.0
+    assert 0.005 < np.median(peak_time) < 0.1
+    # and no segment starts later than its note
+    for s in segs:
+        assert s["start"] <= starts_s[np.argmin(np.abs(starts_s - s["start"]))] + 0.02
+
+
+def test_noise_near_the_floor_starts_no_segments(tmp_path, analyze_file):
+    rng = np.random.default_rng(9)
+    x = np.zeros(6 * SR)
+    # a loud note, then faint bursts of noise: fluctuations near the floor, not attacks
+    x[: SR // 2] = 0.5 * np.sin(2 * np.pi * 440 * np.arange(SR // 2) / SR) * np.exp(-np.arange(SR // 2) / (0.1 * SR))
+    for start in np.arange(1.0, 5.5, 0.25):
+        i = int(start * SR)
+        x[i : i + SR // 20] += 6e-4 * rng.standard_normal(SR // 20)  # loudness peaks near -54 dB
+    path = tmp_path / "faint.wav"
+    sf.write(path, x, SR)
+    doc, _ = analyze_file(path)
+    assert all(s["start"] < 1.0 for s in doc["segments"]), [s["start"] for s in doc["segments"]]

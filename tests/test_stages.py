@@ -192,46 +192,33 @@ def test_key_of_chord_progressions(fx, analyze_file, name):
 # --- loudness and fades ------------------------------------------------------
 
 
-def test_tone_levels_read_14_db_apart(fx, analyze_file):
+def test_track_loudness_is_the_mean_segment_peak_between_the_fades(fx, analyze_file):
     quiet, _ = analyze_file(fx["tone_440_20dbfs"]["path"])
     loud, _ = analyze_file(fx["tone_440_6dbfs"]["path"])
-    # K-weighted dB re a full-scale 997 Hz sine: K-weighting reads 440 Hz 0.68 dB below 997 Hz
-    assert quiet["track"]["loudness"] == pytest.approx(-20.68, abs=0.1)
-    assert loud["track"]["loudness"] - quiet["track"]["loudness"] == pytest.approx(14.0, abs=0.1)
-
-
-def _level_db(x: np.ndarray, sr: int) -> float:
-    from analyzer.features import FeatureParams, SpectralFeatures
-    from analyzer.loudness import frame_rms_from_power, integrated_loudness
-
-    sp = SpectralFeatures(samples=x.astype(np.float32), sr=sr, params=FeatureParams())
-    return integrated_loudness(frame_rms=frame_rms_from_power(sp.stft_power, sr=sr, n_fft=2048), fps=sp.fps)
-
-
-def test_loudness_is_bs1770_k_weighted():
-    sr = 22050
-    t = np.arange(10 * sr) / sr
-    # BS.1770's calibration: a 997 Hz sine at -20 dBFS is -23.0 LUFS, i.e. -20.0 on our scale (LUFS + 3.01)
-    assert _level_db(0.1 * np.sin(2 * np.pi * 997 * t), sr) == pytest.approx(-20.0, abs=0.05)
-    # the RLB high-pass: 50 Hz counts ~4.6 dB less; the shelf: 4 kHz ~3.3 dB more
-    assert _level_db(0.1 * np.sin(2 * np.pi * 50 * t), sr) == pytest.approx(-24.6, abs=0.3)
-    assert _level_db(0.1 * np.sin(2 * np.pi * 4000 * t), sr) == pytest.approx(-16.7, abs=0.3)
-    # gating: 10 s of tone and 10 s of near silence read as the tone alone
-    tone = 0.1 * np.sin(2 * np.pi * 997 * t)
-    # (the 400 ms blocks straddling the edge pass the relative gate partly lowered)
-    assert _level_db(np.concatenate([tone, 1e-5 * tone]), sr) == pytest.approx(-20.0, abs=0.1)
+    for doc in (quiet, loud):
+        t = doc["track"]
+        body = [s["loudness_max"] for s in doc["segments"]
+                if t["end_of_fade_in"] <= s["start"] < t["start_of_fade_out"]]
+        assert t["loudness"] == pytest.approx(np.mean(body), abs=2e-3)
+    # a louder tone reads louder, but less than dB for dB: most critical bands stay at the floor for a
+    # pure tone (broadband sounds read dB for dB: tests/test_auditory.py)
+    assert 4.0 < loud["track"]["loudness"] - quiet["track"]["loudness"] <= 14.5
 
 
 @pytest.mark.parametrize(("fade_in_s", "fade_out_s"), [(2.0, 8.0), (5.0, 3.0), (8.0, 2.0)])
 def test_fade_times_within_half_a_second(fade_in_s, fade_out_s):
-    from analyzer.features import FeatureParams, SpectralFeatures
-    from analyzer.loudness import FadeParams, detect_fades, frame_rms_from_power, rms_to_db
+    from analyzer.auditory import auditory_spectrogram
+    import soxr
+
+    from analyzer.loudness import FadeParams, detect_fades, pool_db
     from fixtures.synth import fade
 
     x, sr, truth = fade(fade_in_s=fade_in_s, fade_out_s=fade_out_s, seconds=30.0)
-    sp = SpectralFeatures(samples=x.astype(np.float32), sr=sr, params=FeatureParams())
-    db = rms_to_db(frame_rms_from_power(sp.stft_power, sr=sr, n_fft=2048))
-    f = detect_fades(frame_db=db, fps=sp.fps, duration_s=len(x) / sr, params=FadeParams())
+    x = soxr.resample(x, sr, 22050)  # the analysis rate, whose frame grid the fade parameters assume
+    aud = auditory_spectrogram(x, 22050)
+    fps = 22050 / 512
+    level = pool_db(aud.power_db, 4, 1 + len(x) // 512)
+    f = detect_fades(frame_db=level, fps=fps, duration_s=len(x) / 22050, params=FadeParams())
     assert f.end_of_fade_in == pytest.approx(truth["end_of_fade_in"], abs=0.5)
     assert f.start_of_fade_out == pytest.approx(truth["start_of_fade_out"], abs=0.5)
 
@@ -272,7 +259,8 @@ def test_one_segment_per_click(fx, analyze_file):
 
 def test_pitches_of_a_pure_tone_peak_on_a(fx, analyze_file):
     doc, _ = analyze_file(fx["tone_440_6dbfs"]["path"])
-    loud = [s for s in doc["segments"] if s["loudness_max"] > -30]
+    top = max(s["loudness_max"] for s in doc["segments"])
+    loud = [s for s in doc["segments"] if s["loudness_max"] > top - 10]
     assert loud
     for s in loud:
         p = np.array(s["pitches"])
@@ -285,8 +273,10 @@ def test_timbre_first_dimension_is_loudness(fx, analyze_file):
     loud, _ = analyze_file(fx["tone_440_6dbfs"]["path"])
     q = np.median([s["timbre"][0] for s in quiet["segments"]])
     l = np.median([s["timbre"][0] for s in loud["segments"]])
+    # the patch's mean level above the floor: louder reads higher (dB for dB on broadband sounds,
+    # tests/test_timbre.py; a pure tone leaves most bands at the floor)
     assert 0 <= q < l <= 60
-    assert l - q == pytest.approx(14.0, abs=2.0)
+    assert l - q > 4.0
 
 
 # --- sections on the rendered song -----------------------------------------
