@@ -22,6 +22,17 @@ ANALYSIS_SR = 22050
 # truncated rather than analysed as if it were whole (a cut download).
 _TRUNCATION_TOLERANCE_S = 1.0
 _TRUNCATION_RATIO = 0.9
+_DURATION_SLACK_S = 1.0
+
+
+def _minutes(seconds: float) -> str:
+    """'60 min', '60.5 min', '1 min 2.5 s', '28.5 s': exact enough to compare with a limit."""
+    if seconds < 60.0:
+        return f"{seconds:.1f} s"
+    whole = round(seconds / 60.0, 1)
+    if abs(whole * 60.0 - seconds) < 0.05:
+        return f"{whole:g} min"
+    return f"{int(seconds // 60)} min {seconds % 60:.1f} s"
 
 
 @dataclass(frozen=True)
@@ -143,11 +154,11 @@ def decode(path: str | os.PathLike, *, sr: int = ANALYSIS_SR, params: DecodePara
         if native_sr <= 0 or channels <= 0:
             raise DecodeError(f"{path}: the audio stream declares no sample rate or channels")
         declared_s = _declared_duration(container, stream)
-        if declared_s > params.max_duration_s and not params.duration_s:
+        # headers round (an mp3's 3600.000045 s is a 60-minute file): a second of slack
+        if declared_s > params.max_duration_s + _DURATION_SLACK_S and not params.duration_s:
             raise InputError(
-                f"{path}: {declared_s / 60:.1f} min of audio; the limit is "
-                f"{params.max_duration_s / 60:.0f} min (analyse an excerpt with --offset/--duration "
-                "or raise --max-duration)"
+                f"{path}: {_minutes(declared_s)} of audio; the limit is {_minutes(params.max_duration_s)} "
+                "(analyse an excerpt with --offset/--duration or raise --max-duration)"
             )
         bit_rate = int(stream.bit_rate or container.bit_rate or 0)
         if not bit_rate and declared_s > 0:
@@ -162,8 +173,10 @@ def decode(path: str | os.PathLike, *, sr: int = ANALYSIS_SR, params: DecodePara
         resampler = soxr.ResampleStream(native_sr, sr, 1, dtype="float32", quality=params.resample_quality)
         want_start = params.offset_s
         want_end = params.offset_s + params.duration_s if params.duration_s > 0 else float("inf")
-        limit_end = params.offset_s + params.max_duration_s
-        chunks: list[np.ndarray] = []
+        # the decoded samples go straight into one buffer sized from the header (grown if it
+        # lied): a list of chunks joined at the end would hold the whole file twice
+        expect_s = min(declared_s or 60.0, want_end - want_start, params.max_duration_s) + 1.0
+        buffer = _SampleBuffer(int(expect_s * sr))
         decoded_native = 0
         first_time: float | None = None
         errors = 0
@@ -196,10 +209,10 @@ def decode(path: str | os.PathLike, *, sr: int = ANALYSIS_SR, params: DecodePara
                     if t0 + len(mono) / native_sr > want_end:
                         mono = mono[: max(0, int(round((want_end - t0) * native_sr)))]
                     decoded_native += len(mono)
-                    chunks.append(resampler.resample_chunk(mono, last=False))
-                    if t0 - params.offset_s > params.max_duration_s or t0 > limit_end:
+                    buffer.append(resampler.resample_chunk(mono, last=False))
+                    if t0 - params.offset_s > params.max_duration_s + _DURATION_SLACK_S:
                         raise InputError(
-                            f"{path}: more than {params.max_duration_s / 60:.0f} min of audio "
+                            f"{path}: more than {_minutes(params.max_duration_s)} of audio "
                             "(analyse an excerpt with --offset/--duration or raise --max-duration)"
                         )
                 else:
@@ -213,11 +226,11 @@ def decode(path: str | os.PathLike, *, sr: int = ANALYSIS_SR, params: DecodePara
                     f"{path}: damaged or truncated after {decoded_native / native_sr:.1f} s "
                     f"({_short(exc)}; --allow-truncated analyses what decodes)"
                 ) from None
-        chunks.append(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+        buffer.append(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
         codec = ctx.name or "unknown"
         container_name = container.format.name if container.format else "unknown"
 
-    samples = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
+    samples = buffer.result()
     got_s = decoded_native / native_sr
     if got_s == 0:
         raise DecodeError(f"{path}: no audio could be decoded (not audio, or truncated to nothing)")
@@ -263,6 +276,29 @@ def decode(path: str | os.PathLike, *, sr: int = ANALYSIS_SR, params: DecodePara
         offset_s=float(params.offset_s),
         window_s=float(params.duration_s and len(samples) / sr),
     )
+
+
+class _SampleBuffer:
+    """A float32 buffer appended to in place, grown by half when full."""
+
+    def __init__(self, capacity: int) -> None:
+        self._data = np.empty(max(capacity, 1024), dtype=np.float32)
+        self._n = 0
+
+    def append(self, x: np.ndarray) -> None:
+        need = self._n + len(x)
+        if need > len(self._data):
+            grown = np.empty(max(need, len(self._data) * 3 // 2), dtype=np.float32)
+            grown[: self._n] = self._data[: self._n]
+            self._data = grown
+        self._data[self._n : need] = x
+        self._n = need
+
+    def result(self) -> np.ndarray:
+        """The samples appended (the buffer trimmed in place when it is much too large)."""
+        if self._n < 0.9 * len(self._data):
+            return self._data[: self._n].copy()
+        return self._data[: self._n]
 
 
 def _declared_duration(container, stream) -> float:

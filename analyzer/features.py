@@ -28,6 +28,38 @@ class FeatureParams:
     hop_length: int = 512
     n_mels: int = 128
     fmin_hz: float = 27.5
+    # Long files are analysed in blocks with context on each side, so memory stays bounded (a
+    # 60-minute file's three 44.1 kHz STFTs alone took 10 GB; it now peaks at 1.8 GB in all, a
+    # 10-minute one at 0.65 GB).  A file up to block_s + 2 * context_s (7 min) is one block:
+    # exactly the whole-file computation.  Beyond, the frame features and the onset network
+    # equal a whole-file run to float rounding; the beat and downbeat BLSTMs remember across
+    # minutes, so their activations move (up to 0.4 with 60 s of context on a 204 s song),
+    # but the beats decoded from them held (tests/test_features.py).
+    block_s: float = 300.0
+    context_s: float = 60.0
+    # the key network's probabilities are averaged over blocks this long (no context needed)
+    key_block_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class Block:
+    """One block of frames: the core [start, stop) it contributes, read from the padded [lo, hi)."""
+
+    start: int
+    stop: int
+    lo: int
+    hi: int
+
+
+def frame_blocks(n_frames: int, block: int, context: int) -> list[Block]:
+    """Cover ``n_frames`` with cores of ``block`` frames, each read with ``context`` frames either side."""
+    if n_frames <= block + 2 * context:
+        return [Block(0, n_frames, 0, n_frames)]
+    out = []
+    for start in range(0, n_frames, block):
+        stop = min(start + block, n_frames)
+        out.append(Block(start, stop, max(0, start - context), min(n_frames, stop + context)))
+    return out
 
 
 def configure_onnxruntime() -> None:
@@ -59,6 +91,9 @@ def _onnx_sessions_without_spinning() -> None:
         options = original(ort, intra_op_num_threads=1)
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        # each of the ~25 sessions would otherwise keep an arena as large as its largest run
+        # (a minute of frames): hundreds of MB held for the whole process
+        options.enable_cpu_mem_arena = False
         return options
 
     create._no_spin = True
@@ -74,45 +109,61 @@ def upsample_for_madmom(samples: np.ndarray, sr: int) -> np.ndarray:
     return soxr.resample(samples, sr, MADMOM_SR, quality="HQ").astype(np.float32, copy=False)
 
 
-def madmom_stfts(samples_44k: np.ndarray) -> dict[int, object]:
-    """STFT magnitude spectrograms (madmom `Spectrogram`) for frame sizes 1024/2048/4096.
+# The filterbank layouts the networks read: (bands per octave) for frame sizes 1024/2048/4096
+SIX_BANDS = (6, 6, 6)  # the beat and onset networks
+DOWNBEAT_BANDS = (3, 6, 12)  # the downbeat network
 
-    The same frames, window and FFT as madmom's ShortTimeFourierTransform,
-    computed for all frames at once (madmom loops over frames in Python:
-    ~0.4 s of a 30 s clip's analysis, ~0.1 s this way).
+
+def madmom_filtered_spectrograms(
+    samples_44k: np.ndarray, layouts: tuple[tuple[int, int, int], ...] = (SIX_BANDS, DOWNBEAT_BANDS),
+    *, frames_per_fft: int = 2048,
+) -> list[list[object]]:
+    """madmom's log-filtered magnitude spectrograms (fmin 30 Hz, fmax 17 kHz) for frame sizes 1024/2048/4096.
+
+    For each layout, three ``FilteredSpectrogram`` objects (one per frame size),
+    the same frames, window, FFT and filterbank as madmom's processors.  The
+    STFT is computed ``frames_per_fft`` frames at a time and each block is
+    filtered at once: neither the complex STFT nor the magnitude spectrogram is
+    ever held whole (madmom's would be 1.4 MB per second of audio; the filtered
+    ones are a twentieth of that), and madmom's per-frame Python loop is
+    replaced by one FFT per block (~0.4 s of a 30 s clip's analysis -> ~0.1 s).
     """
     import scipy.fft
+    from madmom.audio.filters import LogarithmicFilterbank
     from madmom.audio.signal import FramedSignal, Signal
-    from madmom.audio.spectrogram import Spectrogram
-    from madmom.audio.stft import ShortTimeFourierTransform
+    from madmom.audio.spectrogram import FilteredSpectrogram
+    from madmom.audio.stft import ShortTimeFourierTransform, fft_frequencies
 
     x = np.ascontiguousarray(samples_44k, dtype=np.float32)
     sig = Signal(x, sample_rate=MADMOM_SR, num_channels=1)
-    out = {}
-    for frame_size in _MADMOM_FRAME_SIZES:
+    out: list[list[object]] = [[] for _ in layouts]
+    for k, frame_size in enumerate(_MADMOM_FRAME_SIZES):
         frames = FramedSignal(sig, frame_size=frame_size, fps=MADMOM_FPS)
         # frame i is centred on sample int(i * hop) and zero-padded at the ends (madmom's signal_frame)
         starts = (np.arange(frames.num_frames) * frames.hop_size).astype(int) - frame_size // 2
         padded = np.concatenate((np.zeros(frame_size, np.float32), x, np.zeros(frame_size, np.float32)))
         view = np.lib.stride_tricks.sliding_window_view(padded, frame_size)
         window = np.hanning(frame_size)
-        windowed = view[starts + frame_size] * window.astype(np.float32)
-        spec = scipy.fft.rfft(windowed, axis=1, workers=-1)[:, : frame_size >> 1].astype(np.complex64)
-        stft = spec.view(ShortTimeFourierTransform)
+        w32 = window.astype(np.float32)
+        bins = fft_frequencies(frame_size >> 1, MADMOM_SR)
+        banks = [LogarithmicFilterbank(bins, num_bands=layout[k], fmin=30, fmax=17000, norm_filters=True)
+                 for layout in layouts]
+        filtered = [np.empty((frames.num_frames, bank.shape[1]), dtype=np.float32) for bank in banks]
+        for a in range(0, frames.num_frames, frames_per_fft):
+            chunk = view[starts[a : a + frames_per_fft] + frame_size] * w32
+            spec = scipy.fft.rfft(chunk, axis=1, workers=-1)[:, : frame_size >> 1].astype(np.complex64)
+            mag = np.abs(spec)
+            for f, bank in zip(filtered, banks):
+                f[a : a + len(chunk)] = np.dot(mag, bank)
+        # an empty STFT carries what madmom's differences read: bins, window, frames
+        stft = np.zeros((0, frame_size >> 1), dtype=np.complex64).view(ShortTimeFourierTransform)
         stft.frames, stft.window, stft.fft_window = frames, window, window
         stft.fft_size, stft.circular_shift, stft.include_nyquist = frame_size, False, False
-        out[frame_size] = Spectrogram(stft)
+        for o, f, bank in zip(out, filtered, banks):
+            spec_obj = f.view(FilteredSpectrogram)
+            spec_obj.filterbank, spec_obj.stft = bank, stft
+            o.append(spec_obj)
     return out
-
-
-def madmom_filtered(stfts: dict[int, object], num_bands: tuple[int, int, int]) -> list[object]:
-    """The three STFTs through madmom's log-spaced filterbank (fmin 30 Hz, fmax 17 kHz)."""
-    from madmom.audio.spectrogram import FilteredSpectrogram
-
-    return [
-        FilteredSpectrogram(stfts[frame_size], num_bands=bands, fmin=30, fmax=17000, norm_filters=True)
-        for frame_size, bands in zip(_MADMOM_FRAME_SIZES, num_bands)
-    ]
 
 
 def madmom_log_diff(filtered: list[object], *, log_mul: float = 1.0, diff_ratio: float = 0.5) -> list[tuple]:
@@ -135,10 +186,29 @@ def madmom_network_input(parts: list[tuple]) -> np.ndarray:
     return np.hstack([np.hstack(pair) for pair in parts]).astype(np.float32, copy=False)
 
 
+def bound_heap(mmap_threshold_bytes: int = 4 << 20) -> None:
+    """Ask glibc to give large blocks their own mappings, returned to the system when freed.
+
+    glibc raises its mmap threshold each time a large block is freed, after which
+    blocks of a few MB come from the heap, whose freed space is rarely returned:
+    a process that analysed a long file kept 300 MB more than it used.  A fixed
+    threshold keeps the resident size near what is in use.  No effect elsewhere
+    (macOS, musl).
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(ctypes.c_int(-3), ctypes.c_int(mmap_threshold_bytes))  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 class Models:
     """The trained networks, loaded once per process (per worker in a batch)."""
 
     def __init__(self) -> None:
+        bound_heap()
         configure_onnxruntime()
         from madmom.features.key import CNNKeyRecognitionProcessor
         from madmom.ml.nn import NeuralNetworkEnsemble, average_predictions
@@ -154,23 +224,15 @@ class Models:
 
 
 class MadmomFrontEnd:
-    """The three STFTs, computed once, and their filterbank outputs, each made on first use.
+    """The filtered spectrograms madmom's networks read, from one set of STFTs.
 
     madmom's beat, downbeat and onset processors would each compute the same
     three STFTs; the beat and onset networks even share the filterbank (6 bands
-    per octave).
+    per octave), the downbeat network uses (3, 6, 12).
     """
 
     def __init__(self, samples_44k: np.ndarray) -> None:
-        self.stfts = madmom_stfts(samples_44k)
-
-    @cached_property
-    def six_bands(self) -> list[object]:
-        return madmom_filtered(self.stfts, (6, 6, 6))
-
-    @cached_property
-    def downbeat_bands(self) -> list[object]:
-        return madmom_filtered(self.stfts, (3, 6, 12))
+        self.six_bands, self.downbeat_bands = madmom_filtered_spectrograms(samples_44k)
 
     @cached_property
     def beat_log_diff(self) -> list[tuple]:
@@ -179,55 +241,108 @@ class MadmomFrontEnd:
 
 
 @dataclass(frozen=True)
-class RhythmActivations:
+class NetworkActivations:
+    """The frame-wise outputs of madmom's networks for a whole file, at 100 fps."""
+
     fps: float
     beat: np.ndarray  # (frames,) beat probability from the beat network
     downbeat_beat: np.ndarray  # (frames,) beat (not downbeat) probability from the downbeat network
     downbeat: np.ndarray  # (frames,) downbeat probability
+    onset: np.ndarray  # (frames,) onset probability from the onset network
+    percussive: np.ndarray  # (frames, bands) the bar network's percussive input (2048-frame log-spectral flux)
 
 
-def rhythm_activations(*, front: MadmomFrontEnd, models: Models) -> RhythmActivations:
+def _block_activations(y44: np.ndarray, models: Models) -> tuple[np.ndarray, ...]:
+    front = MadmomFrontEnd(y44)
     beat = np.asarray(models.beat_nn(madmom_network_input(front.beat_log_diff)), dtype=np.float32).reshape(-1)
-    both = np.asarray(
-        models.downbeat_nn(madmom_network_input(madmom_log_diff(front.downbeat_bands))), dtype=np.float32
-    )
-    # the downbeat network's three outputs are (no beat, beat, downbeat)
-    return RhythmActivations(fps=MADMOM_FPS, beat=beat, downbeat_beat=both[:, 1], downbeat=both[:, 2])
-
-
-def onset_activation(*, front: MadmomFrontEnd, models: Models) -> np.ndarray:
-    """madmom's bidirectional onset network (RNNOnsetProcessor), (frames,) at 100 fps."""
+    both = np.asarray(models.downbeat_nn(madmom_network_input(madmom_log_diff(front.downbeat_bands))),
+                      dtype=np.float32)
     onset_in = madmom_network_input(madmom_log_diff(front.six_bands, log_mul=5.0, diff_ratio=0.25))
-    return np.asarray(models.onset_nn(onset_in), dtype=np.float32).reshape(-1)
+    onset = np.asarray(models.onset_nn(onset_in), dtype=np.float32).reshape(-1)
+    _, diff = front.beat_log_diff[_MADMOM_FRAME_SIZES.index(2048)]
+    # the downbeat network's three outputs are (no beat, beat, downbeat)
+    # plain copies: madmom's arrays reference their STFT's frames, and through them the block's audio
+    return beat, both[:, 1], both[:, 2], onset, np.array(diff, dtype=np.float32)
 
 
-def clp_chroma(samples: np.ndarray, sr: int) -> np.ndarray:
-    """madmom's CLP chroma (log-compressed semitone energies folded to 12 classes, L2-normed), (frames, 12) at 100 fps."""
+def network_activations(samples: np.ndarray, sr: int, *, models: Models, params: FeatureParams) -> NetworkActivations:
+    """madmom's beat, downbeat and onset networks (and the bar network's input) over a whole file.
+
+    Parameters
+    ----------
+    samples : np.ndarray
+        Mono audio at ``sr``.
+    sr : int
+        Its sample rate; blocks are upsampled to 44.1 kHz one at a time.
+    models : Models
+        The loaded networks.
+    params : FeatureParams
+        ``block_s`` and ``context_s``: how the file is cut (one block where it fits).
+
+    Returns
+    -------
+    NetworkActivations
+        One value per 10 ms frame, as madmom would give for the whole file.
+    """
+    n44 = int(round(len(samples) * MADMOM_SR / sr))
+    # madmom's FramedSignal count ("normal" end: frames whose centre lies in the signal)
+    n_frames = int(np.ceil(n44 / (MADMOM_SR / MADMOM_FPS)))
+    per_s = int(MADMOM_FPS)  # blocks start on whole seconds, so their frames fall on the file's frame grid
+    blocks = frame_blocks(n_frames, int(params.block_s) * per_s, int(params.context_s) * per_s)
+    outs: list[list[np.ndarray]] = [[] for _ in range(5)]
+    for b in blocks:
+        a_s = b.lo * sr // per_s
+        z_s = min(len(samples), -(-b.hi * sr // per_s) + sr // per_s)
+        parts = _block_activations(upsample_for_madmom(samples[a_s:z_s], sr), models)
+        for out, part in zip(outs, parts):
+            out.append(np.array(part[b.start - b.lo : b.stop - b.lo]))  # a copy: the block's arrays go
+    beat, db_beat, db_down, onset, perc = (np.concatenate(o) if len(o) > 1 else o[0] for o in outs)
+    return NetworkActivations(fps=MADMOM_FPS, beat=beat, downbeat_beat=db_beat, downbeat=db_down, onset=onset,
+                              percussive=perc)
+
+
+def clp_chroma(samples: np.ndarray, sr: int, *, params: FeatureParams = FeatureParams()) -> np.ndarray:
+    """madmom's CLP chroma (log-compressed semitone energies folded to 12 classes, L2-normed), (frames, 12) at 100 fps.
+
+    Computed in blocks on whole seconds (``params.block_s`` with ``context_s``
+    either side): the semitone filters ring for well under a second, so the
+    blocks' frames equal the whole file's.
+    """
     from madmom.audio.chroma import CLPChroma
 
-    return np.asarray(
-        CLPChroma(semitone_energy(samples, sr), fps=MADMOM_FPS, fmin=27.5, fmax=4200.0, compression_factor=100,
-                  norm=True, threshold=0.001),
-        dtype=np.float32,
-    )
+    per_s = int(MADMOM_FPS)
+    n_frames = int(np.round(len(samples) * MADMOM_FPS / sr)) + 1
+    out = []
+    for b in frame_blocks(n_frames, int(params.block_s) * per_s, int(params.context_s) * per_s):
+        x = samples[b.lo * sr // per_s : min(len(samples), b.hi * sr // per_s)] if (b.lo, b.hi) != (0, n_frames) else samples
+        clp = np.asarray(CLPChroma(semitone_energy(x, sr), fps=MADMOM_FPS, fmin=27.5, fmax=4200.0,
+                                   compression_factor=100, norm=True, threshold=0.001), dtype=np.float32)
+        out.append(_fit_rows(clp, b.hi - b.lo)[b.start - b.lo : b.stop - b.lo])
+    return np.concatenate(out) if len(out) > 1 else out[0]
+
+
+def _fit_rows(x: np.ndarray, n: int) -> np.ndarray:
+    """The first ``n`` rows of ``x``, repeating its last row if it has fewer."""
+    if len(x) >= n:
+        return x[:n]
+    return np.concatenate([x, np.repeat(x[-1:], n - len(x), axis=0)])
 
 
 def bar_activation(
-    *, beat_times: np.ndarray, front: MadmomFrontEnd, clp: np.ndarray, models: Models
+    *, beat_times: np.ndarray, percussive: np.ndarray, clp: np.ndarray, models: Models
 ) -> np.ndarray:
     """Per beat, the probability it is a downbeat from madmom's RNNBarProcessor networks (NaN for the last beat).
 
     Its percussive input is the positive spectral difference of the beat
-    network's 2048-sample filtered spectrogram (the same STFT and filterbank);
-    its harmonic input the CLP chroma.  Both are averaged over beat
-    subdivisions (4 and 2 per beat).
+    network's 2048-sample filtered spectrogram (the same STFT and filterbank:
+    ``NetworkActivations.percussive``); its harmonic input the CLP chroma.
+    Both are averaged over beat subdivisions (4 and 2 per beat).
     """
     from madmom.features.downbeats import SyncronizeFeaturesProcessor
 
     if len(beat_times) < 3:
         return np.full(len(beat_times), np.nan)
-    _, diff = front.beat_log_diff[_MADMOM_FRAME_SIZES.index(2048)]
-    perc = np.asarray(diff, dtype=np.float32)
+    perc = np.asarray(percussive, dtype=np.float32)
     perc_sync = SyncronizeFeaturesProcessor(4, fps=MADMOM_FPS)((perc, beat_times))
     harm_sync = SyncronizeFeaturesProcessor(2, fps=MADMOM_FPS)((clp, beat_times))
     p = np.asarray(models.bar_perc_nn(perc_sync.reshape(len(perc_sync), -1)), dtype=float).reshape(-1)
@@ -294,63 +409,95 @@ def _semitone_filters() -> tuple[object, list[tuple[np.ndarray, np.ndarray, floa
     return fb, filters
 
 
-def key_probabilities(*, samples_44k: np.ndarray, models: Models) -> np.ndarray:
-    """madmom's key CNN: 24 probabilities, A major..G# major then A minor..G# minor."""
+def key_probabilities(*, samples: np.ndarray, sr: int, models: Models, params: FeatureParams = FeatureParams()
+                      ) -> np.ndarray:
+    """madmom's key CNN: 24 probabilities, A major..G# major then A minor..G# minor.
+
+    The network averages its evidence over the whole input; a file longer than
+    ``params.key_block_s`` is cut into equal parts of at most that length, and
+    their probabilities are averaged (weighted by length), so memory stays bounded.
+    """
     from madmom.audio.signal import Signal
 
-    sig = Signal(samples_44k, sample_rate=MADMOM_SR, num_channels=1)
-    return np.asarray(models.key_cnn(sig), dtype=np.float64).reshape(-1)
+    n_parts = max(1, int(np.ceil(len(samples) / (params.key_block_s * sr))))
+    edges = np.linspace(0, len(samples), n_parts + 1).astype(int)
+    total = np.zeros(24)
+    for a, b in zip(edges[:-1], edges[1:]):
+        sig = Signal(upsample_for_madmom(samples[a:b], sr), sample_rate=MADMOM_SR, num_channels=1)
+        total += (b - a) * np.asarray(models.key_cnn(sig), dtype=np.float64).reshape(-1)
+    return total / max(len(samples), 1)
 
 
-@dataclass
 class SpectralFeatures:
-    """Frame features at 22050 Hz shared by segments, pitches, timbre, loudness, sections."""
+    """Frame features at 22050 Hz shared by segments, pitches, timbre, sections and rhythm: log-mel, chroma, MFCC.
 
-    samples: np.ndarray
-    sr: int
-    params: FeatureParams
+    Computed in blocks of frames (``params.block_s`` with ``context_s`` either
+    side), so a long file never holds its whole STFT or CQT: only these
+    compact per-frame features.  Frame i is centred on sample ``i * hop_length``.
+    """
+
+    def __init__(self, *, samples: np.ndarray, sr: int, params: FeatureParams) -> None:
+        import librosa
+
+        self.sr, self.params = sr, params
+        y = np.asarray(samples, dtype=np.float32)
+        hop, n_fft = params.hop_length, params.n_fft
+        self.n_frames = 1 + len(y) // hop
+        per_s = sr / hop
+        self._blocks = frame_blocks(self.n_frames, int(round(params.block_s * per_s)),
+                                    int(round(params.context_s * per_s)))
+        fb = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=params.n_mels, fmin=params.fmin_hz).astype(np.float32)
+        mel = np.empty((params.n_mels, self.n_frames), dtype=np.float32)
+        low_bins = n_fft // 4
+        # the low spectrum, for the tuning estimate: every frame up to ~95 s, evenly thinned beyond
+        # (librosa's pitch tracking holds ~10 copies of what it is given: 0.5 GB for 10 minutes)
+        stride = max(1, -(-self.n_frames // 4096))
+        low_parts = []
+        for b in self._blocks:
+            x = self._block_samples(y, b)
+            power = (np.abs(librosa.stft(x, n_fft=n_fft, hop_length=hop, center=True)) ** 2).astype(np.float32)
+            power = _fit_frames(power, b.hi - b.lo)[:, b.start - b.lo : b.stop - b.lo]
+            mel[:, b.start : b.stop] = fb @ power
+            first = (-b.start) % stride
+            low_parts.append(np.ascontiguousarray(power[:low_bins, first::stride]))  # a copy: the block's STFT goes
+        low = np.concatenate(low_parts, axis=1)
+        # digital silence has no partials to read a tuning from
+        self.tuning = float(librosa.estimate_tuning(S=low, sr=sr, n_fft=n_fft)) if low.max() > 1e-10 else 0.0
+        self.log_mel_db = (10.0 * np.log10(np.maximum(mel, 1e-10))).astype(np.float32)
+        self._y = y
+
+    def _block_samples(self, y: np.ndarray, b: Block) -> np.ndarray:
+        hop = self.params.hop_length
+        if (b.lo, b.hi) == (0, self.n_frames):
+            return y
+        # frames centred on lo*hop .. (hi-1)*hop: their windows reach n_fft/2 either side (zero-padded
+        # by the transform at the block's own edges, which lie in the discarded context); the last
+        # block reads to the end, as the whole file's last frames do
+        end = len(y) if b.hi == self.n_frames else (b.hi - 1) * hop + 1
+        return y[b.lo * hop : end]
 
     @property
     def fps(self) -> float:
         return self.sr / self.params.hop_length
 
     @cached_property
-    def stft_power(self) -> np.ndarray:
-        import librosa
-
-        s = np.abs(librosa.stft(self.samples, n_fft=self.params.n_fft, hop_length=self.params.hop_length, center=True))
-        return (s**2).astype(np.float32)
-
-    @cached_property
-    def mel_power(self) -> np.ndarray:
-        import librosa
-
-        fb = librosa.filters.mel(sr=self.sr, n_fft=self.params.n_fft, n_mels=self.params.n_mels, fmin=self.params.fmin_hz)
-        return (fb @ self.stft_power).astype(np.float32)
-
-    @cached_property
-    def log_mel_db(self) -> np.ndarray:
-        return (10.0 * np.log10(np.maximum(self.mel_power, 1e-10))).astype(np.float32)
-
-    @cached_property
     def chroma(self) -> np.ndarray:
         """Tuning-corrected CQT chroma, (12, frames), C first."""
         import librosa
 
-        low = self.stft_power[: self.params.n_fft // 4]
-        # digital silence has no partials to read a tuning from
-        tuning = (
-            float(librosa.estimate_tuning(S=low, sr=self.sr, n_fft=self.params.n_fft)) if low.max() > 1e-10 else 0.0
-        )
         fmin = librosa.note_to_hz("C1")
-        # filter_scale 0.5: half the default time support, so a short segment's chroma is its own
-        # (on the Echo Nest pairs, segment pitch cosine 0.877/0.919 -> 0.898/0.934 at their boundaries)
-        cqt = np.abs(librosa.cqt(self.samples, sr=self.sr, hop_length=self.params.hop_length, fmin=fmin,
-                                 n_bins=36 * 7, bins_per_octave=36, tuning=tuning, filter_scale=0.5))
-        c = librosa.feature.chroma_cqt(C=cqt, sr=self.sr, hop_length=self.params.hop_length, fmin=fmin,
-                                       bins_per_octave=36, norm=None, n_chroma=12)
-        n = self.stft_power.shape[1]
-        return _fit_frames(c.astype(np.float32), n)
+        hop = self.params.hop_length
+        out = np.empty((12, self.n_frames), dtype=np.float32)
+        for b in self._blocks:
+            x = self._block_samples(self._y, b)
+            # filter_scale 0.5: half the default time support, so a short segment's chroma is its own
+            # (on the Echo Nest pairs, segment pitch cosine 0.877/0.919 -> 0.898/0.934 at their boundaries)
+            cqt = np.abs(librosa.cqt(x, sr=self.sr, hop_length=hop, fmin=fmin, n_bins=36 * 7, bins_per_octave=36,
+                                     tuning=self.tuning, filter_scale=0.5))
+            c = librosa.feature.chroma_cqt(C=cqt, sr=self.sr, hop_length=hop, fmin=fmin, bins_per_octave=36,
+                                           norm=None, n_chroma=12)
+            out[:, b.start : b.stop] = _fit_frames(c.astype(np.float32), b.hi - b.lo)[:, b.start - b.lo : b.stop - b.lo]
+        return out
 
     @cached_property
     def mfcc(self) -> np.ndarray:

@@ -95,16 +95,18 @@ def unpack(s: str) -> str:
 
 
 def whiten(x: np.ndarray, params: FingerprintParams) -> np.ndarray:
-    """Blockwise LPC inverse filter: flattens the spectrum so every band carries onsets."""
+    """Blockwise LPC inverse filter: flattens the spectrum so every band carries onsets.
+
+    Computed in float64 a block at a time and returned as float32 (what the
+    filterbank reads): a long file never holds a float64 copy of itself.
+    """
     from scipy.linalg import solve_toeplitz
 
     p, block = params.lpc_order, params.whitening_block
-    x = x.astype(np.float64)
-    out = np.empty_like(x)
+    out = np.empty(len(x), dtype=np.float32)
     r = None
-    padded = np.concatenate([np.zeros(p), x])
     for start in range(0, len(x), block):
-        seg = x[start : start + block]
+        seg = np.asarray(x[start : start + block], dtype=np.float64)
         acc = np.array([seg[i:] @ seg[: len(seg) - i] for i in range(p + 1)])
         # the running autocorrelation starts from the first block (not from a constant), so the
         # filter does not depend on the level and a clip's whitening settles at once
@@ -114,8 +116,10 @@ def whiten(x: np.ndarray, params: FingerprintParams) -> np.ndarray:
             continue
         # a small ridge (-60 dB) keeps near-silence and pure tones from making the system singular
         a = solve_toeplitz(r[:p] + np.eye(1, p).ravel() * (1e-6 * r[0]), r[1 : p + 1])
-        hist = padded[start : start + p + len(seg)]
-        # e[n] = x[n] - sum_j a_j x[n-j], using the previous block's last samples as history
+        # the previous block's last p samples are the history (zeros before the file)
+        prev = np.asarray(x[max(0, start - p) : start], dtype=np.float64)
+        hist = np.concatenate([np.zeros(p - len(prev)), prev, seg])
+        # e[n] = x[n] - sum_j a_j x[n-j]
         out[start : start + len(seg)] = seg - np.convolve(hist, np.concatenate([[0.0], a]), mode="full")[p : p + len(seg)]
     return out
 
@@ -137,11 +141,19 @@ def subband_envelopes(x: np.ndarray, params: FingerprintParams) -> np.ndarray:
     if len(x) < taps + FRAME_SAMPLES * 3:
         return np.zeros((0, SUBBANDS))
     windows = sliding_window_view(x.astype(np.float32), taps)[::SUBBAND_HOP]
-    energy = np.abs(windows @ _filterbank(taps)) ** 2  # (T, 8)
+    fb = _filterbank(taps)
+    energy = np.empty((len(windows), SUBBANDS), dtype=np.float32)  # (T, 8)
+    # in blocks: the product copies its strided windows (taps x 4 bytes per row), 0.4 GB per
+    # 10 minutes of audio if done at once
+    for a in range(0, len(windows), 65536):
+        energy[a : a + 65536] = np.abs(windows[a : a + 65536] @ fb) ** 2
     nsm = 2 * ENVELOPE_HOP
     hann = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(nsm) / (nsm - 1))
     blocks = sliding_window_view(energy, nsm, axis=0)[::ENVELOPE_HOP]  # (frames, 8, nsm)
-    return np.sqrt(blocks @ hann)
+    env = np.empty(blocks.shape[:2])
+    for a in range(0, len(blocks), 65536):  # the product copies its strided view: a block at a time
+        env[a : a + 65536] = blocks[a : a + 65536] @ hann
+    return np.sqrt(env)
 
 
 def _onset_filter(env: np.ndarray) -> np.ndarray:
@@ -418,10 +430,11 @@ def chromaprint_string(x: np.ndarray, sr: int) -> tuple[str | None, str | None]:
     cp, version = _chromaprint()
     if cp is None:
         return None, None
-    pcm = (np.clip(x, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
     fp = cp.Fingerprinter(CHROMAPRINT_ALGORITHM)
     fp.start(sr, 1)
-    fp.feed(pcm)
+    step = 30 * sr  # fed in pieces (libchromaprint streams): a long file is never copied whole as PCM
+    for a in range(0, len(x), step):
+        fp.feed((np.clip(x[a : a + step], -1.0, 1.0) * 32767.0).astype("<i2").tobytes())
     out = fp.finish()
     s = out.decode("ascii") if isinstance(out, bytes) else str(out)
     return s, f"chromaprint {version} algorithm {CHROMAPRINT_ALGORITHM + 1}"

@@ -76,7 +76,11 @@ def estimate_key(*, cnn_probabilities: np.ndarray, samples: np.ndarray, sr: int,
     """Combine the CNN's 24 probabilities with Essentia's profile estimate."""
     if samples.size == 0:
         return Key.none()
-    rms_db = 20 * np.log10(float(np.sqrt(np.mean(samples.astype(np.float64) ** 2))) + 1e-12) + 3.01
+    # the mean square a million samples at a time in float64: no float64 copy of a long file
+    x = np.asarray(samples).reshape(-1)
+    square_sum = sum(float(np.dot(b, b)) for b in (x[a : a + (1 << 20)].astype(np.float64)
+                                                   for a in range(0, len(x), 1 << 20)))
+    rms_db = 20 * np.log10(float(np.sqrt(square_sum / len(x))) + 1e-12) + 3.01
     if rms_db < params.min_level_db:
         return Key.none()
     p = cnn_to_pitch_class_order(cnn_probabilities)

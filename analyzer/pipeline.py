@@ -82,9 +82,7 @@ def _analyze(audio: Audio, *, models: F.Models, config: AnalysisConfig) -> Analy
     spec.log_mel_db, spec.chroma  # noqa: B018
     clock.lap("spectrogram")
 
-    y44 = F.upsample_for_madmom(y, sr)
-    front = F.MadmomFrontEnd(y44)
-    acts = F.rhythm_activations(front=front, models=models)
+    acts = F.network_activations(y, sr, models=models, params=config.features)
     clock.lap("rhythm_networks")
 
     onset_env = F.onset_strength(log_mel_db=spec.log_mel_db)
@@ -95,7 +93,8 @@ def _analyze(audio: Audio, *, models: F.Models, config: AnalysisConfig) -> Analy
     bar_act = None
     if len(beat_times) and config.rhythm.bar_net_weight > 0:
         clock.lap("rhythm_decoding")
-        bar_act = F.bar_activation(beat_times=beat_times, front=front, clp=F.clp_chroma(y, sr), models=models)
+        bar_act = F.bar_activation(beat_times=beat_times, percussive=acts.percussive,
+                                   clp=F.clp_chroma(y, sr, params=config.features), models=models)
         clock.lap("bar_network")
     rhythm = analyze_rhythm(
         beat_times=beat_times,
@@ -112,22 +111,21 @@ def _analyze(audio: Audio, *, models: F.Models, config: AnalysisConfig) -> Analy
     clock.lap("rhythm_decoding")
 
     key = estimate_key(
-        cnn_probabilities=F.key_probabilities(samples_44k=y44, models=models), samples=y, sr=sr, params=config.key
+        cnn_probabilities=F.key_probabilities(samples=y, sr=sr, models=models, params=config.features),
+        samples=y, sr=sr, params=config.key
     )
     clock.lap("key")
 
     aud = auditory_spectrogram(y, sr, config.auditory)
     # on the 22050 Hz STFT's frame grid: the loudness for the section features, the ear-weighted
     # level (which follows a gain ramp dB for dB) for the fades
-    factor, n_frames = config.features.hop_length // config.auditory.hop_length, spec.stft_power.shape[1]
+    factor, n_frames = config.features.hop_length // config.auditory.hop_length, spec.n_frames
     frame_db = pool_db(aud.loudness_db, factor, n_frames)
     fades = detect_fades(frame_db=pool_db(aud.power_db, factor, n_frames), fps=fps, duration_s=duration,
                          params=config.fades)
     clock.lap("loudness")
 
-    onset_act = F.onset_activation(front=front, models=models)
-    del front  # the STFTs are the largest arrays of the analysis
-    seg_starts = find_starts(aud=aud, onset_act=onset_act, act_fps=F.MADMOM_FPS, chroma=spec.chroma,
+    seg_starts = find_starts(aud=aud, onset_act=acts.onset, act_fps=acts.fps, chroma=spec.chroma,
                              chroma_fps=fps, params=config.segments)
     segments = build_segments(starts=seg_starts, aud=aud, chroma=spec.chroma, chroma_fps=fps, duration_s=duration,
                               params=config.segments)
@@ -151,7 +149,6 @@ def _analyze(audio: Audio, *, models: F.Models, config: AnalysisConfig) -> Analy
         labels=bounds.label,
         duration_s=duration,
         y=y,
-        y44=y44,
         sr=sr,
         segments=segments,
         frame_db=frame_db,
@@ -186,7 +183,6 @@ def _describe_sections(
     labels: tuple[str, ...],
     duration_s: float,
     y: np.ndarray,
-    y44: np.ndarray,
     sr: int,
     segments: Segments,
     frame_db: np.ndarray,
@@ -223,10 +219,10 @@ def _describe_sections(
             )
             continue
         if end - start >= config.min_section_key_s and track_key.key >= 0:
-            s44 = y44[int(start * F.MADMOM_SR) : int(end * F.MADMOM_SR)]
+            piece = y[int(start * sr) : int(end * sr)]
             sk = estimate_key(
-                cnn_probabilities=F.key_probabilities(samples_44k=s44, models=models),
-                samples=y[int(start * sr) : int(end * sr)],
+                cnn_probabilities=F.key_probabilities(samples=piece, sr=sr, models=models, params=config.features),
+                samples=piece,
                 sr=sr,
                 params=config.key,
             )

@@ -27,6 +27,12 @@ class RhythmParams:
     # over 8 s (rubato fixture) lost half its beats (F 0.67 -> 0.90 at 70);
     # GTZAN beat F unchanged (0.897), downbeat F 0.652 -> 0.650
     transition_lambda: float = 70.0
+    # madmom's Viterbi keeps a (frames x ~5500 states) back-pointer table: 1.3 GB for 10 minutes.
+    # Longer activations are decoded in windows of this many seconds with this much context on
+    # each side, and each window's beats are kept within its own core; the windows overlap by
+    # the context, so the tracker has settled where their beats are kept
+    dbn_window_s: float = 120.0
+    dbn_context_s: float = 20.0
     # Below this peak activation the audio has no pulse worth reporting (silence,
     # speech, a held chord): no beats rather than invented ones.
     min_peak_activation: float = 0.15
@@ -135,11 +141,32 @@ def track_beats(*, beat_act: np.ndarray, fps: float, params: RhythmParams) -> tu
         # so silence before and after the music gets no beats
         threshold=params.min_peak_activation / 3,
     )
-    times = np.asarray(dbn(beat_act.astype(np.float32)), dtype=float)
+    times = _windowed_decode(dbn, beat_act.astype(np.float32), fps, params)
     if len(times) < 2:
         return np.zeros(0), np.zeros(0)
     frames = np.round(times * fps).astype(int)
     return times, _peak_at(beat_act, frames)
+
+
+def _windowed_decode(dbn, act: np.ndarray, fps: float, params: RhythmParams) -> np.ndarray:
+    """Beat times from the DBN, decoded in overlapping windows where the activation is long."""
+    window, context = int(params.dbn_window_s * fps), int(params.dbn_context_s * fps)
+    if len(act) <= window + 2 * context:
+        return np.asarray(dbn(act), dtype=float)
+    kept: list[np.ndarray] = []
+    for start in range(0, len(act), window):
+        stop = min(start + window, len(act))
+        lo, hi = max(0, start - context), min(len(act), stop + context)
+        if float(act[lo:hi].max()) < params.min_peak_activation:
+            continue
+        t = np.asarray(dbn(act[lo:hi]), dtype=float) + lo / fps
+        kept.append(t[(t >= start / fps) & (t < stop / fps)])
+    times = np.concatenate(kept) if kept else np.zeros(0)
+    if len(times) < 3:
+        return times
+    # where two windows meet, a beat both kept (a hair apart) is one beat
+    ibi = float(np.median(np.diff(times)))
+    return times[np.concatenate(([True], np.diff(times) > 0.5 * ibi))]
 
 
 def pulse_periodicity(act: np.ndarray, beat_times: np.ndarray, fps: float) -> float:

@@ -75,21 +75,31 @@ def beat_sync(features: np.ndarray, frame_times: np.ndarray, grid: np.ndarray) -
     return (c[:, hi] - c[:, lo]) / np.maximum(hi - lo, 1)
 
 
-def checkerboard_novelty(ssm: np.ndarray, half: int) -> np.ndarray:
-    """Foote novelty: (within-block - across-block) similarity around each point, 1 for a clean change."""
-    n = ssm.shape[0]
+def checkerboard_novelty(features: np.ndarray, half: int) -> np.ndarray:
+    """Foote novelty of the self-similarity ``features.T @ features``: 1 for a clean change.
+
+    ``features`` is (dims, n); the similarity of points i and j is the dot
+    product of their columns.  Only the blocks around the diagonal the kernel
+    reads are formed (n x 2half x 2half), never the n x n matrix: a one-hour
+    file has ~5,600 beats, whose similarity matrices took 0.25 GB each.
+    """
+    u = np.atleast_2d(np.asarray(features, dtype=np.float64))
+    n = u.shape[1]
     half = max(1, min(half, n // 2))
     ax = np.arange(-half, half) + 0.5
     g = np.exp(-0.5 * (ax / (0.5 * half)) ** 2)
     kern = np.outer(g, g) * np.outer(np.sign(ax), np.sign(ax))
     kern /= np.abs(kern).sum()
-    pad = np.pad(ssm, half, mode="constant")
-    win = np.lib.stride_tricks.sliding_window_view(pad, (2 * half, 2 * half))
+    # outside the track the similarity is 0 (zero padding), as a padded matrix would have it
+    pad = np.pad(u, ((0, 0), (half, half)))
+    win = np.lib.stride_tricks.sliding_window_view(pad, 2 * half, axis=1)[:, :n]  # (dims, n, 2h)
+    nov = np.empty(n)
+    for a in range(0, n, 1024):  # (n, 2h, 2h) blocks a slice at a time
+        blocks = np.einsum("dni,dnj->nij", win[:, a : a + 1024], win[:, a : a + 1024])
+        # kernel weights sum to 1 in absolute value: blocks self-similar (1) and opposed across
+        # (-1, as two textures are about the track's mean) score 1; unrelated across (0) 0.5
+        nov[a : a + 1024] = np.einsum("nij,ij->n", blocks, kern)
     idx = np.arange(n)
-    blocks = win[idx, idx]  # (n, 2h, 2h) windows centred on the diagonal
-    # kernel weights sum to 1 in absolute value: blocks self-similar (1) and opposed across
-    # (-1, as two textures are about the track's mean) score 1; unrelated across (0) 0.5
-    nov = np.einsum("nij,ij->n", blocks, kern)
     # half a kernel of padding at the track's edges: its own start and end are no novelty
     ramp = np.minimum(1.0, np.minimum(idx + 0.5, n - idx - 0.5) / half)
     return np.maximum(nov, 0.0) * ramp
@@ -105,8 +115,8 @@ def _tempo_novelty(grid: np.ndarray, step_s: float, params: SectionParams) -> np
     norms = np.abs(z[0])
     u = np.sign(z[0])
     w = np.minimum(1.0, norms)
-    ssm = np.outer(u, u) * np.sqrt(np.outer(w, w))
-    return checkerboard_novelty(ssm, int(round(params.kernel_short_s / step_s / 2)))
+    # similarity u_i u_j sqrt(w_i w_j): the features scaled by sqrt(w)
+    return checkerboard_novelty((u * np.sqrt(w))[None, :], int(round(params.kernel_short_s / step_s / 2)))
 
 
 def _tempo_change_beat(grid: np.ndarray, i: int, reach: int = 3, span: int = 4) -> int:
@@ -190,9 +200,9 @@ def find_boundaries(
         norms = np.linalg.norm(z, axis=0)
         u = z / (norms + 1e-9)
         weight = np.minimum(1.0, norms / 1.0)
-        ssm = (u.T @ u) * np.sqrt(np.outer(weight, weight))
+        scaled = u * np.sqrt(weight)  # similarity (u_i . u_j) sqrt(w_i w_j)
         for kernel_s in (params.kernel_short_s, params.kernel_long_s):
-            curves.append(checkerboard_novelty(ssm, int(round(kernel_s / step_s / 2))))
+            curves.append(checkerboard_novelty(scaled, int(round(kernel_s / step_s / 2))))
     # the mean over groups and scales: a section change moves several at once (a fill moves one)
     nov = np.mean(curves, axis=0)
 

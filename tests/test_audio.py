@@ -96,3 +96,13 @@ def test_missing_and_folder_inputs(tmp_path):
 def test_huge_file_is_refused_before_decoding(fx):
     with pytest.raises(InputError, match="limit"):
         decode(fx["click_120_4-4"]["path"], params=DecodeParams(max_duration_s=10.0))
+
+
+def test_the_duration_limit_allows_a_header_that_rounds_up(fx):
+    # a 30 s mp3 declares a little more than 30 s (encoder padding), as a 60-minute one declares
+    # 3600.000045 s: a limit equal to the music's length must accept it, and say the limit exactly
+    mp3 = fx["click_120_mp3"]
+    audio = decode(mp3["path"], params=DecodeParams(max_duration_s=30.0))
+    assert audio.duration_s == pytest.approx(30.0, abs=0.1)
+    with pytest.raises(InputError, match=r"30\.\d s of audio; the limit is 28\.5 s"):
+        decode(mp3["path"], params=DecodeParams(max_duration_s=28.5))
