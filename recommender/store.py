@@ -20,6 +20,8 @@ import scipy.sparse as sp
 
 from analyzer.errors import InputError
 
+from .data import MAX_VALUE
+
 FORMAT_VERSION = 1
 
 _SCHEMA = """
@@ -144,14 +146,17 @@ class Store:
         p = np.array(self.db.execute("SELECT user, item, plays FROM plays").fetchall(), dtype=np.float64).reshape(-1, 3)
         if len(p) == 0:
             raise InputError(f"{self.folder}: the plays table is empty")
+        self._check_values("play count", p[:, 2])
         plays = sp.csr_matrix((p[:, 2], ([uid[int(u)] for u in p[:, 0]], [iid[int(i)] for i in p[:, 1]])),
                               shape=(len(users), len(items)), dtype=np.float32)
         t = self.db.execute("SELECT item, term, weight FROM terms").fetchall()
+        self._check_values("term weight", np.array([x[2] for x in t], dtype=np.float64))
         terms = sorted({x[1] for x in t})
         ti = {x: i for i, x in enumerate(terms)}
         term_counts = sp.csr_matrix(([x[2] for x in t], ([iid[x[0]] for x in t], [ti[x[1]] for x in t])),
                                     shape=(len(items), len(terms)), dtype=np.float32)
         g = self.db.execute("SELECT user, item, n FROM user_tags").fetchall()
+        self._check_values("tag count", np.array([x[2] for x in g], dtype=np.float64))
         user_tags = sp.csr_matrix(([x[2] for x in g], ([uid[x[0]] for x in g], [iid[x[1]] for x in g])),
                                   shape=(len(users), len(items)), dtype=np.float32)
         a = self.db.execute("SELECT item, features FROM analyses").fetchall()
@@ -166,6 +171,14 @@ class Store:
                     audio[iid[k]] = v
                     present[iid[k]] = True
         return Dataset(users, items, titles, artists, plays, terms, term_counts, user_tags, audio, present)
+
+    def _check_values(self, what: str, values: np.ndarray) -> None:
+        """Refuse counts the importers would not take (catalogs written before they checked): one
+        of 1e39 is inf as float32, and fit then failed with NaN factors."""
+        bad = ~((values > 0) & (values <= MAX_VALUE))
+        if bad.any():
+            raise InputError(f"{self.folder / 'catalog.db'}: {int(bad.sum())} {what}(s) out of range (e.g. "
+                             f"{values[bad][0]:g}; 0 < value <= {MAX_VALUE:g}); import the data into a new model folder")
 
     # --- model versions ---------------------------------------------------------------------
 
