@@ -143,3 +143,178 @@ def test_a_catalog_written_before_the_range_check_is_refused_at_fit(fitted, tmp_
         db.execute("UPDATE plays SET plays = 1e39 WHERE (user, item) = (SELECT user, item FROM plays LIMIT 1)")
     line = _one_line_error(_cli("fit", "--model", model))
     assert "catalog.db" in line and "play count(s) out of range" in line, line
+
+
+# --- item 12: damaged models --------------------------------------------------------------------
+
+
+def _tensor_offsets(path: Path) -> tuple[dict, int]:
+    """The safetensors header (name -> dtype, shape, data_offsets) and where the data starts."""
+    raw = path.read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    return json.loads(raw[8 : 8 + n]), 8 + n
+
+
+def _overwrite(path: Path, name: str, values: np.ndarray) -> None:
+    """Replace one tensor's bytes in place, the header untouched (what a bad disk or copy does)."""
+    header, base = _tensor_offsets(path)
+    start, end = header[name]["data_offsets"]
+    raw = np.ascontiguousarray(values).tobytes()
+    assert len(raw) == end - start
+    with open(path, "r+b") as f:
+        f.seek(base + start)
+        f.write(raw)
+
+
+def _damaged_copy(fitted: Path, tmp_path: Path) -> tuple[Path, Path]:
+    model = tmp_path / "m"
+    shutil.copytree(fitted, model)
+    return model, model / "models" / "v0001"
+
+
+def _refused_as_damaged(model: Path, file: str) -> None:
+    line = _one_line_error(_cli("playlist", "--model", model, "--user", "u00", "-n", "5"))
+    assert f"v0001/{file}: damaged model" in line and f"refit it (recommend fit --model {model})" in line, line
+
+
+def test_random_data_behind_an_intact_header_is_refused(fitted, tmp_path):
+    """Was: a ValueError traceback from scipy (index pointer size)."""
+    model, version = _damaged_copy(fitted, tmp_path)
+    arrays = version / "arrays.safetensors"
+    _, base = _tensor_offsets(arrays)
+    size = arrays.stat().st_size - base
+    with open(arrays, "r+b") as f:
+        f.seek(base)
+        f.write(np.random.default_rng(0).bytes(size))
+    _refused_as_damaged(model, "arrays.safetensors")
+
+
+def test_an_out_of_range_sparse_index_is_refused_not_a_crash(fitted, tmp_path):
+    """Was: a segmentation fault inside scipy (exit -11)."""
+    model, version = _damaged_copy(fitted, tmp_path)
+    arrays = version / "arrays.safetensors"
+    header, _ = _tensor_offsets(arrays)
+    indices = np.zeros(header["plays.indices"]["shape"], dtype=np.int64)
+    indices[3] = 10**9
+    _overwrite(arrays, "plays.indices", indices)
+    _refused_as_damaged(model, "arrays.safetensors")
+
+
+def test_nan_factors_are_refused_not_empty_playlists(fitted, tmp_path):
+    """Was: exit 0 and a playlist with no items."""
+    model, version = _damaged_copy(fitted, tmp_path)
+    arrays = version / "arrays.safetensors"
+    header, _ = _tensor_offsets(arrays)
+    _overwrite(arrays, "als.item_factors", np.full(header["als.item_factors"]["shape"], np.nan, dtype=np.float32))
+    _refused_as_damaged(model, "arrays.safetensors")
+
+
+@pytest.mark.parametrize("key", ["users", "items", "item_names", "terms", "params", "weights"])
+def test_a_manifest_missing_a_key_is_refused(fitted, tmp_path, key):
+    """Was: a KeyError traceback."""
+    model, version = _damaged_copy(fitted, tmp_path)
+    manifest = json.loads((version / "manifest.json").read_text())
+    del manifest[key]
+    (version / "manifest.json").write_text(json.dumps(manifest))
+    _refused_as_damaged(model, "manifest.json")
+
+
+def _set(path: str, value):
+    """A manifest edit: the manifest with the value at a dotted path replaced."""
+    def edit(m):
+        *parents, last = path.split(".")
+        node = m
+        for p in parents:
+            node = node[p]
+        node[last] = value
+        return m
+    return edit
+
+
+def _pop(path: str):
+    def edit(m):
+        *parents, last = path.split(".")
+        node = m
+        for p in parents:
+            node = node[p]
+        if isinstance(node, list):
+            node.pop()
+        else:
+            del node[last]
+        return m
+    return edit
+
+
+def _array_edit(name: str, change):
+    def edit(arrays):
+        arrays[name] = change(arrays[name].copy())
+    return edit
+
+
+def _drop(name: str):
+    def edit(arrays):
+        del arrays[name]
+    return edit
+
+
+def _put(a, i, v):
+    a.ravel()[i] = v
+    return a
+
+
+MANIFEST_DAMAGE = {
+    "a list, not an object": lambda m: [m],
+    "factors a string": _set("params.als.factors", "many"),
+    "unknown weighting": _set("params.als.weighting", "tfidf"),
+    "als key missing": _pop("params.als.alpha"),
+    "weights all 0": _set("weights", {"cf": 0, "ease": 0, "knn": 0, "terms": 0, "audio": 0}),
+    "weight NaN": _set("weights.cf", float("nan")),
+    "names not strings": _set("users", [1, 2, 3]),
+    "item names too short": _pop("item_names.last"),
+    "knn_k negative": _set("params.knn_k", -1),
+}
+
+ARRAY_DAMAGE = {
+    "factors missing": _drop("als.user_factors"),
+    "factors of another rank": _array_edit("als.item_factors", lambda a: a[:, :-1].copy()),
+    "factors huge": _array_edit("als.user_factors", lambda a: _put(a, 5, 1e30)),
+    "factors as integers": _array_edit("als.user_factors", lambda a: a.astype(np.int32)),
+    "exposure inf": _array_edit("exposure", lambda a: _put(a, 0, np.inf)),
+    "indptr decreasing": _array_edit("plays.indptr", lambda a: _put(a, 5, 10**6)),
+    "indptr short": _array_edit("plays.indptr", lambda a: a[:-1].copy()),
+    "negative index": _array_edit("term_counts.indices", lambda a: _put(a, 0, -1)),
+    "shape off": _array_edit("user_tags.shape", lambda a: a + 1),
+    "plays NaN": _array_edit("plays.data", lambda a: _put(a, 0, np.nan)),
+    "ease items out of range": _array_edit("ease.items", lambda a: _put(a, len(a) - 1, 10**6)),
+    "ease half missing": _drop("ease.B"),
+}
+
+
+@pytest.mark.parametrize("damage", list(MANIFEST_DAMAGE) + list(ARRAY_DAMAGE))
+def test_every_kind_of_damage_is_one_input_error(fitted, tmp_path, damage):
+    """Each check of recommender.integrity, through engine.load: InputError naming the file, never a
+    traceback from inside numpy, scipy or the model classes."""
+    from safetensors.numpy import load_file, save_file
+
+    from analyzer.errors import InputError
+    from recommender.engine import load
+
+    _, version = _damaged_copy(fitted, tmp_path)
+    if damage in MANIFEST_DAMAGE:
+        manifest = json.loads((version / "manifest.json").read_text())
+        (version / "manifest.json").write_text(json.dumps(MANIFEST_DAMAGE[damage](manifest)))
+        file = "manifest.json"
+    else:
+        arrays = load_file(str(version / "arrays.safetensors"))
+        ARRAY_DAMAGE[damage](arrays)
+        save_file(arrays, str(version / "arrays.safetensors"))
+        file = "arrays.safetensors"
+    with pytest.raises(InputError, match=rf"{file}: damaged model \(.+\); refit it"):
+        load(version)
+
+
+def test_an_intact_model_passes_the_checks(fitted):
+    from recommender.engine import load
+
+    rec = load(fitted / "models" / "v0001")
+    assert rec.als.item_factors.shape[0] == 40 and np.isfinite(rec.als.item_factors).all()
