@@ -318,3 +318,66 @@ def test_an_intact_model_passes_the_checks(fitted):
 
     rec = load(fitted / "models" / "v0001")
     assert rec.als.item_factors.shape[0] == 40 and np.isfinite(rec.als.item_factors).all()
+
+
+# --- item 15: old versions and an interrupted fit's leftovers -----------------------------------
+
+
+def _versions(model: Path) -> list[str]:
+    """Everything in the models folder but the fit lock."""
+    return sorted(p.name for p in (model / "models").iterdir() if p.name != ".fit.lock")
+
+
+def test_fit_keeps_the_newest_versions_and_clears_what_an_interrupted_fit_left(fitted, tmp_path):
+    model = tmp_path / "m"
+    shutil.copytree(fitted, model)
+    for name in ("v0002", "v0003"):  # earlier fits
+        shutil.copytree(model / "models" / "v0001", model / "models" / name)
+    # what fits killed while writing leave: unfinished versions (the one this fit would reuse the
+    # number of, which the old code cleared, and one it would not), a half-removed old version
+    for name in (".v0004.tmp", ".v0002.tmp"):
+        (model / "models" / name).mkdir()
+        (model / "models" / name / "arrays.safetensors").write_bytes(b"\0" * 100)
+    (model / "models" / ".v0001.del").mkdir()
+    (model / ".CURRENT.tmp").write_text("v0004\n")
+    r = _cli("fit", "--model", model, "--no-tune")  # --keep 2 by default
+    assert r.returncode == 0, r.stderr
+    assert (model / "CURRENT").read_text().strip() == "v0004"
+    assert _versions(model) == ["v0003", "v0004"], _versions(model)
+    assert not (model / ".CURRENT.tmp").exists()
+    err = r.stderr.decode()
+    assert "left by an interrupted fit" in err and "removed old model version(s) v0001, v0002" in err, err
+    r = _cli("fit", "--model", model, "--no-tune", "--keep", "1")
+    assert r.returncode == 0, r.stderr
+    assert _versions(model) == ["v0005"]
+    assert _cli("playlist", "--model", model, "--user", "u00", "-n", "3").returncode == 0
+    usage = _cli("fit", "--model", model, "--keep", "0")
+    assert usage.returncode == 2 and b"Traceback" not in usage.stderr
+
+
+def test_pruning_never_removes_the_version_current_names(fitted, tmp_path):
+    """A folder rolled back by hand (CURRENT names an older version): that one stays whatever --keep says."""
+    from recommender.store import Store
+
+    model = tmp_path / "m"
+    shutil.copytree(fitted, model)
+    for name in ("v0002", "v0003", "v0004"):
+        shutil.copytree(model / "models" / "v0001", model / "models" / name)
+    (model / "CURRENT").write_text("v0002\n")
+    st = Store(model)
+    assert st.prune(keep=1) == ["v0001", "v0003"]
+    assert _versions(model) == ["v0002", "v0004"]
+    assert st.current().name == "v0002"
+
+
+def test_a_second_fit_on_the_same_folder_is_refused_while_one_runs(fitted, tmp_path):
+    """The leftovers a fit clears must be a dead fit's, never a running one's: fits hold a lock."""
+    fcntl = pytest.importorskip("fcntl")
+    model = tmp_path / "m"
+    shutil.copytree(fitted, model)
+    (model / "models" / ".v0002.tmp").mkdir()  # as if the running fit were writing it
+    with open(model / "models" / ".fit.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        line = _one_line_error(_cli("fit", "--model", model, "--no-tune"))
+    assert "another fit" in line, line
+    assert (model / "models" / ".v0002.tmp").is_dir()
