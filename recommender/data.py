@@ -76,7 +76,7 @@ def _check_text(path: Path) -> None:
             raise InputError(f"{path}: {what}")
     # one stray control byte in a hand-edited table is tolerated; binary data has one in every few
     controls = len(head) - len(head.translate(None, _CONTROL))
-    if b"\x00" in head or controls > len(head) // 100:
+    if b"\x00" in head or controls > max(1, len(head) // 100):
         raise InputError(f"{path}: binary data, not a text table (control bytes in its first {len(head)} bytes)")
 
 

@@ -196,7 +196,9 @@ def _csr(arrays: dict, name: str, shape: tuple[int, int], lo: float, hi: float) 
     indices = _array(arrays, f"{name}.indices", "i", (None,))
     data = _array(arrays, f"{name}.data", "f", (len(indices),))
     _need(int(indptr[0]) == 0 and int(indptr[-1]) == len(indices), f"{name!r}'s index pointer does not span its entries")
-    _need(bool(np.all(np.diff(indptr) >= 0)), f"{name!r}'s index pointer decreases")
+    # bounds before differences: np.diff of arbitrary int64 values can wrap around and look increasing
+    _need(int(indptr.min()) >= 0 and int(indptr.max()) <= len(indices) and bool(np.all(np.diff(indptr) >= 0)),
+          f"{name!r}'s index pointer is not increasing within 0..{len(indices)}")
     if len(indices):
         _need(int(indices.min()) >= 0 and int(indices.max()) < shape[1],
               f"{name!r} has column indices outside 0..{shape[1] - 1}")
@@ -218,7 +220,7 @@ def _arrays(arrays: dict, m: dict) -> None:
         cols = _array(arrays, "ease.items", "i", (None,))
         _within(_array(arrays, "ease.B", "f", (len(cols), len(cols))), "ease.B", -MAX_FACTOR, MAX_FACTOR)
         # the items EASE was fitted on: increasing, within the catalog (they index its score columns)
-        _need(len(cols) == 0 or (int(cols[0]) >= 0 and int(cols[-1]) < n_items and bool(np.all(np.diff(cols) > 0))),
+        _need(len(cols) == 0 or (int(cols.min()) >= 0 and int(cols.max()) < n_items and bool(np.all(np.diff(cols) > 0))),
               f"'ease.items' are not increasing item indices within 0..{n_items - 1}")
     if any(name.startswith("knn.sim.") for name in arrays):
         # cosine similarities: -1..1, with room for rounding

@@ -209,8 +209,12 @@ class Store:
             Another fit holds the lock.
         """
         models = self.folder / "models"
-        models.mkdir(exist_ok=True)
-        with open(models / ".fit.lock", "a") as lock:
+        try:
+            models.mkdir(exist_ok=True)
+            lock = open(models / ".fit.lock", "a")
+        except OSError as exc:
+            raise InputError(f"{models}: cannot write a model version here ({exc.strerror or exc})") from None
+        with lock:
             if fcntl is not None:
                 try:
                     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -226,11 +230,8 @@ class Store:
         models = self.folder / "models"
         found = [*models.glob(".v*.tmp"), *models.glob(".v*.del"), self.folder / ".CURRENT.tmp"]
         cleared = []
-        for path in sorted(p for p in found if p.exists()):
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
+        for path in sorted(p for p in found if p.exists() or p.is_symlink()):
+            _remove(path)
             cleared.append(str(path.relative_to(self.folder)))
         return cleared
 
@@ -261,7 +262,7 @@ class Store:
             # folder that the next fit clears, never a half version that looks whole
             gone = path.with_name(f".{path.name}.del")
             path.rename(gone)
-            shutil.rmtree(gone)
+            _remove(gone)
         return [p.name for p in old]
 
     def new_version_dir(self) -> tuple[str, Path]:
@@ -294,3 +295,11 @@ class Store:
         if not (path / "manifest.json").is_file():
             raise InputError(f"{path}: model version is incomplete (no manifest.json); refit")
         return path
+
+
+def _remove(path: Path) -> None:
+    """A folder with its contents; a file or a symbolic link itself (never what a link points to)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()

@@ -282,6 +282,8 @@ ARRAY_DAMAGE = {
     "exposure inf": _array_edit("exposure", lambda a: _put(a, 0, np.inf)),
     "indptr decreasing": _array_edit("plays.indptr", lambda a: _put(a, 5, 10**6)),
     "indptr short": _array_edit("plays.indptr", lambda a: a[:-1].copy()),
+    # increasing only if np.diff wraps around: 2**63 - 1 then -2
+    "indptr wrapping": _array_edit("plays.indptr", lambda a: _put(_put(a, 1, 2**63 - 1), 2, -2)),
     "negative index": _array_edit("term_counts.indices", lambda a: _put(a, 0, -1)),
     "shape off": _array_edit("user_tags.shape", lambda a: a + 1),
     "plays NaN": _array_edit("plays.data", lambda a: _put(a, 0, np.nan)),
@@ -368,6 +370,20 @@ def test_pruning_never_removes_the_version_current_names(fitted, tmp_path):
     assert st.prune(keep=1) == ["v0001", "v0003"]
     assert _versions(model) == ["v0002", "v0004"]
     assert st.current().name == "v0002"
+
+
+def test_leftovers_that_are_links_are_unlinked_not_followed(fitted, tmp_path):
+    from recommender.store import Store
+
+    model = tmp_path / "m"
+    shutil.copytree(fitted, model)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("not the model's")
+    (model / "models" / ".v0007.tmp").symlink_to(elsewhere, target_is_directory=True)
+    with Store(model).fitting() as cleared:
+        assert cleared == ["models/.v0007.tmp"]
+    assert (elsewhere / "keep.txt").is_file() and not (model / "models" / ".v0007.tmp").is_symlink()
 
 
 def test_a_second_fit_on_the_same_folder_is_refused_while_one_runs(fitted, tmp_path):
