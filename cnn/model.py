@@ -9,7 +9,7 @@ rate, training summary, metrics); nothing is pickled, nothing is downloaded.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -129,8 +129,118 @@ def save(model: AudioCNN, path: str | Path, *, training: dict | None = None, met
     tmp.replace(path)
 
 
+# What a manifest's config may hold.  Each bound keeps the model something this code can run on a
+# song: the front end's STFT of a whole track (frames x bins) stays a few hundred MB, the network
+# reduces any embedding window to at least one frame, and no layer asks for an absurd allocation
+# (10^6 channels asked for 16 TB before anything checked).  Ours: CNNConfig's defaults.
+_INT_RANGES = {
+    "n_fft": (64, 8192),
+    "n_mels": (1, 512),
+    "kernel": (1, 64),
+    "hidden": (1, 8192),
+    "embedding_dim": (1, 4096),
+    "n_factors": (1, 4096),
+}
+_MAX_LAYERS = 8
+_MAX_CHANNELS = 4096
+_MAX_POOL = 16
+# at most this many frames per hop-length of overlap: n_fft / hop <= 4 (ours: 2)
+_MAX_OVERLAP = 4
+
+
+def check_config(cfg: object) -> CNNConfig:
+    """The CNNConfig a manifest's "config" describes, if it is one this code can build and run.
+
+    Parameters
+    ----------
+    cfg : object
+        The manifest's "config" value (parsed JSON).
+
+    Returns
+    -------
+    CNNConfig
+        With lists turned into tuples.
+
+    Raises
+    ------
+    ValueError
+        Not an object, an unknown or missing field, a value of the wrong type, out of range or past
+        a sane upper bound; the message names the field and the allowed range.
+    """
+    if not isinstance(cfg, dict):
+        raise ValueError("config is not an object")
+    names = {f.name for f in fields(CNNConfig)}
+    unknown, missing = sorted(set(cfg) - names), sorted(names - set(cfg))
+    if unknown or missing:
+        raise ValueError(f"config fields {'unknown: ' + ', '.join(unknown) if unknown else ''}"
+                         f"{'; ' if unknown and missing else ''}{'missing: ' + ', '.join(missing) if missing else ''}")
+
+    def integer(name: str, v: object, lo: int, hi: int) -> int:
+        if not (isinstance(v, int) and not isinstance(v, bool)) or not lo <= v <= hi:
+            raise ValueError(f"config {name} is {v!r}, expected an integer in {lo}..{hi}")
+        return v
+
+    def real(name: str, v: object, lo: float, hi: float) -> float:
+        if not (isinstance(v, (int, float)) and not isinstance(v, bool)) or not lo <= v <= hi:  # NaN fails too
+            raise ValueError(f"config {name} is {v!r}, expected a number in {lo:g}..{hi:g}")
+        return float(v)
+
+    def integers(name: str, v: object, lo_len: int, hi_len: int, hi: int) -> tuple[int, ...]:
+        if not isinstance(v, list) or not lo_len <= len(v) <= hi_len:
+            raise ValueError(f"config {name} is {v!r}, expected a list of {lo_len}..{hi_len} integers")
+        return tuple(integer(f"{name}[{i}]", x, 1, hi) for i, x in enumerate(v))
+
+    out = {name: integer(name, cfg[name], lo, hi) for name, (lo, hi) in _INT_RANGES.items()}
+    # the analyzer decodes every file at this rate: a model built for another would see wrong spectra
+    sr = CNNConfig.sr
+    if cfg["sr"] != sr or isinstance(cfg["sr"], bool):
+        raise ValueError(f"config sr is {cfg['sr']!r}; the analyzer's audio is {sr} Hz")
+    out["sr"] = sr
+    out["hop"] = integer("hop", cfg["hop"], -(-out["n_fft"] // _MAX_OVERLAP), out["n_fft"])
+    out["fmin"] = real("fmin", cfg["fmin"], 0.0, sr / 2)
+    out["fmax"] = real("fmax", cfg["fmax"], out["fmin"], sr / 2)
+    if out["fmax"] <= out["fmin"]:
+        raise ValueError(f"config fmax {out['fmax']:g} is not above fmin {out['fmin']:g}")
+    out["channels"] = integers("channels", cfg["channels"], 1, _MAX_LAYERS, _MAX_CHANNELS)
+    out["pools"] = integers("pools", cfg["pools"], 0, len(out["channels"]), _MAX_POOL)
+    out["dropout"] = real("dropout", cfg["dropout"], 0.0, 0.99)
+    if not isinstance(cfg["input_norm"], bool):
+        raise ValueError(f"config input_norm is {cfg['input_norm']!r}, expected true or false")
+    out["input_norm"] = cfg["input_norm"]
+    result = CNNConfig(**out)
+    # the shortest window embed() or training gives the network: one second of frames
+    if _frames_out(result, int(sr / result.hop)) < 1:
+        raise ValueError(f"config pools {list(result.pools)} reduce a one-second window to nothing")
+    return result
+
+
+def _frames_out(cfg: CNNConfig, frames: int) -> int:
+    """Frames left after the convolutions (padding kernel // 2) and max-pooling of `frames`."""
+    for i in range(len(cfg.channels)):
+        frames = frames + 2 * (cfg.kernel // 2) - cfg.kernel + 1
+        if i < len(cfg.pools):
+            frames //= cfg.pools[i]
+    return frames
+
+
+def _check_shapes(cfg: CNNConfig, tensors: dict[str, torch.Tensor]) -> None:
+    """The file's tensors against the architecture's, built on the meta device (no memory): a config
+    whose network is larger than the weights the file holds is refused before anything is allocated."""
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in AudioCNN(cfg).state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in tensors.items()}
+    if expected.keys() != got.keys():
+        missing, unexpected = sorted(expected.keys() - got.keys()), sorted(got.keys() - expected.keys())
+        raise ValueError(f"missing weights {missing[:3]}, unexpected {unexpected[:3]}")
+    for k, shape in expected.items():
+        if got[k] != shape:
+            raise ValueError(f"{k} is {list(got[k])}, the architecture needs {list(shape)}")
+
+
 def load(path: str | Path, *, device: str = "cpu") -> tuple[AudioCNN, dict]:
-    """The model and its manifest; InputError for anything that is not one of our safetensors files."""
+    """The model and its manifest; InputError for anything that is not one of our safetensors files,
+    and for a manifest whose config is out of range or does not fit the weights (checked before the
+    network is built)."""
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -141,12 +251,17 @@ def load(path: str | Path, *, device: str = "cpu") -> tuple[AudioCNN, dict]:
         raise InputError(f"{path}: not a safetensors model file ({exc})") from None
     try:
         manifest = json.loads(meta["manifest"])
+        if not isinstance(manifest, dict):
+            raise ValueError("the manifest is not an object")
         if manifest.get("format") != FORMAT:
             raise ValueError(f"format {manifest.get('format')!r}")
-        cfg_d = manifest["config"]
-        cfg = CNNConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg_d.items()})
-    except (KeyError, ValueError, TypeError) as exc:
+        cfg = check_config(manifest["config"])
+    except (KeyError, ValueError) as exc:
         raise InputError(f"{path}: not an audio CNN of this analyzer ({exc})") from None
+    try:
+        _check_shapes(cfg, tensors)
+    except ValueError as exc:
+        raise InputError(f"{path}: its weights do not fit its architecture ({exc})") from None
     model = AudioCNN(cfg)
     try:
         model.load_state_dict(tensors)

@@ -153,26 +153,34 @@ def fit_command(
     engine: Annotated[Engine, typer.Option("--engine", help="implicit (default) or spark (Spark MLlib ALS).")] = Engine.implicit,
     spark_master: Annotated[str, typer.Option("--spark-master", help="Spark master URL (local[*] by default).")] = "local[*]",
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    keep: Annotated[int, typer.Option("--keep", min=1, help="Model versions to keep: the newest N (the one "
+                                      "CURRENT names is never removed).")] = 2,
 ) -> None:
     from .engine import FitParams, fit, save
     from .store import Store
 
     st = Store(model)
-    data = st.dataset()
-    t0 = time.perf_counter()
-    if engine is Engine.spark:
-        from .spark import fit_spark
+    with st.fitting() as cleared:
+        if cleared:
+            sys.stderr.write(f"removed {', '.join(cleared)} (left by an interrupted fit)\n")
+        data = st.dataset()
+        t0 = time.perf_counter()
+        if engine is Engine.spark:
+            from .spark import fit_spark
 
-        rec = fit_spark(data, FitParams(seed=seed), master=spark_master, tune=tune)
-    else:
-        rec = fit(data, FitParams(seed=seed), tune=tune)
-    name, tmp = st.new_version_dir()
-    save(rec, tmp)
-    summary = {"engine": engine.value, "weights": rec.weights.as_dict(), "fit_s": round(time.perf_counter() - t0, 2),
-               "users": len(data.users), "items": len(data.items), "plays": int(data.plays.nnz),
-               "validation_ndcg10": rec.validation.get("ndcg10")}
-    st.publish(name, tmp, summary)
+            rec = fit_spark(data, FitParams(seed=seed), master=spark_master, tune=tune)
+        else:
+            rec = fit(data, FitParams(seed=seed), tune=tune)
+        name, tmp = st.new_version_dir()
+        save(rec, tmp)
+        summary = {"engine": engine.value, "weights": rec.weights.as_dict(), "fit_s": round(time.perf_counter() - t0, 2),
+                   "users": len(data.users), "items": len(data.items), "plays": int(data.plays.nnz),
+                   "validation_ndcg10": rec.validation.get("ndcg10")}
+        st.publish(name, tmp, summary)
+        removed = st.prune(keep=keep)
     sys.stderr.write(f"model {name} fitted in {summary['fit_s']} s ({engine.value}); weights {summary['weights']}\n")
+    if removed:
+        sys.stderr.write(f"removed old model version(s) {', '.join(removed)} (--keep {keep})\n")
 
 
 def _load(model: Path):

@@ -448,14 +448,20 @@ def load(folder) -> Recommender:
 
     from analyzer.errors import InputError
 
+    from .integrity import check_arrays, check_manifest
+
     folder = Path(folder)
     try:
         manifest = json.loads((folder / "manifest.json").read_text())
         arrays = load_file(str(folder / "arrays.safetensors"))
     except (OSError, ValueError, SafetensorError) as exc:
         raise InputError(f"{folder}: cannot read the model ({exc}); refit") from None
-    if manifest.get("format") != MODEL_FORMAT:
+    if isinstance(manifest, dict) and manifest.get("format") != MODEL_FORMAT:
         raise InputError(f"{folder}: model format {manifest.get('format')}, this recommend reads {MODEL_FORMAT}; refit")
+    # nothing is built from the files before they are known to make a whole model (scipy trusts
+    # sparse indices: an out-of-range one crashed the process)
+    check_manifest(manifest, folder / "manifest.json")
+    check_arrays(arrays, manifest, folder / "arrays.safetensors")
     has_audio = "audio.features" in arrays
     data = Dataset(
         manifest["users"], manifest["items"], manifest["item_names"], manifest["item_artists"],

@@ -61,7 +61,10 @@ class ALS:
 
     def fit(self, x: sp.csr_matrix) -> ALS:
         from implicit.cpu.als import AlternatingLeastSquares
+        from implicit.recommender_base import ModelFitError
         from threadpoolctl import threadpool_limits
+
+        from analyzer.errors import InputError
 
         p = self.params
         model = AlternatingLeastSquares(
@@ -70,7 +73,10 @@ class ALS:
         )
         # implicit parallelises itself; a multi-threaded BLAS underneath only oversubscribes the cores
         with threadpool_limits(1, "blas"):
-            model.fit(weight(x, p.weighting), show_progress=False)
+            try:
+                model.fit(weight(x, p.weighting), show_progress=False)
+            except ModelFitError as exc:
+                raise InputError(f"ALS could not fit these plays ({exc}): look for extreme play counts") from None
         self.user_factors = np.asarray(model.user_factors, dtype=np.float32)
         self.item_factors = np.asarray(model.item_factors, dtype=np.float32)
         return self

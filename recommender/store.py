@@ -4,21 +4,31 @@ fitted models as safetensors, each version written beside the last and switched 
     M/catalog.db           the data, re-importable at any time
     M/models/v0007/        one fitted model: arrays.safetensors + manifest.json
     M/CURRENT              the active version's folder name (replaced by rename)
+    M/models/.fit.lock     held (flock) by the fit writing a version: one at a time per folder
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; fits then trust that no other fit runs on the folder
+    fcntl = None
 
 import numpy as np
 import scipy.sparse as sp
 
 from analyzer.errors import InputError
+
+from .data import MAX_VALUE
 
 FORMAT_VERSION = 1
 
@@ -144,14 +154,17 @@ class Store:
         p = np.array(self.db.execute("SELECT user, item, plays FROM plays").fetchall(), dtype=np.float64).reshape(-1, 3)
         if len(p) == 0:
             raise InputError(f"{self.folder}: the plays table is empty")
+        self._check_values("play count", p[:, 2])
         plays = sp.csr_matrix((p[:, 2], ([uid[int(u)] for u in p[:, 0]], [iid[int(i)] for i in p[:, 1]])),
                               shape=(len(users), len(items)), dtype=np.float32)
         t = self.db.execute("SELECT item, term, weight FROM terms").fetchall()
+        self._check_values("term weight", np.array([x[2] for x in t], dtype=np.float64))
         terms = sorted({x[1] for x in t})
         ti = {x: i for i, x in enumerate(terms)}
         term_counts = sp.csr_matrix(([x[2] for x in t], ([iid[x[0]] for x in t], [ti[x[1]] for x in t])),
                                     shape=(len(items), len(terms)), dtype=np.float32)
         g = self.db.execute("SELECT user, item, n FROM user_tags").fetchall()
+        self._check_values("tag count", np.array([x[2] for x in g], dtype=np.float64))
         user_tags = sp.csr_matrix(([x[2] for x in g], ([uid[x[0]] for x in g], [iid[x[1]] for x in g])),
                                   shape=(len(users), len(items)), dtype=np.float32)
         a = self.db.execute("SELECT item, features FROM analyses").fetchall()
@@ -167,7 +180,90 @@ class Store:
                     present[iid[k]] = True
         return Dataset(users, items, titles, artists, plays, terms, term_counts, user_tags, audio, present)
 
+    def _check_values(self, what: str, values: np.ndarray) -> None:
+        """Refuse counts the importers would not take (catalogs written before they checked): one
+        of 1e39 is inf as float32, and fit then failed with NaN factors."""
+        bad = ~((values > 0) & (values <= MAX_VALUE))
+        if bad.any():
+            raise InputError(f"{self.folder / 'catalog.db'}: {int(bad.sum())} {what}(s) out of range (e.g. "
+                             f"{values[bad][0]:g}; 0 < value <= {MAX_VALUE:g}); import the data into a new model folder")
+
     # --- model versions ---------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def fitting(self) -> Iterator[list[str]]:
+        """Hold the folder's fit lock while a version is fitted, written and published.
+
+        One fit per folder at a time, so whatever temporaries are found on entry were left by a fit
+        that died (a crash, Ctrl-C, a kill) and are cleared.  The lock is the kernel's (flock): it
+        goes with the process however that ends, so a dead fit never leaves the folder locked.
+
+        Yields
+        ------
+        list of str
+            The leftovers cleared (names relative to the model folder).
+
+        Raises
+        ------
+        InputError
+            Another fit holds the lock.
+        """
+        models = self.folder / "models"
+        try:
+            models.mkdir(exist_ok=True)
+            lock = open(models / ".fit.lock", "a")
+        except OSError as exc:
+            raise InputError(f"{models}: cannot write a model version here ({exc.strerror or exc})") from None
+        with lock:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise InputError(f"{self.folder}: another fit is writing to this model folder; "
+                                     "run this one when it has finished") from None
+            yield self._clear_leftovers()
+        # closing the file released the lock
+
+    def _clear_leftovers(self) -> list[str]:
+        """An unfinished version (.vNNNN.tmp), an old one whose removal was cut short (.vNNNN.del),
+        CURRENT's temporary: call only with the fit lock held."""
+        models = self.folder / "models"
+        found = [*models.glob(".v*.tmp"), *models.glob(".v*.del"), self.folder / ".CURRENT.tmp"]
+        cleared = []
+        for path in sorted(p for p in found if p.exists() or p.is_symlink()):
+            _remove(path)
+            cleared.append(str(path.relative_to(self.folder)))
+        return cleared
+
+    def prune(self, *, keep: int) -> list[str]:
+        """Remove all but the newest `keep` model versions; never the one CURRENT names.
+
+        Parameters
+        ----------
+        keep : int
+            How many of the newest versions stay (>= 1).  With 2, the version a reader loaded just
+            before the switch is still there while it reads.
+
+        Returns
+        -------
+        list of str
+            The versions removed, oldest first.
+        """
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1, not {keep}")
+        models = self.folder / "models"
+        cur = self.folder / "CURRENT"
+        current = cur.read_text().strip() if cur.is_file() else None
+        versions = sorted((p for p in models.glob("v[0-9]*") if p.is_dir() and p.name[1:].isdigit()),
+                          key=lambda p: int(p.name[1:]))
+        old = [p for p in versions[:-keep] if p.name != current]
+        for path in old:
+            # out of sight first (one rename), then removed: an interrupted removal leaves a .del
+            # folder that the next fit clears, never a half version that looks whole
+            gone = path.with_name(f".{path.name}.del")
+            path.rename(gone)
+            _remove(gone)
+        return [p.name for p in old]
 
     def new_version_dir(self) -> tuple[str, Path]:
         models = self.folder / "models"
@@ -199,3 +295,11 @@ class Store:
         if not (path / "manifest.json").is_file():
             raise InputError(f"{path}: model version is incomplete (no manifest.json); refit")
         return path
+
+
+def _remove(path: Path) -> None:
+    """A folder with its contents; a file or a symbolic link itself (never what a link points to)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()

@@ -211,3 +211,89 @@ def test_contrastive_term_prefers_two_crops_of_one_track():
     near = torch.nn.functional.normalize(a + 0.05 * torch.randn(8, 16, generator=g), dim=1)
     far = torch.nn.functional.normalize(torch.randn(8, 16, generator=g), dim=1)
     assert float(nt_xent(a, near, 0.1)) < 0.1 < float(nt_xent(a, far, 0.1))
+
+
+def _with_config(path, **changes):
+    """TINY's weights in a valid safetensors file whose manifest's config is changed (None: removed)."""
+    import json
+    from dataclasses import asdict
+
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    tensors = {k: v.contiguous() for k, v in AudioCNN(TINY).state_dict().items()}
+    cfg = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(TINY).items()}
+    for k, v in changes.items():
+        if v is None:
+            del cfg[k]
+        else:
+            cfg[k] = v
+    manifest = {"format": "echonest-analyzer-cnn/1", "config": cfg, "training": {}, "metrics": {}}
+    save_file(tensors, str(path), metadata={"manifest": json.dumps(manifest)})
+    return path
+
+
+HOSTILE_CONFIGS = {
+    "negative mels": {"n_mels": -5},
+    "mels a string": {"n_mels": "lots"},
+    "hidden a list": {"hidden": [1, 2]},
+    "a million channels": {"channels": [10**6] * 3},  # was: "tried to allocate 16 TB"
+    "channels a string": {"channels": "wide"},
+    "no channels": {"channels": []},
+    "kernel 0": {"kernel": 0},
+    "pools past the window": {"pools": [16, 16, 16]},
+    "other sample rate": {"sr": 44100},
+    "fmax above Nyquist": {"fmax": 30000.0},
+    "fmin above fmax": {"fmin": 9000.0, "fmax": 8000.0},
+    "hop past the overlap bound": {"hop": 1},
+    "dropout NaN": {"dropout": float("nan")},
+    "input_norm a string": {"input_norm": "yes"},
+    "a bool for an int": {"embedding_dim": True},
+    "unknown field": {"layers": 3},
+    "missing field": {"n_mels": None},
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE_CONFIGS))
+def test_a_hostile_config_is_refused_before_the_network_is_built(tmp_path, name):
+    """A valid safetensors file whose manifest asks for an impossible or absurd network: InputError
+    naming the field, where it was a ValueError, TypeError or RuntimeError from inside torch."""
+    path = _with_config(tmp_path / "m.safetensors", **HOSTILE_CONFIGS[name])
+    with pytest.raises(InputError, match=r"m\.safetensors: not an audio CNN of this analyzer \(config "):
+        load(path)
+
+
+def test_a_config_larger_than_the_weights_it_ships_is_refused_unallocated(tmp_path, monkeypatch):
+    """In range, but bigger than the file's tensors: refused by comparing shapes on the meta device,
+    before a real network is built (AudioCNN is never constructed on the CPU)."""
+    import cnn.model as cm
+
+    built = []
+    real_init = cm.AudioCNN.__init__
+
+    def counting_init(self, cfg=TINY):
+        built.append(torch.empty(0).device.type)  # the device a new tensor would get here
+        real_init(self, cfg)
+
+    path = _with_config(tmp_path / "m.safetensors", channels=[4096] * 8, pools=[2, 2])
+    monkeypatch.setattr(cm.AudioCNN, "__init__", counting_init)
+    with pytest.raises(InputError, match="do not fit its architecture"):
+        load(path)
+    assert built == ["meta"]
+
+
+def test_the_command_lines_refuse_a_hostile_model_in_one_line(tmp_path):
+    """`cnn embed` and `analyze --model` (through analyzer.batch.shared_cnn, which calls load)."""
+    import subprocess
+    import sys
+
+    import soundfile as sf
+
+    wav = tmp_path / "tone.wav"
+    sf.write(wav, (0.3 * np.sin(2 * np.pi * 440 * np.arange(SR) / SR)).astype(np.float32), SR)
+    model = _with_config(tmp_path / "huge.safetensors", channels=[10**6] * 3)
+    for args in (["cnn.cli", "embed", wav, "--model", model], ["analyzer.cli", wav, "--model", model]):
+        r = subprocess.run([sys.executable, "-m", *map(str, args)], capture_output=True)
+        err = r.stderr.decode()
+        assert r.returncode == 1 and b"Traceback" not in r.stderr, err
+        assert err.startswith("error: ") and err.count("\n") == 1 and "config channels[0] is 1000000" in err, err
