@@ -8,7 +8,6 @@ no assertion is about how long something took.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import stat
