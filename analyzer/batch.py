@@ -6,17 +6,16 @@ Library code: raises AnalyzerError, never prints or exits.  The CLI reports.
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
+import stat
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 
 from .audio import DecodeParams, decode
-from .errors import AnalyzerError, InputError
+from .errors import AnalyzerError, InputError, ParameterError, quote_path
 
 AUDIO_EXTENSIONS = frozenset(
     {".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".mp4", ".aif", ".aiff", ".wma", ".webm", ".mka"}
@@ -49,34 +48,196 @@ class Result:
     plot_error: str | None = None  # the document is fine but a requested report could not be written
 
 
-def collect_jobs(paths: list[Path]) -> list[Job]:
-    """Expand files and folders into jobs with unique output names."""
+@dataclass(frozen=True)
+class Inputs:
+    jobs: list[Job]
+    skipped: list[str]  # one line each: a file found in a folder that is not analysed, and why
+
+
+# what each kind of file is, and why it is not read
+_NOT_REGULAR = (
+    (stat.S_ISDIR, "a folder", ""),
+    (stat.S_ISFIFO, "a FIFO (named pipe)", ": reading one waits for a writer that may never come"),
+    (stat.S_ISSOCK, "a socket", ""),
+    (stat.S_ISCHR, "a character device", ": reading one may never end"),
+    (stat.S_ISBLK, "a block device", ": reading one may never end"),
+)
+
+
+def not_regular_reason(path: Path) -> str | None:
+    """Why `path` is not read as an audio file.
+
+    Parameters
+    ----------
+    path : Path
+        A file name, possibly a link.
+
+    Returns
+    -------
+    str or None
+        None for a regular file, a link to one, or a path that cannot be looked at (missing,
+        a broken link: the decoder reports those); otherwise one line without the path
+        ("a FIFO (named pipe), not a regular file: ...").
+    """
+    try:
+        st = os.stat(path)  # follows links: a link to a FIFO is a FIFO
+    except OSError:
+        return None
+    if stat.S_ISREG(st.st_mode):
+        return None
+    for test, kind, why in _NOT_REGULAR:
+        if test(st.st_mode):
+            return f"{kind}, not a regular file{why}"
+    return "not a regular file"
+
+
+def check_regular_file(path: Path) -> None:
+    """Refuse anything but a regular file before it is opened: opening a FIFO blocks forever.
+
+    Parameters
+    ----------
+    path : Path
+        The file about to be decoded.
+
+    Raises
+    ------
+    InputError
+        `path` is a FIFO, socket, device or folder (or a link to one).  A missing path passes:
+        the decoder reports it.
+    """
+    why = not_regular_reason(path)
+    if why is not None:
+        raise InputError(f"{quote_path(path)}: {why}")
+
+
+def collect_inputs(paths: list[Path]) -> Inputs:
+    """Expand files and folders into jobs, and say which files found in folders are left out.
+
+    Parameters
+    ----------
+    paths : list of Path
+        The command line's files and folders (folders are searched recursively; hidden
+        entries are left out).
+
+    Returns
+    -------
+    Inputs
+        The jobs, with output names unique within a folder (a.mp3 and a.wav become a.mp3.json
+        and a.wav.json), and one line per audio-named entry of a folder that is skipped
+        because it is not a regular file (a FIFO, socket, device or a link to one).
+
+    Raises
+    ------
+    InputError
+        No paths; a path that does not exist; a path given directly that is not a regular file;
+        a folder without audio files.  See `check_output_clashes` for outputs that two inputs
+        would share.
+    """
     if not paths:
         raise InputError("no input given (pass audio files or folders)")
     jobs: list[Job] = []
+    skipped: list[str] = []
     for p in paths:
         if p.is_dir():
-            found = sorted(
-                f
-                for f in p.rglob("*")
-                if f.suffix.lower() in AUDIO_EXTENSIONS
-                and not any(part.startswith(".") for part in f.relative_to(p).parts)
-                and (f.is_file() or f.is_symlink())
-            )
+            found = []
+            n_skipped = len(skipped)
+            for f in sorted(p.rglob("*")):
+                if f.suffix.lower() not in AUDIO_EXTENSIONS or any(
+                    part.startswith(".") for part in f.relative_to(p).parts
+                ):
+                    continue
+                if f.is_dir() and not f.is_symlink():
+                    continue  # a folder named like a file: rglob looks inside it
+                why = not_regular_reason(f)
+                if why is None:
+                    found.append(f)  # (a broken link too: reported as failed, not dropped)
+                else:
+                    skipped.append(f"{quote_path(f)}: skipped: {why}")
             if not found:
-                raise InputError(f"{p}: folder holds no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))})")
+                if len(skipped) > n_skipped:
+                    raise InputError(
+                        f"{quote_path(p)}: folder holds no audio files that are regular files "
+                        f"({len(skipped) - n_skipped} skipped; first: {skipped[n_skipped]})"
+                    )
+                raise InputError(f"{quote_path(p)}: folder holds no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))})")
             jobs.extend(Job(f, f.relative_to(p).with_suffix(".json")) for f in found)
         elif p.exists() or p.is_symlink():
+            check_regular_file(p)
             jobs.append(Job(p, Path(p.name).with_suffix(".json")))
         else:
-            raise InputError(f"{p}: no such file or folder")
+            raise InputError(f"{quote_path(p)}: no such file or folder")
     # a.mp3 and a.wav in one folder would both become a.json: keep the extension for those
     seen: dict[Path, int] = {}
     for j in jobs:
         seen[j.output_rel] = seen.get(j.output_rel, 0) + 1
-    return [
+    jobs = [
         Job(j.source, j.output_rel.with_name(j.source.name + ".json")) if seen[j.output_rel] > 1 else j for j in jobs
     ]
+    return Inputs(jobs, skipped)
+
+
+def check_output_clashes(jobs: list[Job]) -> None:
+    """Refuse, before anything runs, two jobs that would write the same output.
+
+    d1/x.mp3 and d2/x.mp3 given as arguments (or two folders that both hold a/x.mp3) map to
+    the same relative output: one document would silently replace the other.  Call it when
+    outputs go to files (-o, --plot-dir), not when documents are streamed.
+
+    Parameters
+    ----------
+    jobs : list of Job
+        As `collect_inputs` made them.
+
+    Raises
+    ------
+    ParameterError
+        Naming both inputs and the output they share (exit code 2: a usage error).
+    """
+    first: dict[Path, Job] = {}
+    for j in jobs:
+        other = first.setdefault(j.output_rel, j)
+        if other is not j:
+            raise ParameterError(
+                f"{quote_path(other.source)} and {quote_path(j.source)} would both be written to "
+                f"{quote_path(j.output_rel)}; give their common folder instead, or analyse them in separate runs"
+            )
+
+
+def _name_max(folder: Path) -> int:
+    # the limit of the file system the output goes to; the folder may not exist yet
+    for d in (folder, *folder.parents):
+        try:
+            return os.pathconf(d, "PC_NAME_MAX")
+        except (OSError, ValueError, AttributeError):
+            continue
+    return 255
+
+
+def output_name_problem(job: Job, out_dir: Path | None) -> str | None:
+    """Say whether an output of `job` has a name longer than its file system allows.
+
+    Checked before the analysis: a name that fits the source can outgrow the limit as .json
+    (x.mp3 -> x.json, or x.mp3.json where two sources in a folder share a stem).
+
+    Parameters
+    ----------
+    job : Job
+        Its document (under `out_dir`) and reports.
+    out_dir : Path or None
+        Where documents are written; None when they are streamed.
+
+    Returns
+    -------
+    str or None
+        One line ("cannot write ...: file name too long (256 bytes; ...)"), or None.
+    """
+    targets = ([out_dir / job.output_rel] if out_dir is not None else []) + [p for _, p in job.plots]
+    for t in targets:
+        n = len(os.fsencode(t.name))
+        limit = _name_max(t.parent)
+        if n > limit:
+            return f"cannot write {quote_path(t)}: file name too long ({n} bytes; this file system allows {limit})"
+    return None
 
 
 _MODELS = None
@@ -151,7 +312,7 @@ def write_plots(job: Job, doc: dict, audio) -> str | None:
         try:
             write_atomic(path, render(doc, fmt=fmt, envelope=envelope, title=job.source.name), text=False)
         except OSError as exc:
-            return f"cannot write {path}: {exc.strerror or exc}"
+            return f"cannot write {quote_path(path)}: {exc.strerror or exc}"
     return None
 
 
@@ -160,6 +321,8 @@ def run_one(job: Job, options: RunOptions) -> Result:
     from .document import dumps
 
     try:
+        # checked again here: the file may have been replaced since the batch was collected
+        check_regular_file(job.source)
         doc, audio = analyze_path(job.source, options)
         plot_error = write_plots(job, doc, audio) if job.plots else None
         return Result(job, dumps(doc, pretty=options.pretty), audio.duration_s, None, plot_error=plot_error)
@@ -167,23 +330,20 @@ def run_one(job: Job, options: RunOptions) -> Result:
         internal = getattr(exc, "exit_code", 1) == 3
         return Result(job, None, 0.0, str(exc), internal=internal, detail=traceback.format_exc())
     except MemoryError:
-        return Result(job, None, 0.0, f"{job.source}: out of memory (try --duration to analyse an excerpt)")
+        return Result(job, None, 0.0, f"{quote_path(job.source)}: out of memory (try --duration to analyse an excerpt)")
     except Exception as exc:  # a bug: report it, keep the batch going
         return Result(
             job,
             None,
             0.0,
-            f"{job.source}: internal error: {type(exc).__name__}: {exc}",
+            f"{quote_path(job.source)}: internal error: {type(exc).__name__}: {exc}",
             internal=True,
             detail=traceback.format_exc(),
         )
 
 
 def _worker_init() -> None:
-    import signal
-
-    # Ctrl-C goes to the parent, which shuts the pool down; workers just stop
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # (workers.WorkerPool has the worker ignore Ctrl-C and die with its parent)
     global _IN_WORKER
     _IN_WORKER = True
     shared_models()
@@ -208,13 +368,28 @@ def is_up_to_date(job: Job, out_dir: Path, embedding_model_id: str | None = None
         return False
 
 
+def _create_temp(folder: Path) -> tuple[int, Path]:
+    # not tempfile.mkstemp: it creates the file 0600 (the output would keep that mode) and names it
+    # after the target plus 14 bytes, too long for a name near the 255-byte limit.  A short random
+    # name, created exclusively with mode 0666, gets the user's umask like any file they create.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = folder / f".{secrets.token_hex(4)}.tmp"
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{quote_path(folder)}: no free temporary name")
+
+
 def write_atomic(path: Path, data: bytes, *, text: bool = True) -> None:
     """Write to a temp file in the same folder, then rename: readers never see half a file.
 
-    Text ends with a newline (added if missing); binary data is written as is.
+    Text ends with a newline (added if missing); binary data is written as is.  The file gets
+    the permissions of any new file (0666 less the umask).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temp(path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -231,44 +406,31 @@ def write_atomic(path: Path, data: bytes, *, text: bool = True) -> None:
         raise
 
 
+def _lost(job: Job, failure) -> Result:
+    hint = "; try fewer --jobs, or --duration for an excerpt" if "out of memory" in failure.reason else ""
+    return Result(job, None, 0.0, f"{quote_path(job.source)}: {failure.reason}{hint}", internal=failure.internal,
+                  detail=failure.detail)
+
+
 def run_jobs(
     jobs: list[Job], options: RunOptions, *, workers: int, on_start: Callable[[Job], None] | None = None
 ) -> Iterator[Result]:
-    """Analyze jobs, yielding results in input order (so streamed output is deterministic)."""
+    """Analyze jobs, yielding results in input order (so streamed output is deterministic).
+
+    With several workers: a worker killed by the kernel (out of memory) fails its own job
+    only and is replaced; closing the iterator early, or an exception (Ctrl-C) while it
+    waits, stops the jobs in progress at once (`workers.WorkerPool`).  Close it explicitly
+    (`contextlib.closing`) so that happens when the caller stops, not when it is collected.
+    """
     if workers <= 1 or len(jobs) <= 1:
         for job in jobs:
             if on_start:
                 on_start(job)
             yield run_one(job, options)
         return
-    ctx = get_context("spawn")  # no fork after onnxruntime/BLAS threads exist
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
-        pending: dict[int, Future] = {}
-        done: dict[int, Result] = {}
-        next_submit = 0
-        next_yield = 0
-        try:
-            while next_yield < len(jobs):
-                while next_submit < len(jobs) and len(pending) < 2 * workers:
-                    pending[next_submit] = pool.submit(run_one, jobs[next_submit], options)
-                    next_submit += 1
-                if next_yield in done:
-                    yield done.pop(next_yield)
-                    next_yield += 1
-                    continue
-                finished, _ = wait(list(pending.values()), return_when=FIRST_COMPLETED)
-                for i, fut in list(pending.items()):
-                    if fut in finished:
-                        del pending[i]
-                        try:
-                            done[i] = fut.result()
-                        except Exception as exc:  # the worker died (killed, out of memory)
-                            done[i] = Result(
-                                jobs[i], None, 0.0, f"{jobs[i].source}: worker failed: {type(exc).__name__}: {exc}",
-                                internal=True,
-                            )
-        except BaseException:
-            for fut in pending.values():
-                fut.cancel()
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+    from .workers import WorkerFailure, WorkerPool
+
+    # run_one and _worker_init are looked up now, not at import: tests put stand-ins in their place
+    with WorkerPool(workers, initializer=_worker_init) as pool:
+        for job, out in zip(jobs, pool.imap(run_one, [(job, options) for job in jobs])):
+            yield _lost(job, out) if isinstance(out, WorkerFailure) else out

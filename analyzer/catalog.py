@@ -15,15 +15,15 @@ inverted index (Solr) and re-scored the top tracks the same way.
 from __future__ import annotations
 
 import os
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .errors import quote_path
 from .fingerprint import FingerprintParams
+from .sqlite_util import DatabaseKind, open_database, sqlite_errors
 
 SCHEMA_VERSION = 2
 
@@ -48,6 +48,11 @@ CREATE TABLE IF NOT EXISTS codes (
     PRIMARY KEY (code, track, time)
 ) WITHOUT ROWID;
 """
+
+CATALOG = DatabaseKind(
+    name="identification catalog", version_key="schema_version", version=SCHEMA_VERSION, schema=_SCHEMA,
+    made_by="`analyze index DIR --db FILE`",
+)
 
 
 @dataclass(frozen=True)
@@ -90,23 +95,13 @@ class Lookup:
 
 
 class Catalog:
+    """The catalog file: `create=True` (index) makes or extends one; otherwise (identify) it is
+    opened read-only.  Either way a file that is not a catalog of this schema version is
+    refused untouched, and SQLite's errors (a damaged file) are one-line InputErrors."""
+
     def __init__(self, path: str | os.PathLike, *, create: bool = False):
         self.path = Path(path)
-        if not create and not self.path.is_file():
-            raise InputError(f"{self.path}: no such catalog (make one with `analyze index DIR --db {self.path}`)")
-        try:
-            self.db = sqlite3.connect(self.path)
-            self.db.execute("PRAGMA foreign_keys = ON")
-            self.db.execute("PRAGMA journal_mode = WAL")
-            self.db.executescript(_SCHEMA)
-            row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        except sqlite3.DatabaseError as exc:
-            raise InputError(f"{self.path}: not a catalog database ({exc})") from None
-        if row is None:
-            with self.db:
-                self.db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif int(row[0]) != SCHEMA_VERSION:
-            raise InputError(f"{self.path}: catalog schema version {row[0]}, this analyzer reads {SCHEMA_VERSION}")
+        self.db = open_database(self.path, CATALOG, create=create, readonly=not create)
 
     def close(self) -> None:
         self.db.close()
@@ -120,7 +115,8 @@ class Catalog:
     # --- writing ---------------------------------------------------------------------------
 
     def is_current(self, path: str, mtime_ns: int) -> bool:
-        row = self.db.execute("SELECT mtime_ns FROM tracks WHERE path = ?", (path,)).fetchone()
+        with sqlite_errors(self.path, CATALOG):
+            row = self.db.execute("SELECT mtime_ns FROM tracks WHERE path = ?", (path,)).fetchone()
         return row is not None and int(row[0]) == mtime_ns
 
     def add(
@@ -129,7 +125,7 @@ class Catalog:
     ) -> int:
         """Insert or replace one track's codes in one transaction: a crash leaves the old rows or the new."""
         pairs = np.unique(np.stack([codes.astype(np.int64), times.astype(np.int64)], axis=1), axis=0)
-        with self.db:
+        with sqlite_errors(self.path, CATALOG), self.db:
             self.db.execute("DELETE FROM tracks WHERE path = ?", (path,))
             cur = self.db.execute(
                 "INSERT INTO tracks (path, title, artist, duration_s, n_codes, sample_md5, mtime_ns, added_at, chromaprint) "
@@ -145,8 +141,9 @@ class Catalog:
         return tid
 
     def count(self) -> tuple[int, int]:
-        n_tracks = self.db.execute("SELECT COUNT(*) FROM tracks").fetchone()[0]
-        n_codes = self.db.execute("SELECT COALESCE(SUM(n_codes), 0) FROM tracks").fetchone()[0]
+        with sqlite_errors(self.path, CATALOG):
+            n_tracks = self.db.execute("SELECT COUNT(*) FROM tracks").fetchone()[0]
+            n_codes = self.db.execute("SELECT COALESCE(SUM(n_codes), 0) FROM tracks").fetchone()[0]
         return int(n_tracks), int(n_codes)
 
     # --- reading ---------------------------------------------------------------------------
@@ -155,7 +152,15 @@ class Catalog:
         self, times: np.ndarray, codes: np.ndarray, chroma: np.ndarray, *, unit_s: float,
         params: MatchParams = MatchParams(),
     ) -> Lookup:
-        """Echoprint codes find candidate tracks and the offset; chromaprint at that offset decides."""
+        """Echoprint codes find candidate tracks and the offset; chromaprint at that offset decides.
+
+        InputError (one line) when the catalog cannot be read (damaged pages).
+        """
+        with sqlite_errors(self.path, CATALOG):
+            return self._lookup(times, codes, chroma, unit_s=unit_s, params=params)
+
+    def _lookup(self, times: np.ndarray, codes: np.ndarray, chroma: np.ndarray, *, unit_s: float,
+                params: MatchParams) -> Lookup:
         t0 = time.perf_counter()
         n_tracks = int(self.db.execute("SELECT COUNT(*) FROM tracks").fetchone()[0])
         uniq = np.unique(codes)
@@ -276,6 +281,9 @@ def file_codes(path: Path, decode_params=None, *, query: bool = False) -> FileCo
     from .audio import DecodeParams, decode
     from .fingerprint import ECHOPRINT_SR, chromaprint_raw, echoprint_from_samples
 
+    from .batch import check_regular_file
+
+    check_regular_file(Path(path))  # a FIFO would block the decoder's open() forever
     audio = decode(path, sr=ECHOPRINT_SR, params=decode_params or DecodeParams())
     _, times, codes = echoprint_from_samples(
         audio.samples, IDENTIFY_PARAMS, margin_frames=QUERY_MARGIN_FRAMES if query else 0
@@ -302,9 +310,9 @@ def file_codes_or_error(path: Path, decode_params=None) -> FileCodes | str:
     except AnalyzerError as exc:
         return str(exc)
     except MemoryError:
-        return f"{path}: out of memory"
+        return f"{quote_path(path)}: out of memory"
     except Exception as exc:  # a bug: report it, keep the batch going
-        return f"{path}: internal error: {type(exc).__name__}: {exc}"
+        return f"{quote_path(path)}: internal error: {type(exc).__name__}: {exc}"
 
 
 def match_to_dict(m: Match) -> dict:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
+from contextlib import closing
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -12,7 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import __version__
-from .errors import AnalyzerError
+from .errors import AnalyzerError, one_line, quote_path
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -33,8 +35,42 @@ app = typer.Typer(
 
 
 def _err(msg: str) -> None:
-    sys.stderr.write(f"error: {msg}\n")
+    sys.stderr.write(f"error: {one_line(msg)}\n")
     sys.stderr.flush()
+
+
+def _warn(msg: str) -> None:
+    sys.stderr.write(f"warning: {one_line(msg)}\n")
+    sys.stderr.flush()
+
+
+def _say(console, line: str) -> None:
+    # one line whatever a message holds (a file name with a newline or an escape code)
+    console.print(one_line(line), markup=False, soft_wrap=True)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, systemd, docker stop): handled as Ctrl-C is, and exits 143 instead of 130."""
+
+
+def _stopped(exc: KeyboardInterrupt) -> tuple[str, int]:
+    """(the word for how the run was stopped, its exit code)."""
+    return ("terminated", 128 + signal.SIGTERM) if isinstance(exc, Terminated) else ("interrupted", 130)
+
+
+def _install_stop_handlers() -> None:
+    first: list[int] = []
+
+    def on_signal(signum, frame):
+        if first:
+            # a second Ctrl-C (or SIGTERM) while the first one is handled: wait for nothing more;
+            # the workers end with this process (workers.die_with_parent)
+            os._exit(first[0])
+        first.append(130 if signum == signal.SIGINT else 128 + signum)
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
 
 
 def _version(value: bool) -> None:
@@ -91,7 +127,7 @@ def main_command(
     from dataclasses import replace
 
     from .audio import DecodeParams
-    from .batch import RunOptions, collect_jobs, plot_paths
+    from .batch import RunOptions, check_output_clashes, collect_inputs, plot_paths
 
     if jobs < 0:
         _err(f"--jobs must be >= 0, got {jobs}")
@@ -117,23 +153,28 @@ def main_command(
             _err(str(exc))
             raise typer.Exit(getattr(exc, "exit_code", EXIT_INPUT)) from None
     try:
-        job_list = collect_jobs(paths)
+        found = collect_inputs(paths)
+        if out_dir is not None or plot_dir is not None:
+            check_output_clashes(found.jobs)
     except AnalyzerError as exc:
         _err(str(exc))
         raise typer.Exit(getattr(exc, "exit_code", EXIT_INPUT)) from None
+    for note in found.skipped:
+        _warn(note)
+    job_list = found.jobs
 
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
-        _err(f"-o {out_dir}: exists and is not a folder")
+        _err(f"-o {quote_path(out_dir)}: exists and is not a folder")
         raise typer.Exit(EXIT_USAGE)
     if plot_dir is not None and plot_dir.exists() and not plot_dir.is_dir():
-        _err(f"--plot-dir {plot_dir}: exists and is not a folder")
+        _err(f"--plot-dir {quote_path(plot_dir)}: exists and is not a folder")
         raise typer.Exit(EXIT_USAGE)
     if (plot is not None or plot_html is not None) and len(job_list) != 1:
         _err("--plot and --plot-html take one input file; use --plot-dir DIR for several")
         raise typer.Exit(EXIT_USAGE)
     for flag, target in (("--plot", plot), ("--plot-html", plot_html)):
         if target is not None and target.is_dir():
-            _err(f"{flag} {target}: is a folder; give a file name")
+            _err(f"{flag} {quote_path(target)}: is a folder; give a file name")
             raise typer.Exit(EXIT_USAGE)
     job_list = [
         replace(
@@ -157,7 +198,12 @@ def main_command(
 def _run_single(job, options, fmt: Format, debug: bool) -> int:
     from .batch import run_one
 
-    res = run_one(job, options)
+    try:
+        res = run_one(job, options)
+    except KeyboardInterrupt as exc:
+        word, code = _stopped(exc)
+        _err(word)
+        return code
     if res.error:
         _err(res.error)
         if debug and res.detail:
@@ -186,7 +232,7 @@ def _run_batch(job_list, options, out_dir: Optional[Path], fmt: Format, workers:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from .batch import is_up_to_date, run_jobs, write_atomic
+    from .batch import is_up_to_date, output_name_problem, run_jobs, write_atomic
 
     console = Console(stderr=True, highlight=False)
     skipped = 0
@@ -215,21 +261,30 @@ def _run_batch(job_list, options, out_dir: Optional[Path], fmt: Format, workers:
         transient=True,
         disable=not console.is_terminal,
     )
+    # an output name the file system cannot hold fails now, not after its file's analysis
+    runnable = []
+    for j in todo:
+        problem = output_name_problem(j, out_dir)
+        if problem is None:
+            runnable.append(j)
+        else:
+            failed += 1
+            _say(console, f"error: {problem}")
     try:
-        with progress:
-            task = progress.add_task("", total=len(todo))
-            for res in run_jobs(todo, options, workers=min(workers, max(len(todo), 1))):
+        with progress, closing(run_jobs(runnable, options, workers=min(workers, max(len(runnable), 1)))) as results:
+            task = progress.add_task("", total=len(runnable))
+            for res in results:
                 if res.error:
                     failed += 1
                     internal += res.internal
-                    progress.console.print(f"error: {res.error}", markup=False, soft_wrap=True)
+                    _say(progress.console, f"error: {res.error}")
                     if debug and res.detail:
                         progress.console.print(res.detail, markup=False)
                 else:
                     audio_s += res.audio_s
                     if res.plot_error:
                         failed += 1
-                        progress.console.print(f"error: {res.plot_error}", markup=False, soft_wrap=True)
+                        _say(progress.console, f"error: {res.plot_error}")
                     if out_dir is not None:
                         try:
                             write_atomic(out_dir / res.job.output_rel, res.document)
@@ -237,18 +292,19 @@ def _run_batch(job_list, options, out_dir: Optional[Path], fmt: Format, workers:
                             # disk full, read-only folder, a file in the way: report it, keep going
                             failed += 1
                             audio_s -= res.audio_s
-                            progress.console.print(
-                                f"error: cannot write {out_dir / res.job.output_rel}: {exc.strerror or exc}",
-                                markup=False,
-                                soft_wrap=True,
-                            )
+                            _say(progress.console, f"error: cannot write {quote_path(out_dir / res.job.output_rel)}: "
+                                 f"{exc.strerror or exc}")
                     else:
                         sys.stdout.buffer.write(res.document + b"\n")
                         sys.stdout.flush()
-                progress.update(task, advance=1, description=str(res.job.source.name)[:40])
-    except KeyboardInterrupt:
-        _err("interrupted; finished outputs are kept, rerun to resume")
-        return 130
+                progress.update(task, advance=1, description=one_line(res.job.source.name[:40]))
+    except KeyboardInterrupt as exc:
+        # run_jobs has stopped the files in progress at once (closing it stops its workers):
+        # waiting for them could take minutes per file
+        word, code = _stopped(exc)
+        _err(f"{word}: stopped the files in progress (nothing of theirs is written); "
+             "finished outputs are kept, rerun to resume")
+        return code
     except BrokenPipeError:
         # the reader went away (e.g. `| head`): stop quietly
         _quiet_stdout()
@@ -287,29 +343,35 @@ def index_command(
         float, typer.Option("--max-duration", help="Refuse files longer than this many seconds.")
     ] = 3600.0,
 ) -> None:
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from .audio import DecodeParams
-    from .batch import collect_jobs
-    from .catalog import Catalog, file_codes_or_error
+    from .batch import collect_inputs
+    from .catalog import Catalog
+    from .workers import WorkerFailure
 
     if jobs < 0:
         _err(f"--jobs must be >= 0, got {jobs}")
         raise typer.Exit(EXIT_USAGE)
     try:
-        sources = [j.source for j in collect_jobs(dirs)]
+        found = collect_inputs(dirs)
         catalog = Catalog(db, create=True)
     except AnalyzerError as exc:
         _err(str(exc))
         raise typer.Exit(getattr(exc, "exit_code", EXIT_INPUT)) from None
+    for note in found.skipped:
+        _warn(note)
+    sources = [j.source for j in found.jobs]
     console = Console(stderr=True, highlight=False)
-    todo = sources if force else [
-        p for p in sources if not (p.is_file() and catalog.is_current(str(p.resolve()), p.stat().st_mtime_ns))
-    ]
+    try:
+        todo = sources if force else [
+            p for p in sources if not (p.is_file() and catalog.is_current(str(p.resolve()), p.stat().st_mtime_ns))
+        ]
+    except AnalyzerError as exc:  # a damaged catalog
+        catalog.close()
+        _err(str(exc))
+        raise typer.Exit(getattr(exc, "exit_code", EXIT_INPUT)) from None
     params = DecodeParams(max_duration_s=max_duration)
     added = failed = 0
     audio_s = 0.0
@@ -318,30 +380,52 @@ def index_command(
                         TextColumn("{task.description}"), console=console, transient=True, disable=not console.is_terminal)
     workers = max(1, min(jobs or _cores(), len(todo)))
     try:
-        with progress, ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        with progress, closing(_fingerprint_all(todo, params, workers)) as results:
             task = progress.add_task("", total=len(todo))
             # the workers decode and fingerprint; this process is the catalog's one writer
-            for path, res in zip(todo, pool.map(file_codes_or_error, todo, [params] * len(todo), chunksize=1)):
-                if isinstance(res, str):
+            for path, res in zip(todo, results):
+                if isinstance(res, WorkerFailure):
                     failed += 1
-                    progress.console.print(f"error: {res}", markup=False, soft_wrap=True)
+                    _say(progress.console, f"error: {quote_path(path)}: {res.reason}")
+                elif isinstance(res, str):
+                    failed += 1
+                    _say(progress.console, f"error: {res}")
                 else:
                     catalog.add(path=res.path, times=res.times, codes=res.codes, chroma=res.chroma, duration_s=res.duration_s,
                                 sample_md5=res.sample_md5, mtime_ns=res.mtime_ns, title=res.title, artist=res.artist)
                     added += 1
                     audio_s += res.duration_s
-                progress.update(task, advance=1, description=path.name[:40])
-    except KeyboardInterrupt:
-        _err("interrupted; files indexed so far are kept, rerun to resume")
-        raise typer.Exit(130) from None
-    n_tracks, n_codes = catalog.count()
+                progress.update(task, advance=1, description=one_line(path.name[:40]))
+        n_tracks, n_codes = catalog.count()
+    except KeyboardInterrupt as exc:
+        catalog.close()
+        word, code = _stopped(exc)
+        _err(f"{word}: stopped the files in progress; files indexed so far are kept, rerun to resume")
+        raise typer.Exit(code) from None
+    except AnalyzerError as exc:  # the catalog itself (damaged, disk full): nothing more can be added
+        catalog.close()
+        _err(str(exc))
+        raise typer.Exit(getattr(exc, "exit_code", EXIT_INPUT)) from None
     catalog.close()
     wall = time.perf_counter() - t0
-    sys.stderr.write(
-        f"{added} indexed, {failed} failed, {len(sources) - len(todo)} up to date (skipped); catalog {db}: "
-        f"{n_tracks} tracks, {n_codes} codes; {audio_s / 60:.1f} min of audio in {wall:.1f} s\n"
-    )
+    sys.stderr.write(one_line(
+        f"{added} indexed, {failed} failed, {len(sources) - len(todo)} up to date (skipped); catalog {quote_path(db)}: "
+        f"{n_tracks} tracks, {n_codes} codes; {audio_s / 60:.1f} min of audio in {wall:.1f} s"
+    ) + "\n")
     raise typer.Exit(EXIT_INPUT if failed else EXIT_OK)
+
+
+def _fingerprint_all(todo: list[Path], params, workers: int):
+    """Each file's catalog codes (or a one-line reason, or a WorkerFailure), in order, from worker processes."""
+    from . import catalog
+    from .workers import WorkerPool
+
+    if not todo:
+        return
+    # looked up now: tests put a stand-in in its place
+    fingerprint = catalog.file_codes_or_error
+    with WorkerPool(workers) as pool:
+        yield from pool.imap(fingerprint, [(p, params) for p in todo])
 
 
 @catalog_app.command("identify", help="Identify clips against a catalog made by `analyze index`: prints the best "
@@ -372,27 +456,37 @@ def identify_command(
         raise typer.Exit(getattr(exc, "exit_code", EXIT_INPUT)) from None
     params = replace(MatchParams(), top=top)
     failed = 0
-    for clip in clips:
-        try:
-            fc = file_codes(clip, DecodeParams(offset_s=offset, duration_s=duration), query=True)
-        except AnalyzerError as exc:
-            _err(str(exc))
-            failed += 1
-            continue
-        res = catalog.lookup(fc.times, fc.codes, fc.chroma, unit_s=CODE_UNIT_S, params=params)
-        best = res.matches[0] if res.matches and res.matches[0].matched else None
-        out = {
-            "query": str(clip),
-            "duration": round(fc.duration_s, 3),
-            "codes": res.n_query_codes,
-            "lookup_ms": round(res.lookup_s * 1000, 2),
-            "match": match_to_dict(best) if best else None,
-            "candidates": [match_to_dict(m) for m in res.matches],
-        }
-        opts = orjson.OPT_INDENT_2 if pretty and len(clips) == 1 else 0
-        sys.stdout.buffer.write(orjson.dumps(out, option=opts) + b"\n")
-        sys.stdout.flush()
-    catalog.close()
+    try:
+        for clip in clips:
+            try:
+                fc = file_codes(clip, DecodeParams(offset_s=offset, duration_s=duration), query=True)
+            except AnalyzerError as exc:
+                _err(str(exc))
+                failed += 1
+                continue
+            # an AnalyzerError here is the catalog's (damaged, unreadable): no other clip can be looked up
+            res = catalog.lookup(fc.times, fc.codes, fc.chroma, unit_s=CODE_UNIT_S, params=params)
+            best = res.matches[0] if res.matches and res.matches[0].matched else None
+            out = {
+                "query": str(clip),
+                "duration": round(fc.duration_s, 3),
+                "codes": res.n_query_codes,
+                "lookup_ms": round(res.lookup_s * 1000, 2),
+                "match": match_to_dict(best) if best else None,
+                "candidates": [match_to_dict(m) for m in res.matches],
+            }
+            opts = orjson.OPT_INDENT_2 if pretty and len(clips) == 1 else 0
+            sys.stdout.buffer.write(orjson.dumps(out, option=opts) + b"\n")
+            sys.stdout.flush()
+    except KeyboardInterrupt as exc:
+        word, code = _stopped(exc)
+        _err(word)
+        raise typer.Exit(code) from None
+    except AnalyzerError as exc:
+        _err(str(exc))
+        raise typer.Exit(getattr(exc, "exit_code", EXIT_INPUT)) from None
+    finally:
+        catalog.close()
     raise typer.Exit(EXIT_INPUT if failed else EXIT_OK)
 
 
@@ -400,15 +494,17 @@ CATALOG_COMMANDS = ("index", "identify")
 
 
 def main() -> None:
+    _install_stop_handlers()
     try:
         if len(sys.argv) > 1 and sys.argv[1] in CATALOG_COMMANDS:
             # `analyze index ...` / `analyze identify ...`; anything else is a path to analyze
             catalog_app()
             return
         app()
-    except KeyboardInterrupt:
-        _err("interrupted")
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        word, code = _stopped(exc)
+        _err(word)
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -239,8 +239,8 @@ def test_identify_errors_are_one_line(catalog, tmp_path):
     missing = _cli("identify", tmp_path / "nope.mp3", "--db", catalog["db"])
     assert missing.returncode == 1 and missing.stderr.count("\n") == 1 and "Traceback" not in missing.stderr
     nodb = _cli("identify", catalog["dir"] / "broken.mp3", "--db", tmp_path / "none.db")
-    assert nodb.returncode == 1 and "no such catalog" in nodb.stderr
+    assert nodb.returncode == 1 and "no such identification catalog" in nodb.stderr
     notdb = tmp_path / "x.db"
     notdb.write_text("hello, not sqlite")
     bad = _cli("identify", catalog["dir"] / "broken.mp3", "--db", notdb)
-    assert bad.returncode == 1 and "not a catalog" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 1 and "not an identification catalog" in bad.stderr and "Traceback" not in bad.stderr
