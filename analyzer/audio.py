@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .errors import DecodeError, InputError, ParameterError
+from .errors import DecodeError, InputError, ParameterError, quote_path
 
 ANALYSIS_SR = 22050
 
@@ -78,19 +79,29 @@ class Audio:
 
 
 def _check_path(path: Path) -> None:
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder, not an audio file")
+    name = quote_path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise InputError(f"{name}: no such file") from None
+    except PermissionError:
+        raise InputError(f"{name}: permission denied (cannot read the file)") from None
+    except OSError as exc:
+        raise InputError(f"{name}: cannot be read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(f"{name}: is a folder, not an audio file")
+    if not stat.S_ISREG(st.st_mode):
+        # a FIFO or a device would block the read (or never end): only regular files are audio files
+        raise InputError(f"{name}: not a regular file (a pipe, socket or device); only files are read")
     try:
         with open(path, "rb") as fh:
             head = fh.read(16)
     except PermissionError:
-        raise InputError(f"{path}: permission denied (cannot read the file)") from None
+        raise InputError(f"{name}: permission denied (cannot read the file)") from None
     except OSError as exc:
-        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+        raise InputError(f"{name}: cannot be read ({exc.strerror or exc})") from None
     if not head:
-        raise DecodeError(f"{path}: empty file (0 bytes)")
+        raise DecodeError(f"{name}: empty file (0 bytes)")
 
 
 def read_tags(path: Path) -> dict[str, str]:
@@ -134,30 +145,34 @@ def decode(path: str | os.PathLike, *, sr: int = ANALYSIS_SR, params: DecodePara
         )
     path = Path(path)
     _check_path(path)
+    name = quote_path(path)
 
     try:
         container = av.open(str(path), mode="r")
     except av.error.FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
+        raise InputError(f"{name}: no such file") from None
     except av.error.PermissionError:
-        raise InputError(f"{path}: permission denied (cannot read the file)") from None
+        raise InputError(f"{name}: permission denied (cannot read the file)") from None
     except (av.error.InvalidDataError, av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
-        raise DecodeError(f"{path}: not a readable audio file ({_short(exc)})") from None
+        raise DecodeError(f"{name}: not a readable audio file ({_short(exc)})") from None
 
     with container:
         if not container.streams.audio:
-            raise DecodeError(f"{path}: the file has no audio stream")
+            raise DecodeError(f"{name}: the file has no audio stream")
         stream = container.streams.audio[0]
         ctx = stream.codec_context
+        if ctx is None:
+            # FFmpeg found a stream but no decoder for it (a damaged or unknown codec id)
+            raise DecodeError(f"{name}: the audio stream has no decoder (damaged or unsupported codec)")
         native_sr = int(ctx.sample_rate or stream.sample_rate or 0)
         channels = int(ctx.channels or 0)
         if native_sr <= 0 or channels <= 0:
-            raise DecodeError(f"{path}: the audio stream declares no sample rate or channels")
+            raise DecodeError(f"{name}: the audio stream declares no sample rate or channels")
         declared_s = _declared_duration(container, stream)
         # headers round (an mp3's 3600.000045 s is a 60-minute file): a second of slack
         if declared_s > params.max_duration_s + _DURATION_SLACK_S and not params.duration_s:
             raise InputError(
-                f"{path}: {_minutes(declared_s)} of audio; the limit is {_minutes(params.max_duration_s)} "
+                f"{name}: {_minutes(declared_s)} of audio; the limit is {_minutes(params.max_duration_s)} "
                 "(analyse an excerpt with --offset/--duration or raise --max-duration)"
             )
         bit_rate = int(stream.bit_rate or container.bit_rate or 0)
@@ -212,7 +227,7 @@ def decode(path: str | os.PathLike, *, sr: int = ANALYSIS_SR, params: DecodePara
                     buffer.append(resampler.resample_chunk(mono, last=False))
                     if t0 - params.offset_s > params.max_duration_s + _DURATION_SLACK_S:
                         raise InputError(
-                            f"{path}: more than {_minutes(params.max_duration_s)} of audio "
+                            f"{name}: more than {_minutes(params.max_duration_s)} of audio "
                             "(analyse an excerpt with --offset/--duration or raise --max-duration)"
                         )
                 else:
@@ -220,10 +235,10 @@ def decode(path: str | os.PathLike, *, sr: int = ANALYSIS_SR, params: DecodePara
                 break
         except av.error.FFmpegError as exc:
             if not decoded_native:
-                raise DecodeError(f"{path}: not a readable audio file ({_short(exc)})") from None
+                raise DecodeError(f"{name}: not a readable audio file ({_short(exc)})") from None
             if not params.allow_truncated:
                 raise DecodeError(
-                    f"{path}: damaged or truncated after {decoded_native / native_sr:.1f} s "
+                    f"{name}: damaged or truncated after {decoded_native / native_sr:.1f} s "
                     f"({_short(exc)}; --allow-truncated analyses what decodes)"
                 ) from None
         buffer.append(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
@@ -233,9 +248,9 @@ def decode(path: str | os.PathLike, *, sr: int = ANALYSIS_SR, params: DecodePara
     samples = buffer.result()
     got_s = decoded_native / native_sr
     if got_s == 0:
-        raise DecodeError(f"{path}: no audio could be decoded (not audio, or truncated to nothing)")
+        raise DecodeError(f"{name}: no audio could be decoded (not audio, or truncated to nothing)")
     if params.offset_s > 0 and declared_s and params.offset_s >= declared_s:
-        raise ParameterError(f"--offset {params.offset_s} s is past the end of {path} ({declared_s:.1f} s)")
+        raise ParameterError(f"--offset {params.offset_s} s is past the end of {name} ({declared_s:.1f} s)")
     expected_s = (min(declared_s, want_end) - params.offset_s) if declared_s else 0.0
     if (
         not params.allow_truncated
@@ -243,12 +258,12 @@ def decode(path: str | os.PathLike, *, sr: int = ANALYSIS_SR, params: DecodePara
         and got_s < _TRUNCATION_RATIO * expected_s - _TRUNCATION_TOLERANCE_S
     ):
         raise DecodeError(
-            f"{path}: truncated: decoded {got_s:.1f} s of the {expected_s:.1f} s its header declares "
+            f"{name}: truncated: decoded {got_s:.1f} s of the {expected_s:.1f} s its header declares "
             "(--allow-truncated analyses what decodes)"
         )
     if got_s < params.min_duration_s:
         raise DecodeError(
-            f"{path}: only {got_s:.2f} s of audio; the analyzer needs at least {params.min_duration_s:g} s"
+            f"{name}: only {got_s:.2f} s of audio; the analyzer needs at least {params.min_duration_s:g} s"
         )
     np.clip(samples, -1.0, 1.0, out=samples)
 

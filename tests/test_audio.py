@@ -106,3 +106,22 @@ def test_the_duration_limit_allows_a_header_that_rounds_up(fx):
     assert audio.duration_s == pytest.approx(30.0, abs=0.1)
     with pytest.raises(InputError, match=r"30\.\d s of audio; the limit is 28\.5 s"):
         decode(mp3["path"], params=DecodeParams(max_duration_s=28.5))
+
+
+def test_a_pipe_is_refused_without_blocking(tmp_path):
+    import os
+
+    fifo = tmp_path / "stream.mp3"
+    os.mkfifo(fifo)
+    # opening a FIFO for reading would wait for a writer forever: refused from its type alone
+    with pytest.raises(InputError, match="not a regular file"):
+        decode(fifo)
+
+
+def test_odd_names_are_quoted_in_messages(tmp_path):
+    path = tmp_path / "bad\nname\x1b[31m.mp3"
+    path.write_bytes(b"not audio at all, just text" * 10)
+    with pytest.raises(DecodeError) as e:
+        decode(path)
+    msg = str(e.value)
+    assert "\n" not in msg and "\x1b" not in msg and "\\n" in msg
