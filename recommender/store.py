@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import shutil
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from analyzer.errors import InputError
+from analyzer.sqlite_util import DatabaseKind, open_database
 
 from .data import MAX_VALUE
 
@@ -49,6 +49,15 @@ CREATE TABLE IF NOT EXISTS models (version TEXT PRIMARY KEY, created REAL NOT NU
 """
 
 
+STORE_KIND = DatabaseKind(
+    name="recommender catalog",
+    version_key="format_version",
+    version=FORMAT_VERSION,
+    schema=_SCHEMA,
+    made_by="`recommend import-plays` (or import-hetrec)",
+)
+
+
 class Store:
     def __init__(self, folder: str | os.PathLike, *, create: bool = False):
         self.folder = Path(folder)
@@ -59,20 +68,9 @@ class Store:
             if self.folder.exists() and not self.folder.is_dir():
                 raise InputError(f"{self.folder}: exists and is not a folder")
             self.folder.mkdir(parents=True, exist_ok=True)
-        try:
-            self.db = sqlite3.connect(db)
-            self.db.execute("PRAGMA journal_mode = WAL")
-            self.db.executescript(_SCHEMA)
-            row = self.db.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
-        except sqlite3.DatabaseError as exc:
-            raise InputError(f"{db}: not a recommender catalog ({exc})") from None
-        if row is None:
-            with self.db:
-                self.db.execute("INSERT INTO meta VALUES ('format_version', ?)", (str(FORMAT_VERSION),))
-        elif int(row[0]) != FORMAT_VERSION:
-            raise InputError(
-                f"{self.folder}: model folder format {row[0]}, this recommend reads {FORMAT_VERSION}; re-import its data"
-            )
+        # one opener for every versioned SQLite file of the project: another program's database
+        # (an identification catalog, say) is refused untouched, SQLite's errors are one line
+        self.db = open_database(db, STORE_KIND, create=create)
 
     def close(self) -> None:
         self.db.close()

@@ -397,3 +397,17 @@ def test_a_second_fit_on_the_same_folder_is_refused_while_one_runs(fitted, tmp_p
         line = _one_line_error(_cli("fit", "--model", model, "--no-tune"))
     assert "another fit" in line, line
     assert (model / "models" / ".v0002.tmp").is_dir()
+
+
+def test_a_model_folder_holding_another_programs_database_is_refused_untouched(tmp_path):
+    from analyzer.catalog import Catalog
+    from analyzer.errors import InputError
+    from recommender.store import Store
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    Catalog(folder / "catalog.db", create=True).close()  # an identification catalog in its place
+    before = (folder / "catalog.db").read_bytes()
+    with pytest.raises(InputError, match="identification catalog|recommender catalog"):
+        Store(folder)
+    assert (folder / "catalog.db").read_bytes() == before
