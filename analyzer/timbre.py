@@ -182,8 +182,13 @@ def _load_basis(path: str, params: TimbreParams) -> TimbreBasis:
     try:
         with np.load(path, allow_pickle=False) as f:
             data = {k: f[k] for k in f.files}
-    except (OSError, ValueError) as exc:
-        raise ParameterError(f"cannot read the timbre basis {path}: {exc}") from exc
+    # a damaged archive fails while its members are read, with errors from zip, zlib and
+    # numpy's header parser (SyntaxError, tokenize errors...): at this file boundary any
+    # failure to read means the same thing to the user
+    except Exception as exc:  # noqa: BLE001
+        raise ParameterError(f"cannot read the timbre basis {path}: {type(exc).__name__}: {exc}") from None
+    if not all(isinstance(v, np.ndarray) for v in data.values()):
+        raise ParameterError(f"cannot read the timbre basis {path}: it is not an array archive")
     size = params.patch_size
     comps, mean = data.get("components"), data.get("mean_patch")
     if comps is None or comps.shape != (N_COMPONENTS, size):
