@@ -17,10 +17,20 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+# the real CLI in a fresh interpreter, and the same with these stand-ins installed
+ANALYZE = [sys.executable, "-c", "from analyzer.cli import main; main()"]
+FAKE_ANALYZE = [
+    sys.executable, "-c",
+    "import sys; sys.path.insert(0, 'tests'); import _cli_fakes; _cli_fakes.install(); "
+    "from analyzer.cli import main; main()",
+]
 
 
 def marker(source, kind: str) -> Path:

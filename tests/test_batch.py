@@ -19,16 +19,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from _cli_fakes import fake_run_one, marker
+from _cli_fakes import ANALYZE, FAKE_ANALYZE, ROOT, fake_run_one, marker
 from analyzer.cli import app
 
-ROOT = Path(__file__).resolve().parents[1]
-ANALYZE = [sys.executable, "-c", "from analyzer.cli import main; main()"]
-FAKE_ANALYZE = [
-    sys.executable, "-c",
-    "import sys; sys.path.insert(0, 'tests'); import _cli_fakes; _cli_fakes.install(); "
-    "from analyzer.cli import main; main()",
-]
 DEADLINE_S = 60  # generous: a loaded 2-core machine starts Python slowly; no assertion depends on it
 
 posix_only = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs and POSIX signals")

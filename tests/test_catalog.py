@@ -7,22 +7,15 @@ import hashlib
 import os
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from _cli_fakes import ANALYZE, FAKE_ANALYZE, ROOT
 from analyzer.catalog import SCHEMA_VERSION, Catalog
 from analyzer.errors import InputError
 
-ROOT = Path(__file__).resolve().parents[1]
-ANALYZE = [sys.executable, "-c", "from analyzer.cli import main; main()"]
-FAKE_ANALYZE = [
-    sys.executable, "-c",
-    "import sys; sys.path.insert(0, 'tests'); import _cli_fakes; _cli_fakes.install(); "
-    "from analyzer.cli import main; main()",
-]
 SR = 22050
 
 
