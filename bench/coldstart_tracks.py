@@ -44,12 +44,12 @@ TEMPI = {"slow": (58, 80), "medium": (90, 118), "fast": (128, 165)}
 
 def pieces() -> list[tuple[str, str]]:
     """(style, corpus path) pairs, a fixed selection spread evenly over each composer's works."""
-    from music21 import corpus
+    from .corpus import corpus_paths
 
     out = []
     for style, sources in STYLES.items():
         for composer, n in sources:
-            paths = sorted(str(p) for p in corpus.getComposer(composer))
+            paths = corpus_paths(composer)  # the held-out works removed
             if not paths:
                 continue
             idx = np.unique(np.linspace(0, len(paths) - 1, num=min(n, len(paths))).astype(int))
