@@ -258,3 +258,26 @@ def test_timbre_basis_loader_accepts_or_refuses(work):
 
     run()
     _load_basis.cache_clear()
+
+
+def test_skey_weights_loader_accepts_or_refuses(work):
+    from analyzer import skey
+
+    seed = skey.WEIGHTS_PATH.read_bytes()
+
+    @FUZZ
+    @given(mutated(seed))
+    def run(blob):
+        path = work / "skey.safetensors"
+        path.write_bytes(blob)
+        skey._load.cache_clear()
+        try:
+            net = skey.load(path)
+        except AnalyzerError:
+            return
+        # a file that loads runs: a mutated weight may change the answer, never crash it
+        p = net.probabilities(np.sin(np.arange(4 * 22050) * 0.05).astype(np.float32))
+        assert p.shape == (24,)
+
+    run()
+    skey._load.cache_clear()
