@@ -1,8 +1,12 @@
-"""Key and mode: madmom's key CNN, with Essentia's profile-based estimate as a second vote.
+"""Key and mode: S-KEY (Deezer's self-supervised key network, ``analyzer/skey.py``).
 
-On the GTZAN development clips the CNN alone scores 0.605 (weighted score) and
-Essentia's `edma` profile 0.598; adding the profile estimate to the CNN's
-probabilities with weight 0.4 x its strength scores 0.660 (see bench/RESULTS.md).
+On the 47 key-annotated files (42 GTZAN clips with human labels, 5 renders), in two
+folds of files, S-KEY alone scores 0.658 / 0.748 (weighted score) against 0.625 /
+0.748 for the vote this stage used before (madmom's key CNN + 0.4 x Essentia's edma
+profile strength), 0.558 / 0.717 for madmom's CNN alone and 0.592 / 0.691 for
+Essentia alone; no vote of S-KEY with the others won on both folds
+(``python -m bench.key``, figures in bench/RESULTS.md).  S-KEY is MIT-licensed, so
+the key stage no longer uses madmom's non-commercial (CC BY-NC-SA) key model.
 """
 
 from __future__ import annotations
@@ -14,13 +18,10 @@ import numpy as np
 from .errors import ParameterError
 
 PITCH_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
-_FLATS = {"Db": "C#", "Eb": "D#", "Gb": "F#", "Ab": "G#", "Bb": "A#"}
 
 
 @dataclass(frozen=True)
 class KeyParams:
-    essentia_profile: str = "edma"
-    essentia_weight: float = 0.4
     # below this RMS (dBFS) there is nothing tonal to read
     min_level_db: float = -55.0
 
@@ -44,37 +45,13 @@ class Key:
         return f"{PITCH_NAMES[self.key]} {'major' if self.mode == 1 else 'minor'}"
 
 
-def cnn_to_pitch_class_order(p: np.ndarray) -> np.ndarray:
-    """madmom orders keys A major..G# major, A minor..G# minor; we use C first."""
-    p = np.asarray(p, dtype=float).reshape(-1)
-    if p.shape != (24,):
-        raise ParameterError(f"key CNN output must have 24 values, got {p.shape}")
-    out = np.zeros(24)
-    idx = np.arange(24)
-    out[(9 + idx % 12) % 12 + 12 * (idx >= 12)] = p
-    return out
+def estimate_key(*, probabilities: np.ndarray | None, samples: np.ndarray, params: KeyParams) -> Key:
+    """The key and mode from S-KEY's 24 probabilities (C first, majors then minors), with confidences.
 
-
-_ESSENTIA_CACHE: dict[tuple[str, int], object] = {}
-
-
-def essentia_key(samples: np.ndarray, sr: int, profile: str) -> tuple[int, int, float]:
-    """(pitch class, mode, strength) from Essentia's KeyExtractor."""
-    import essentia
-
-    essentia.log.infoActive = False  # before essentia.standard, which logs on import
-    import essentia.standard as es
-    k = (profile, sr)
-    if k not in _ESSENTIA_CACHE:
-        _ESSENTIA_CACHE[k] = es.KeyExtractor(profileType=profile, sampleRate=float(sr))
-    name, scale, strength = _ESSENTIA_CACHE[k](np.ascontiguousarray(samples, dtype=np.float32))
-    pc = PITCH_NAMES.index(_FLATS.get(name, name))
-    return pc, 1 if scale == "major" else 0, float(strength)
-
-
-def estimate_key(*, cnn_probabilities: np.ndarray, samples: np.ndarray, sr: int, params: KeyParams) -> Key:
-    """Combine the CNN's 24 probabilities with Essentia's profile estimate."""
-    if samples.size == 0:
+    ``probabilities`` None (input too short or silent for the network) or a signal
+    below ``params.min_level_db`` gives no key.
+    """
+    if samples.size == 0 or probabilities is None:
         return Key.none()
     # the mean square a million samples at a time in float64: no float64 copy of a long file
     x = np.asarray(samples).reshape(-1)
@@ -83,12 +60,10 @@ def estimate_key(*, cnn_probabilities: np.ndarray, samples: np.ndarray, sr: int,
     rms_db = 20 * np.log10(float(np.sqrt(square_sum / len(x))) + 1e-12) + 3.01
     if rms_db < params.min_level_db:
         return Key.none()
-    p = cnn_to_pitch_class_order(cnn_probabilities)
-    p = p / max(p.sum(), 1e-12)
-    if params.essentia_weight > 0:
-        pc, mode, strength = essentia_key(samples, sr, params.essentia_profile)
-        p[pc + 12 * (1 - mode)] += params.essentia_weight * strength
-        p /= p.sum()
+    p = np.asarray(probabilities, dtype=float).reshape(-1)
+    if p.shape != (24,) or not np.isfinite(p).all() or p.min() < 0 or not p.sum() > 0:
+        raise ParameterError(f"key probabilities must be 24 finite non-negative values, got {p.shape}")
+    p = p / p.sum()
     best = int(p.argmax())
     key, mode = best % 12, 1 - best // 12
     major, minor = p[:12].sum(), p[12:].sum()

@@ -111,8 +111,8 @@ def _analyze(audio: Audio, *, models: F.Models, config: AnalysisConfig) -> Analy
     clock.lap("rhythm_decoding")
 
     key = estimate_key(
-        cnn_probabilities=F.key_probabilities(samples=y, sr=sr, models=models, params=config.features),
-        samples=y, sr=sr, params=config.key
+        probabilities=F.skey_probabilities(samples=y, sr=sr, models=models, params=config.features),
+        samples=y, params=config.key
     )
     clock.lap("key")
 
@@ -221,9 +221,8 @@ def _describe_sections(
         if end - start >= config.min_section_key_s and track_key.key >= 0:
             piece = y[int(start * sr) : int(end * sr)]
             sk = estimate_key(
-                cnn_probabilities=F.key_probabilities(samples=piece, sr=sr, models=models, params=config.features),
+                probabilities=F.skey_probabilities(samples=piece, sr=sr, models=models, params=config.features),
                 samples=piece,
-                sr=sr,
                 params=config.key,
             )
         else:

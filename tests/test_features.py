@@ -55,11 +55,6 @@ def test_blocks_match_the_whole_file(fx, models):
     assert sb.n_frames == sw.n_frames and sb.tuning == pytest.approx(sw.tuning, abs=0.01)
     np.testing.assert_allclose(sb.log_mel_db, sw.log_mel_db, atol=0.05)
     np.testing.assert_allclose(sb.chroma, sw.chroma, rtol=1e-3, atol=1e-3 * float(sw.chroma.max()))
-    # the key network's probabilities over parts of the file: close to the whole file's, same key
-    kw = F.key_probabilities(samples=y, sr=sr, models=models, params=whole)
-    kb = F.key_probabilities(samples=y, sr=sr, models=models, params=F.FeatureParams(key_block_s=10.0))
-    assert kw.shape == kb.shape == (24,) and kb.sum() == pytest.approx(1.0, abs=1e-6)
-    assert int(np.argmax(kb)) == int(np.argmax(kw))
 
 
 def test_dbn_windows_match_one_decode():
