@@ -14,7 +14,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from .audio import DecodeParams, decode
+from .embedding import Embedder, EmbedderSpec, load_embedder
 from .errors import AnalyzerError, InputError, ParameterError, quote_path
 
 AUDIO_EXTENSIONS = frozenset(
@@ -33,8 +36,7 @@ class Job:
 class RunOptions:
     decode: DecodeParams = field(default_factory=DecodeParams)
     pretty: bool = False
-    embed_model: Path | None = None  # the audio CNN (cnn/): adds "embedding" to each document
-    device: str = "cpu"
+    embedder: EmbedderSpec | None = None  # an embedding model (cnn/, via its entry point): adds "embedding"
 
 
 @dataclass(frozen=True)
@@ -253,28 +255,12 @@ def shared_models():
     return _MODELS
 
 
-_CNN: dict = {}
 _IN_WORKER = False
 
 
-def shared_cnn(path: Path, device: str = "cpu"):
-    """(the audio CNN, its id for the document), loaded once per process; InputError if unusable."""
-    key = (str(path), device)
-    if key not in _CNN:
-        import hashlib
-
-        import torch
-
-        from cnn.model import load
-
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise InputError(f"--device {device}: no CUDA device on this machine")
-        if _IN_WORKER:
-            torch.set_num_threads(1)  # one worker per core already
-        model, _ = load(path, device=device)
-        digest = hashlib.sha1(Path(path).read_bytes()).hexdigest()[:12]
-        _CNN[key] = (model, f"{Path(path).name} {digest}")
-    return _CNN[key]
+def shared_embedder(spec: EmbedderSpec) -> Embedder:
+    """The embedding model, loaded once per process (one thread for torch in a worker); InputError if unusable."""
+    return load_embedder(spec, threads=1 if _IN_WORKER else None)
 
 
 def analyze_path(path: Path, options: RunOptions):
@@ -287,11 +273,9 @@ def analyze_path(path: Path, options: RunOptions):
     audio = decode(path, params=options.decode)
     analysis = analyze(audio, models=shared_models())
     embedding = None
-    if options.embed_model is not None:
-        from cnn.train import embed
-
-        model, model_id = shared_cnn(options.embed_model, options.device)
-        embedding = (embed(model, audio.samples, device=options.device), model_id)
+    if options.embedder is not None:
+        model = shared_embedder(options.embedder)
+        embedding = (np.asarray(model.embed(audio.samples, audio.sr), dtype=np.float32).reshape(-1), model.model_id)
     doc = build_document(analysis, timestamp=stamp, analysis_time_s=time.perf_counter() - t0, embedding=embedding)
     return doc, audio
 

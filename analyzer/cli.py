@@ -116,9 +116,12 @@ def main_command(
         PlotFormat, typer.Option("--plot-format", help="Report format for --plot-dir.")
     ] = PlotFormat.png,
     embed_model: Annotated[
-        Optional[Path], typer.Option("--model", help="An audio CNN (cnn train): adds its \"embedding\" of each track.")
+        Optional[Path], typer.Option("--model", help="An embedding model (cnn train): adds its \"embedding\" of each track.")
     ] = None,
-    device: Annotated[str, typer.Option("--device", help="Where the CNN runs: cpu, or cuda where a GPU exists.")] = "cpu",
+    embedder: Annotated[
+        str, typer.Option("--embedder", help="What reads --model: an installed embedder's name, or module:function.")
+    ] = "cnn",
+    device: Annotated[str, typer.Option("--device", help="Where the model runs: cpu, or cuda where a GPU exists.")] = "cpu",
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
@@ -128,6 +131,7 @@ def main_command(
 
     from .audio import DecodeParams
     from .batch import RunOptions, check_output_clashes, collect_inputs, plot_paths
+    from .embedding import EmbedderSpec
 
     if jobs < 0:
         _err(f"--jobs must be >= 0, got {jobs}")
@@ -141,14 +145,13 @@ def main_command(
         ),
         # one document per line: indentation would break the line format
         pretty=pretty and fmt is Format.json,
-        embed_model=embed_model,
-        device=device,
+        embedder=None if embed_model is None else EmbedderSpec(path=embed_model, kind=embedder, device=device),
     )
-    if embed_model is not None:
-        from .batch import shared_cnn
+    if options.embedder is not None:
+        from .batch import shared_embedder
 
         try:
-            shared_cnn(embed_model, device)  # a bad model file is one error now, not one per input
+            shared_embedder(options.embedder)  # a bad model file is one error now, not one per input
         except AnalyzerError as exc:
             _err(str(exc))
             raise typer.Exit(getattr(exc, "exit_code", EXIT_INPUT)) from None
@@ -239,10 +242,10 @@ def _run_batch(job_list, options, out_dir: Optional[Path], fmt: Format, workers:
     todo = job_list
     if out_dir is not None and not force:
         model_id = None
-        if options.embed_model is not None:
-            from .batch import shared_cnn
+        if options.embedder is not None:
+            from .batch import shared_embedder
 
-            model_id = shared_cnn(options.embed_model, options.device)[1]
+            model_id = shared_embedder(options.embedder).model_id
         todo = [j for j in job_list if not is_up_to_date(j, out_dir, model_id)]
         skipped = len(job_list) - len(todo)
     if out_dir is None:

@@ -129,15 +129,16 @@ def embed_command(
     import orjson
 
     from analyzer.audio import decode
-    from analyzer.batch import shared_cnn
 
-    from .train import embed
+    from .embedder import load as load_embedder
 
-    net, model_id = shared_cnn(model, device)
+    net = load_embedder(model, device=device)
+    model_id = net.model_id
     bad = 0
     for f in files:
         try:
-            v = embed(net, decode(f).samples, device=device)
+            audio = decode(f)
+            v = net.embed(audio.samples, audio.sr)
         except AnalyzerError as exc:
             _err(str(exc))
             bad += 1
@@ -149,6 +150,11 @@ def embed_command(
 
 
 def main() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        sys.stderr.write("error: the cnn commands need torch: pip install 'echonest-analyzer[cnn]'\n")
+        raise SystemExit(2)
     run_app(app, interrupted="interrupted (rerun the same command to continue from the last epoch)")
 
 

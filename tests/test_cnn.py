@@ -283,7 +283,7 @@ def test_a_config_larger_than_the_weights_it_ships_is_refused_unallocated(tmp_pa
 
 
 def test_the_command_lines_refuse_a_hostile_model_in_one_line(tmp_path):
-    """`cnn embed` and `analyze --model` (through analyzer.batch.shared_cnn, which calls load)."""
+    """`cnn embed` and `analyze --model` (through the `cnn` embedder entry point, which calls load)."""
     import subprocess
     import sys
 
