@@ -12,6 +12,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -242,28 +243,47 @@ def output_name_problem(job: Job, out_dir: Path | None) -> str | None:
     return None
 
 
-_MODELS = None
+class Resources:
+    """What analysing a file needs loaded, made once per process and passed to every job.
 
+    The CLI makes one; each batch worker makes its own (`worker_resources`), so nothing is
+    loaded into module-level state.  Each part loads on first use, so a part that cannot be
+    loaded fails the job that needed it, with its reason.
 
-def shared_models():
-    """This process's networks, loaded on first use (once per worker in a batch)."""
-    global _MODELS
-    if _MODELS is None:
+    Parameters
+    ----------
+    embedder : EmbedderSpec or None
+        The embedding model to load, if any.
+    threads : int or None
+        Threads for the embedder's library (1 in a batch worker: the workers already fill the
+        cores); None for the library's default.
+    """
+
+    def __init__(self, embedder: EmbedderSpec | None = None, *, threads: int | None = None) -> None:
+        self.embedder_spec = embedder
+        self.threads = threads
+
+    @cached_property
+    def models(self):
+        """The analyzer's networks (`features.Models`)."""
         from .features import Models
 
-        _MODELS = Models()
-    return _MODELS
+        return Models()
+
+    @cached_property
+    def embedder(self) -> Embedder | None:
+        """The embedding model, or None when none was asked for; InputError if it is unusable."""
+        return None if self.embedder_spec is None else load_embedder(self.embedder_spec, threads=self.threads)
 
 
-_IN_WORKER = False
+def worker_resources(embedder: EmbedderSpec | None) -> Resources:
+    """A batch worker's resources, its networks loaded before its first job."""
+    resources = Resources(embedder, threads=1)
+    resources.models  # noqa: B018
+    return resources
 
 
-def shared_embedder(spec: EmbedderSpec) -> Embedder:
-    """The embedding model, loaded once per process (one thread for torch in a worker); InputError if unusable."""
-    return load_embedder(spec, threads=1 if _IN_WORKER else None)
-
-
-def analyze_path(path: Path, options: RunOptions):
+def analyze_path(path: Path, options: RunOptions, resources: Resources):
     """Decode and analyze one file -> (validated document, the decoded Audio)."""
     from .document import build_document
     from .pipeline import analyze
@@ -271,10 +291,10 @@ def analyze_path(path: Path, options: RunOptions):
     t0 = time.perf_counter()
     stamp = int(time.time())
     audio = decode(path, params=options.decode)
-    analysis = analyze(audio, models=shared_models())
+    analysis = analyze(audio, models=resources.models)
     embedding = None
     if options.embedder is not None:
-        model = shared_embedder(options.embedder)
+        model = resources.embedder
         embedding = (np.asarray(model.embed(audio.samples, audio.sr), dtype=np.float32).reshape(-1), model.model_id)
     doc = build_document(analysis, timestamp=stamp, analysis_time_s=time.perf_counter() - t0, embedding=embedding)
     return doc, audio
@@ -300,14 +320,14 @@ def write_plots(job: Job, doc: dict, audio) -> str | None:
     return None
 
 
-def run_one(job: Job, options: RunOptions) -> Result:
+def run_one(resources: Resources, job: Job, options: RunOptions) -> Result:
     """Analyze one job; failures come back as a Result with a one-line reason, never as an exception."""
     from .document import dumps
 
     try:
         # checked again here: the file may have been replaced since the batch was collected
         check_regular_file(job.source)
-        doc, audio = analyze_path(job.source, options)
+        doc, audio = analyze_path(job.source, options, resources)
         plot_error = write_plots(job, doc, audio) if job.plots else None
         return Result(job, dumps(doc, pretty=options.pretty), audio.duration_s, None, plot_error=plot_error)
     except AnalyzerError as exc:
@@ -324,13 +344,6 @@ def run_one(job: Job, options: RunOptions) -> Result:
             internal=True,
             detail=traceback.format_exc(),
         )
-
-
-def _worker_init() -> None:
-    # (workers.WorkerPool has the worker ignore Ctrl-C and die with its parent)
-    global _IN_WORKER
-    _IN_WORKER = True
-    shared_models()
 
 
 def is_up_to_date(job: Job, out_dir: Path, embedding_model_id: str | None = None) -> bool:
@@ -397,7 +410,8 @@ def _lost(job: Job, failure) -> Result:
 
 
 def run_jobs(
-    jobs: list[Job], options: RunOptions, *, workers: int, on_start: Callable[[Job], None] | None = None
+    jobs: list[Job], options: RunOptions, *, workers: int, resources: Resources | None = None,
+    on_start: Callable[[Job], None] | None = None,
 ) -> Iterator[Result]:
     """Analyze jobs, yielding results in input order (so streamed output is deterministic).
 
@@ -407,14 +421,15 @@ def run_jobs(
     (`contextlib.closing`) so that happens when the caller stops, not when it is collected.
     """
     if workers <= 1 or len(jobs) <= 1:
+        resources = resources or Resources(options.embedder)
         for job in jobs:
             if on_start:
                 on_start(job)
-            yield run_one(job, options)
+            yield run_one(resources, job, options)
         return
     from .workers import WorkerFailure, WorkerPool
 
-    # run_one and _worker_init are looked up now, not at import: tests put stand-ins in their place
-    with WorkerPool(workers, initializer=_worker_init) as pool:
+    # run_one and worker_resources are looked up now, not at import: tests put stand-ins in their place
+    with WorkerPool(workers, setup=worker_resources, setup_args=(options.embedder,)) as pool:
         for job, out in zip(jobs, pool.imap(run_one, [(job, options) for job in jobs])):
             yield _lost(job, out) if isinstance(out, WorkerFailure) else out

@@ -147,11 +147,13 @@ def main_command(
         pretty=pretty and fmt is Format.json,
         embedder=None if embed_model is None else EmbedderSpec(path=embed_model, kind=embedder, device=device),
     )
-    if options.embedder is not None:
-        from .batch import shared_embedder
+    from .batch import Resources
 
+    # this process's networks and embedder (loaded on first use; batch workers make their own)
+    resources = Resources(options.embedder)
+    if options.embedder is not None:
         try:
-            shared_embedder(options.embedder)  # a bad model file is one error now, not one per input
+            resources.embedder  # noqa: B018  (a bad model file is one error now, not one per input)
         except AnalyzerError as exc:
             _err(str(exc))
             raise typer.Exit(getattr(exc, "exit_code", EXIT_INPUT)) from None
@@ -190,19 +192,19 @@ def main_command(
     ]
     single = len(job_list) == 1 and not paths[0].is_dir() and out_dir is None
     if single:
-        raise typer.Exit(_run_single(job_list[0], options, fmt, debug))
+        raise typer.Exit(_run_single(job_list[0], options, resources, fmt, debug))
     if out_dir is None and fmt is Format.json:
         _err("several inputs need -o OUT_DIR or --format jsonl (one document per line on stdout)")
         raise typer.Exit(EXIT_USAGE)
     workers = jobs or _cores()
-    raise typer.Exit(_run_batch(job_list, options, out_dir, fmt, workers, force, debug))
+    raise typer.Exit(_run_batch(job_list, options, resources, out_dir, fmt, workers, force, debug))
 
 
-def _run_single(job, options, fmt: Format, debug: bool) -> int:
+def _run_single(job, options, resources, fmt: Format, debug: bool) -> int:
     from .batch import run_one
 
     try:
-        res = run_one(job, options)
+        res = run_one(resources, job, options)
     except KeyboardInterrupt as exc:
         word, code = _stopped(exc)
         _err(word)
@@ -229,7 +231,8 @@ def _quiet_stdout() -> None:
     os.dup2(devnull, sys.stdout.fileno())
 
 
-def _run_batch(job_list, options, out_dir: Optional[Path], fmt: Format, workers: int, force: bool, debug: bool) -> int:
+def _run_batch(job_list, options, resources, out_dir: Optional[Path], fmt: Format, workers: int, force: bool,
+               debug: bool) -> int:
     from dataclasses import replace
 
     from rich.console import Console
@@ -241,11 +244,7 @@ def _run_batch(job_list, options, out_dir: Optional[Path], fmt: Format, workers:
     skipped = 0
     todo = job_list
     if out_dir is not None and not force:
-        model_id = None
-        if options.embedder is not None:
-            from .batch import shared_embedder
-
-            model_id = shared_embedder(options.embedder).model_id
+        model_id = None if options.embedder is None else resources.embedder.model_id
         todo = [j for j in job_list if not is_up_to_date(j, out_dir, model_id)]
         skipped = len(job_list) - len(todo)
     if out_dir is None:
@@ -274,7 +273,8 @@ def _run_batch(job_list, options, out_dir: Optional[Path], fmt: Format, workers:
             failed += 1
             _say(console, f"error: {problem}")
     try:
-        with progress, closing(run_jobs(runnable, options, workers=min(workers, max(len(runnable), 1)))) as results:
+        n_workers = min(workers, max(len(runnable), 1))
+        with progress, closing(run_jobs(runnable, options, workers=n_workers, resources=resources)) as results:
             task = progress.add_task("", total=len(runnable))
             for res in results:
                 if res.error:

@@ -51,9 +51,6 @@ class EmbedderSpec:
 # a loader: (model file, device, threads or None for the library's default) -> Embedder
 Loader = Callable[..., Embedder]
 
-_LOADED: dict[tuple[str, str, str, int | None], Embedder] = {}
-
-
 def find_loader(kind: str) -> Loader:
     """The loader registered under ``kind``, or the ``module:function`` it names; InputError if none."""
     from importlib.metadata import entry_points
@@ -77,13 +74,10 @@ def find_loader(kind: str) -> Loader:
 
 
 def load_embedder(spec: EmbedderSpec, *, threads: int | None = None) -> Embedder:
-    """The embedder ``spec`` names, loaded once per process (each batch worker loads its own)."""
-    key = (spec.kind, str(spec.path), spec.device, threads)
-    if key not in _LOADED:
-        if not Path(spec.path).is_file():
-            raise InputError(f"--model {quote_path(Path(spec.path))}: no such file")
-        embedder = find_loader(spec.kind)(Path(spec.path), device=spec.device, threads=threads)
-        if not isinstance(embedder, Embedder):
-            raise InputError(f"--embedder {spec.kind}: its loader returned {type(embedder).__name__}, not an embedder")
-        _LOADED[key] = embedder
-    return _LOADED[key]
+    """Load the embedder ``spec`` names (the caller keeps it: `batch.Resources` loads it once per process)."""
+    if not Path(spec.path).is_file():
+        raise InputError(f"--model {quote_path(Path(spec.path))}: no such file")
+    embedder = find_loader(spec.kind)(Path(spec.path), device=spec.device, threads=threads)
+    if not isinstance(embedder, Embedder):
+        raise InputError(f"--embedder {spec.kind}: its loader returned {type(embedder).__name__}, not an embedder")
+    return embedder

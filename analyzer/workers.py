@@ -146,7 +146,7 @@ def _on_stop(signum, frame) -> None:
     raise SystemExit(128 + signum)
 
 
-def _worker_main(conn, parent_pid: int, initializer, initargs) -> None:
+def _worker_main(conn, parent_pid: int, setup, setup_args) -> None:
     die_with_parent(parent_pid)
     # Ctrl-C reaches the whole process group; the parent decides what happens to the tasks
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -155,10 +155,11 @@ def _worker_main(conn, parent_pid: int, initializer, initargs) -> None:
     # during start-up was discarded by SIG_IGN above, a stop request runs _on_stop now
     if _CAN_MASK:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-    init_failure = None
-    if initializer is not None:
+    init_failure = resources = None
+    if setup is not None:
         try:
-            initializer(*initargs)
+            # held here, for this worker's lifetime, and handed to every task: no module-level state
+            resources = setup(*setup_args)
         except Exception as exc:  # every task of this worker then says why, instead of a respawn loop
             init_failure = WorkerFailure(
                 f"worker could not start: {type(exc).__name__}: {exc}", traceback.format_exc()
@@ -175,7 +176,7 @@ def _worker_main(conn, parent_pid: int, initializer, initargs) -> None:
             out = init_failure
         else:
             try:
-                out = fn(*args)
+                out = fn(*args) if setup is None else fn(resources, *args)
             except Exception as exc:
                 out = WorkerFailure(f"internal error: {type(exc).__name__}: {exc}", traceback.format_exc())
         try:
@@ -202,11 +203,13 @@ class WorkerPool:
     ----------
     workers : int
         How many processes.
-    initializer : callable, optional
-        Run once in each worker before its first task (load models).  Must be picklable
-        (a module-level function).
-    initargs : tuple
-        Arguments of `initializer`.
+    setup : callable, optional
+        Run once in each worker before its first task (to load models); what it returns is
+        that worker's resources, passed to every task it runs as ``fn(resources, *args)``
+        (without a setup, tasks run as ``fn(*args)``).  Must be picklable (a module-level
+        function).  If it raises, every task of that worker fails with the reason.
+    setup_args : tuple
+        Picklable arguments of `setup`.
 
     Notes
     -----
@@ -217,12 +220,12 @@ class WorkerPool:
     when it is killed with SIGKILL (`die_with_parent`).
     """
 
-    def __init__(self, workers: int, *, initializer: Callable | None = None, initargs: tuple = ()) -> None:
+    def __init__(self, workers: int, *, setup: Callable | None = None, setup_args: tuple = ()) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self._ctx = get_context("spawn")  # no fork after onnxruntime/BLAS threads exist
-        self._initializer = initializer
-        self._initargs = initargs
+        self._setup = setup
+        self._setup_args = setup_args
         self._workers: list[_Worker] = []
         self._size = workers
 
@@ -244,7 +247,7 @@ class WorkerPool:
     def _start(self) -> _Worker:
         parent_conn, child_conn = self._ctx.Pipe()
         proc = self._ctx.Process(
-            target=_worker_main, args=(child_conn, os.getpid(), self._initializer, self._initargs), daemon=True,
+            target=_worker_main, args=(child_conn, os.getpid(), self._setup, self._setup_args), daemon=True,
             name="analyze-worker",
         )
         # the child inherits this signal mask: a Ctrl-C during its start-up (before it can ignore
@@ -266,7 +269,8 @@ class WorkerPool:
         return new
 
     def imap(self, fn: Callable, arg_tuples: Iterable[tuple], *, window: int | None = None) -> Iterator[object]:
-        """Run `fn(*args)` for each tuple in the workers; yield the answers in input order.
+        """Run `fn(*args)` (``fn(resources, *args)`` with a setup) for each tuple in the workers; yield
+        the answers in input order.
 
         Parameters
         ----------

@@ -309,19 +309,19 @@ def main(argv: list[str] | None = None) -> int:
 
 def measure_speed(eval_dir: Path, model, device: str, files: int = 6) -> dict:
     from analyzer.audio import decode
-    from analyzer.batch import shared_models
+    from analyzer.features import Models
     from analyzer.pipeline import analyze
     from cnn.train import embed
 
     paths = sorted((eval_dir / "gtzan").glob("*.flac"))[::8][:files]
-    shared_models()
+    models = Models()
     a_s = e_s = 0.0
-    analyze(decode(paths[0]), models=shared_models())  # warm up: first-call costs are not per-file costs
+    analyze(decode(paths[0]), models=models)  # warm up: first-call costs are not per-file costs
     embed(model, decode(paths[0]).samples, device=device)
     for p in paths:
         audio = decode(p)
         t0 = time.perf_counter()
-        analyze(audio, models=shared_models())
+        analyze(audio, models=models)
         t1 = time.perf_counter()
         embed(model, audio.samples, device=device)
         t2 = time.perf_counter()

@@ -58,16 +58,16 @@ def _act(source) -> None:
             time.sleep(60)
 
 
-def fake_run_one(job, options):
+def fake_run_one(resources, job, options):
     from analyzer.batch import Result
 
     _act(job.source)
     return Result(job, b'{"fake": true}', 1.0, None)
 
 
-def fake_worker_init() -> None:
-    # what the real initializer does, less loading the models
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def fake_worker_resources(embedder) -> None:
+    # the real setup loads the networks: nothing to load here
+    return None
 
 
 def fake_file_codes_or_error(path, decode_params=None):
@@ -87,5 +87,17 @@ def install() -> None:
     import analyzer.catalog as catalog
 
     batch.run_one = fake_run_one
-    batch._worker_init = fake_worker_init
+    batch.worker_resources = fake_worker_resources
     catalog.file_codes_or_error = fake_file_codes_or_error
+
+
+def counting_setup(folder) -> dict:
+    """A worker setup that records each call (one file per call) and returns its resources."""
+    token = f"{os.getpid()}-{time.monotonic_ns()}"
+    (Path(folder) / f"setup-{token}").write_text("")
+    return {"pid": os.getpid(), "token": token}
+
+
+def report_resources(resources: dict, x: int) -> tuple:
+    """A task: what it was handed, from which process."""
+    return resources["pid"], os.getpid(), resources["token"], x * x

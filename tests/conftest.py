@@ -27,9 +27,9 @@ def fx(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="session")
 def models():
-    from analyzer.batch import shared_models
+    from analyzer.features import Models
 
-    return shared_models()
+    return Models()
 
 
 @pytest.fixture(scope="session")

@@ -412,3 +412,15 @@ def test_outputs_follow_the_umask(tmp_path, monkeypatch, umask, mode):
         assert stat.S_IMODE((tmp_path / "out" / "s.json").stat().st_mode) == mode
     finally:
         os.umask(old)
+
+
+def test_a_worker_pool_setup_runs_once_per_worker_and_each_task_gets_its_result(tmp_path):
+    import _cli_fakes
+    from analyzer.workers import WorkerPool
+
+    with WorkerPool(2, setup=_cli_fakes.counting_setup, setup_args=(tmp_path,)) as pool:
+        out = list(pool.imap(_cli_fakes.report_resources, [(i,) for i in range(12)]))
+    assert [o[3] for o in out] == [i * i for i in range(12)]  # in input order
+    assert all(made_in == ran_in for made_in, ran_in, _, _ in out)  # a worker's own resources
+    tokens = {o[2] for o in out}
+    assert len(list(tmp_path.glob("setup-*"))) == 2 and tokens <= {p.name[6:] for p in tmp_path.glob("setup-*")}

@@ -64,12 +64,16 @@ def test_a_whole_analysis_loads_neither_torch_nor_cnn(tmp_path):
     assert "LOADED []" in r.stderr.decode()
 
 
-def test_a_module_function_loader_is_used_and_cached(tmp_path):
+def test_a_module_function_loader_is_used_and_loaded_once_per_resources(tmp_path):
+    from analyzer.batch import Resources
+
     model = tmp_path / "m.txt"
     model.write_text("v1")
     spec = EmbedderSpec(path=model, kind="test_embedding:load_fake")
-    e = load_embedder(spec)
-    assert e.model_id == "fake v1" and load_embedder(spec) is e
+    resources = Resources(spec)
+    e = resources.embedder
+    assert e.model_id == "fake v1" and resources.embedder is e
+    assert load_embedder(spec) is not e  # the resources object holds it, not a module-level cache
     np.testing.assert_allclose(e.embed(np.ones(10), 22050), np.ones(3) / np.sqrt(3))
 
 
