@@ -13,8 +13,8 @@ from .audio import Audio
 from .fingerprint import FingerprintParams, Fingerprints, fingerprint
 from .key import Key, KeyParams, estimate_key
 from .loudness import FadeParams, Fades, detect_fades, pool_db, span_loudness
-from .rhythm import Rhythm, RhythmParams, analyze_rhythm, decode_meter, estimate_tempo, find_beats
-from .sections import SectionParams, find_boundaries
+from .rhythm import Rhythm, RhythmParams, analyze_rhythm, find_beats
+from .sections import Section, SectionParams, describe_sections, find_boundaries
 from .auditory import AuditoryParams, auditory_spectrogram
 from .segments import SegmentParams, Segments, build_segments, find_starts
 
@@ -29,25 +29,6 @@ class AnalysisConfig:
     sections: SectionParams = field(default_factory=SectionParams)
     fades: FadeParams = field(default_factory=FadeParams)
     fingerprint: FingerprintParams = field(default_factory=FingerprintParams)
-    # sections shorter than this take the track's key rather than a noisy one of their own
-    min_section_key_s: float = 6.0
-
-
-@dataclass(frozen=True)
-class Section:
-    start: float
-    duration: float
-    confidence: float
-    loudness: float
-    tempo: float
-    tempo_confidence: float
-    key: int
-    key_confidence: float
-    mode: int
-    mode_confidence: float
-    time_signature: int
-    time_signature_confidence: float
-    label: str  # repeated sections share a label (A, B, A ...)
 
 
 @dataclass(frozen=True)
@@ -77,38 +58,15 @@ def _analyze(audio: Audio, *, models: F.Models, config: AnalysisConfig) -> Analy
     duration = audio.duration_s
 
     spec = F.SpectralFeatures(samples=y, sr=sr, params=config.features)
-    fps = spec.fps
     # the features more than one stage reads, made here so each stage's time is its own
     spec.log_mel_db, spec.chroma  # noqa: B018
     clock.lap("spectrogram")
 
     acts = F.network_activations(y, sr, models=models, params=config.features)
     clock.lap("rhythm_networks")
-
     onset_env = F.onset_strength(log_mel_db=spec.log_mel_db)
-    beat_times, beat_strength = find_beats(
-        beat_act=acts.beat, downbeat_beat_act=acts.downbeat_beat, downbeat_act=acts.downbeat, fps=acts.fps,
-        params=config.rhythm,
-    )
-    bar_act = None
-    if len(beat_times) and config.rhythm.bar_net_weight > 0:
-        clock.lap("rhythm_decoding")
-        bar_act = F.bar_activation(beat_times=beat_times, percussive=acts.percussive,
-                                   clp=F.clp_chroma(y, sr, params=config.features), models=models)
-        clock.lap("bar_network")
-    rhythm = analyze_rhythm(
-        beat_times=beat_times,
-        beat_strength=beat_strength,
-        downbeat_beat_act=acts.downbeat_beat,
-        downbeat_act=acts.downbeat,
-        fps=acts.fps,
-        duration_s=duration,
-        onset_env=onset_env,
-        onset_fps=fps,
-        params=config.rhythm,
-        bar_act=bar_act,
-    )
-    clock.lap("rhythm_decoding")
+    rhythm = _rhythm(y, sr, acts=acts, onset_env=onset_env, onset_fps=spec.fps, duration_s=duration, models=models,
+                     config=config, clock=clock)
 
     key = estimate_key(
         probabilities=F.skey_probabilities(samples=y, sr=sr, models=models, params=config.features),
@@ -121,130 +79,70 @@ def _analyze(audio: Audio, *, models: F.Models, config: AnalysisConfig) -> Analy
     # level (which follows a gain ramp dB for dB) for the fades
     factor, n_frames = config.features.hop_length // config.auditory.hop_length, spec.n_frames
     frame_db = pool_db(aud.loudness_db, factor, n_frames)
-    fades = detect_fades(frame_db=pool_db(aud.power_db, factor, n_frames), fps=fps, duration_s=duration,
+    fades = detect_fades(frame_db=pool_db(aud.power_db, factor, n_frames), fps=spec.fps, duration_s=duration,
                          params=config.fades)
     clock.lap("loudness")
 
     seg_starts = find_starts(aud=aud, onset_act=acts.onset, act_fps=acts.fps, chroma=spec.chroma,
-                             chroma_fps=fps, params=config.segments)
-    segments = build_segments(starts=seg_starts, aud=aud, chroma=spec.chroma, chroma_fps=fps, duration_s=duration,
-                              params=config.segments)
+                             chroma_fps=spec.fps, params=config.segments)
+    segments = build_segments(starts=seg_starts, aud=aud, chroma=spec.chroma, chroma_fps=spec.fps,
+                              duration_s=duration, params=config.segments)
     del aud
     loud = _body_loudness(segments, fades, duration)
     clock.lap("segments")
 
-    bounds = find_boundaries(
-        chroma=spec.chroma,
-        mfcc=spec.mfcc,
-        frame_db=frame_db,
-        fps=fps,
-        beat_times=rhythm.beats.start,
-        bar_times=rhythm.bars.start,
-        duration_s=duration,
-        params=config.sections,
-    )
-    sections = _describe_sections(
-        starts=bounds.start,
-        confidences=bounds.confidence,
-        labels=bounds.label,
-        duration_s=duration,
-        y=y,
-        sr=sr,
-        segments=segments,
-        frame_db=frame_db,
-        onset_env=onset_env,
-        fps=fps,
-        rhythm=rhythm,
-        track_key=key,
-        models=models,
-        config=config,
-    )
+    sections = _sections(y, sr, spec=spec, frame_db=frame_db, onset_env=onset_env, rhythm=rhythm, key=key,
+                         segments=segments, duration_s=duration, models=models, config=config)
     clock.lap("sections")
 
     prints = fingerprint(y, sr, config.fingerprint)
     clock.lap("fingerprints")
-    return Analysis(
-        audio=audio,
-        loudness=loud,
-        fades=fades,
-        rhythm=rhythm,
-        key=key,
-        segments=segments,
-        sections=sections,
-        fingerprints=prints,
-        seconds_by_stage=clock.laps,
+    return Analysis(audio=audio, loudness=loud, fades=fades, rhythm=rhythm, key=key, segments=segments,
+                    sections=sections, fingerprints=prints, seconds_by_stage=clock.laps)
+
+
+def _rhythm(
+    y: np.ndarray, sr: int, *, acts: F.NetworkActivations, onset_env: np.ndarray, onset_fps: float, duration_s: float,
+    models: F.Models, config: AnalysisConfig, clock: _Clock,
+) -> Rhythm:
+    """Beats, then (when its weight is not 0) the bar network on them, then meter, downbeats, bars and tatums."""
+    beat_times, beat_strength = find_beats(
+        beat_act=acts.beat, downbeat_beat_act=acts.downbeat_beat, downbeat_act=acts.downbeat, fps=acts.fps,
+        params=config.rhythm,
     )
+    bar_act = None
+    if len(beat_times) and config.rhythm.bar_net_weight > 0:
+        clock.lap("rhythm_decoding")
+        bar_act = F.bar_activation(beat_times=beat_times, percussive=acts.percussive,
+                                   clp=F.clp_chroma(y, sr, params=config.features), models=models)
+        clock.lap("bar_network")
+    rhythm = analyze_rhythm(
+        beat_times=beat_times, beat_strength=beat_strength, downbeat_beat_act=acts.downbeat_beat,
+        downbeat_act=acts.downbeat, fps=acts.fps, duration_s=duration_s, onset_env=onset_env, onset_fps=onset_fps,
+        params=config.rhythm, bar_act=bar_act,
+    )
+    clock.lap("rhythm_decoding")
+    return rhythm
 
 
-def _describe_sections(
-    *,
-    starts: np.ndarray,
-    confidences: np.ndarray,
-    labels: tuple[str, ...],
-    duration_s: float,
-    y: np.ndarray,
-    sr: int,
-    segments: Segments,
-    frame_db: np.ndarray,
-    onset_env: np.ndarray,
-    fps: float,
-    rhythm: Rhythm,
-    track_key: Key,
-    models: F.Models,
-    config: AnalysisConfig,
+def _sections(
+    y: np.ndarray, sr: int, *, spec: F.SpectralFeatures, frame_db: np.ndarray, onset_env: np.ndarray, rhythm: Rhythm,
+    key: Key, segments: Segments, duration_s: float, models: F.Models, config: AnalysisConfig,
 ) -> list[Section]:
-    ends = np.append(starts[1:], duration_s)
-    beats = rhythm.beats.start
-    out: list[Section] = []
-    for start, end, conf, label in zip(starts, ends, confidences, labels):
-        a = int(round(start * fps))
-        b = max(int(round(end * fps)), a + 1)
-        loud = span_loudness(segment_start_s=segments.start, loudness_max_db=segments.loudness_max, from_s=start,
-                             to_s=end)
-        in_sec = (beats >= start) & (beats < end)
-        sb = beats[in_sec]
-        tempo, tempo_conf = estimate_tempo(sb, onset_env=onset_env, onset_fps=fps)
-        if len(sb) >= 4:
-            # the track's own per-beat evidence, so a section's meter is decoded
-            # from exactly what the track's meter was
-            _, meter, meter_conf, _ = decode_meter(down_at_beats=rhythm.downbeat_evidence[in_sec], params=config.rhythm)
-        else:
-            meter, meter_conf = rhythm.time_signature, 0.0
-        if float(frame_db[a:b].max()) <= config.sections.silence_db:
-            # a section of silence (see sections._add_silence) has no pulse, key or mode to report
-            out.append(
-                Section(start=float(start), duration=float(end - start), confidence=float(conf), loudness=loud,
-                        tempo=0.0, tempo_confidence=0.0, key=-1, key_confidence=0.0, mode=-1, mode_confidence=0.0,
-                        time_signature=rhythm.time_signature, time_signature_confidence=0.0, label=label)
-            )
-            continue
-        if end - start >= config.min_section_key_s and track_key.key >= 0:
-            piece = y[int(start * sr) : int(end * sr)]
-            sk = estimate_key(
-                probabilities=F.skey_probabilities(samples=piece, sr=sr, models=models, params=config.features),
-                samples=piece,
-                params=config.key,
-            )
-        else:
-            sk = track_key
-        out.append(
-            Section(
-                start=float(start),
-                duration=float(end - start),
-                confidence=float(conf),
-                loudness=loud,
-                tempo=tempo,
-                tempo_confidence=tempo_conf,
-                key=sk.key,
-                key_confidence=sk.key_confidence,
-                mode=sk.mode,
-                mode_confidence=sk.mode_confidence,
-                time_signature=meter,
-                time_signature_confidence=meter_conf,
-                label=label,
-            )
-        )
-    return out
+    """Section boundaries and labels, then each section's fields (its key from the key network on its samples)."""
+    bounds = find_boundaries(chroma=spec.chroma, mfcc=spec.mfcc, frame_db=frame_db, fps=spec.fps,
+                             beat_times=rhythm.beats.start, bar_times=rhythm.bars.start, duration_s=duration_s,
+                             params=config.sections)
+
+    def key_of_span(start_s: float, end_s: float) -> Key:
+        piece = y[int(start_s * sr) : int(end_s * sr)]
+        probabilities = F.skey_probabilities(samples=piece, sr=sr, models=models, params=config.features)
+        return estimate_key(probabilities=probabilities, samples=piece, params=config.key)
+
+    return describe_sections(
+        bounds, duration_s=duration_s, segments=segments, frame_db=frame_db, onset_env=onset_env, fps=spec.fps,
+        rhythm=rhythm, rhythm_params=config.rhythm, track_key=key, key_of_span=key_of_span, params=config.sections,
+    )
 
 
 def _body_loudness(segments: Segments, fades: Fades, duration_s: float) -> float:

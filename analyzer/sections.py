@@ -14,13 +14,24 @@ section on the downbeat), but only when one is within 0.3 s.
 
 Labels group repeated sections: sections whose mean features are close share
 a letter (A, B, A, ...): an extension field Echo Nest consumers ignore.
+
+`describe_sections` then gives each section the rest of its Echo Nest fields:
+loudness, tempo, key, mode and time signature, each with its confidence, read
+from the track's own rhythm evidence and the key network run on the section.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import librosa
 import numpy as np
+
+from .key import Key
+from .loudness import span_loudness
+from .rhythm import Rhythm, RhythmParams, decode_meter, estimate_tempo
+from .segments import Segments
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,39 @@ class SectionParams:
     silence_db: float = -59.0  # (the loudness floor is -60; a hair above it is still silence)
     min_silence_s: float = 0.25
     fallback_step_s: float = 0.5  # feature step where there are no beats
+    # fewer beats than this: the grid is the fallback step (a beat tracker's few beats are no grid)
+    min_grid_beats: int = 16
+    # fewer grid points than this, or a track shorter than two sections: one section
+    min_grid_points: int = 8
+    # fixed feature scales (not the track's own spread): a steady track stays self-similar instead
+    # of having its tiny variations blown up to unit variance.  What a clear change moves each by:
+    timbre_scale: float = 20.0  # MFCC 1-13 units
+    harmony_scale: float = 0.5  # log-compressed chroma, log1p(harmony_compression x chroma / max)
+    level_scale_db: float = 6.0
+    harmony_compression: float = 10.0
+    # a section shorter than this takes the track's key rather than a noisy one of its own
+    min_key_s: float = 6.0
+    # a section with fewer beats than this takes the track's meter, with confidence 0
+    min_meter_beats: int = 4
+
+
+@dataclass(frozen=True)
+class Section:
+    """One Echo Nest section: times in seconds, loudness in dB, tempo in BPM, key as a pitch class."""
+
+    start: float
+    duration: float
+    confidence: float
+    loudness: float
+    tempo: float
+    tempo_confidence: float
+    key: int
+    key_confidence: float
+    mode: int
+    mode_confidence: float
+    time_signature: int
+    time_signature_confidence: float
+    label: str  # repeated sections share a label (A, B, A ...)
 
 
 @dataclass(frozen=True)
@@ -64,15 +108,16 @@ class Boundaries:
 
 
 def beat_sync(features: np.ndarray, frame_times: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """Mean of each feature row between consecutive grid times -> (dims, len(grid))."""
-    idx = np.searchsorted(frame_times, grid)
-    idx = np.clip(idx, 0, features.shape[1])
-    edges = np.append(idx, features.shape[1])
-    c = np.concatenate([np.zeros((features.shape[0], 1)), np.cumsum(features, axis=1)], axis=1)
-    lo, hi = edges[:-1], np.maximum(edges[1:], edges[:-1] + 1)
-    hi = np.minimum(hi, features.shape[1])
+    """Mean of each feature row between consecutive grid times -> (dims, len(grid)).
+
+    Every grid point gets a column: one between two frames, or past the last frame, gets
+    the frame at or before it (``librosa.util.sync`` on explicit slices, which keeps them).
+    """
+    n = features.shape[1]
+    lo = np.clip(np.searchsorted(frame_times, grid), 0, n)
+    hi = np.minimum(np.maximum(np.append(lo[1:], n), lo + 1), n)
     lo = np.minimum(lo, hi - 1)
-    return (c[:, hi] - c[:, lo]) / np.maximum(hi - lo, 1)
+    return librosa.util.sync(features, [slice(a, b) for a, b in zip(lo, hi)], aggregate=np.mean)
 
 
 def checkerboard_novelty(features: np.ndarray, half: int) -> np.ndarray:
@@ -172,40 +217,93 @@ def find_boundaries(
     duration_s: float,
     params: SectionParams,
 ) -> Boundaries:
+    """Section starts, their confidences and labels.
+
+    Parameters
+    ----------
+    chroma, mfcc : np.ndarray
+        (12, frames) chroma and (>= 14, frames) MFCCs at ``fps``.
+    frame_db : np.ndarray
+        Loudness per frame, dB.
+    fps : float
+        Frames per second of the three.
+    beat_times, bar_times : np.ndarray
+        The track's beats and bar starts, s.
+    duration_s : float
+        The track's length, s.
+    params : SectionParams
+        Scales, kernel widths and thresholds.
+
+    Returns
+    -------
+    Boundaries
+        Starts (the first 0.0), confidences 0..1 and one label per section.
+    """
     n_frames = min(chroma.shape[1], mfcc.shape[1], len(frame_db))
-    frame_times = np.arange(n_frames) / fps
-    if len(beat_times) >= 16:
-        grid = np.concatenate(([0.0], beat_times[beat_times > 0.05]))
-    else:
-        grid = np.arange(0.0, duration_s, params.fallback_step_s)
-    if len(grid) < 8 or duration_s < 2 * params.min_section_s:
+    grid = _feature_grid(beat_times, duration_s, params)
+    if len(grid) < params.min_grid_points or duration_s < 2 * params.min_section_s:
         return Boundaries(np.array([0.0]), np.array([1.0]), ("A",))
-
-    timbre = mfcc[1:14, :n_frames].astype(np.float64)
-    harmony = np.log1p(10.0 * chroma[:, :n_frames] / (float(chroma.max()) + 1e-9)).astype(np.float64)
-    level = np.asarray(frame_db[:n_frames], dtype=np.float64)[None, :]
-    # fixed scales (not the track's own spread): a steady track stays self-similar instead of
-    # having its tiny variations blown up to unit variance
-    groups = [
-        (beat_sync(timbre, frame_times, grid), 20.0),  # MFCC units: a clear timbre change moves them ~20
-        (beat_sync(harmony, frame_times, grid), 0.5),
-        (beat_sync(level, frame_times, grid), 6.0),  # dB
-    ]
-
+    frames = _frame_features(chroma=chroma, mfcc=mfcc, frame_db=frame_db, n_frames=n_frames, params=params)
+    frame_times = np.arange(n_frames) / fps
+    groups = [beat_sync(f, frame_times, grid) for f, _ in frames]
+    scales = [scale for _, scale in frames]
     step_s = float(np.median(np.diff(grid)))
+    nov = _novelty(groups, scales, step_s, params)
+    chosen = _choose(nov, grid, duration_s, step_s, params)
+    from_tempo: set[int] = set()
+    if len(beat_times) >= params.min_grid_beats and params.tempo_scale_octaves > 0:
+        from_tempo = _add_tempo_changes(chosen, nov, grid, duration_s, step_s, params)
+    chosen.sort()
+
+    # the whole track's running sums once; each boundary reads a window of them
+    cumulative = _cumulative_unit_features(np.vstack([f / scale for f, scale in frames]))
+    times, confs = _place(chosen, from_tempo, nov=nov, grid=grid, cumulative=cumulative, fps=fps, step_s=step_s,
+                          bar_times=bar_times, duration_s=duration_s, params=params)
+    level_db = frames[2][0][0]  # the level group's one row
+    times, confs = _add_silence(times, confs, frame_db=level_db, fps=fps, duration_s=duration_s, params=params)
+    starts = np.array(times)
+    labels = label_sections(starts, duration_s, groups=groups, scales=scales, grid=grid,
+                            threshold=params.label_similarity)
+    return Boundaries(starts, np.array(confs), labels)
+
+
+def _feature_grid(beat_times: np.ndarray, duration_s: float, params: SectionParams) -> np.ndarray:
+    """The times features are averaged between: the beats (from 0), or a fixed step without enough of them."""
+    if len(beat_times) >= params.min_grid_beats:
+        return np.concatenate(([0.0], beat_times[beat_times > 0.05]))
+    return np.arange(0.0, duration_s, params.fallback_step_s)
+
+
+def _frame_features(
+    *, chroma: np.ndarray, mfcc: np.ndarray, frame_db: np.ndarray, n_frames: int, params: SectionParams
+) -> list[tuple[np.ndarray, float]]:
+    """(features, scale) per group, per frame: timbre (MFCC 1-13), harmony (compressed chroma), level (dB)."""
+    timbre = mfcc[1:14, :n_frames].astype(np.float64)
+    harmony = np.log1p(params.harmony_compression * chroma[:, :n_frames] / (float(chroma.max()) + 1e-9))
+    level = np.asarray(frame_db[:n_frames], dtype=np.float64)[None, :]
+    return [(timbre, params.timbre_scale), (harmony.astype(np.float64), params.harmony_scale),
+            (level, params.level_scale_db)]
+
+
+def _novelty(groups: list[np.ndarray], scales: list[float], step_s: float, params: SectionParams) -> np.ndarray:
+    """Mean checkerboard novelty over feature groups and both kernel scales, per grid point."""
     curves = []
-    for feats, scale in groups:
+    for feats, scale in zip(groups, scales):
         z = (feats - feats.mean(axis=1, keepdims=True)) / scale
-        # cosine similarity of the deviations, damped where the deviation is tiny (a steady track)
+        # cosine similarity of the deviations, damped where the deviation is under one scale unit
+        # (a steady track)
         norms = np.linalg.norm(z, axis=0)
         u = z / (norms + 1e-9)
-        weight = np.minimum(1.0, norms / 1.0)
+        weight = np.minimum(1.0, norms)
         scaled = u * np.sqrt(weight)  # similarity (u_i . u_j) sqrt(w_i w_j)
         for kernel_s in (params.kernel_short_s, params.kernel_long_s):
             curves.append(checkerboard_novelty(scaled, int(round(kernel_s / step_s / 2))))
     # the mean over groups and scales: a section change moves several at once (a fill moves one)
-    nov = np.mean(curves, axis=0)
+    return np.mean(curves, axis=0)
 
+
+def _choose(nov: np.ndarray, grid: np.ndarray, duration_s: float, step_s: float, params: SectionParams) -> list[int]:
+    """Grid indices of the novelty peaks that pass the thresholds, strongest first, a section apart."""
     radius = max(1, int(round(params.min_section_s / step_s / 2)))
     cand = _peaks(nov, radius)
     floor = float(np.median(nov) + params.min_prominence_sd * nov.std())
@@ -214,33 +312,45 @@ def find_boundaries(
     cand.sort(key=lambda i: -nov[i])
     max_count = int(duration_s // params.max_density_s)
     chosen: list[int] = []
-    from_tempo: set[int] = set()
     for i in cand:
         if len(chosen) >= max_count:
             break
         if all(abs(grid[i] - grid[j]) >= params.min_section_s for j in chosen):
             chosen.append(i)
-    if len(beat_times) >= 16 and params.tempo_scale_octaves > 0:
-        # a clear tempo change is a section change on its own, even where the sound stays the
-        # same; only where the sound-based curve has not already put a boundary
-        tempo_nov = _tempo_novelty(grid, step_s, params)
-        for i in sorted(_peaks(tempo_nov, radius), key=lambda i: -tempo_nov[i]):
-            if (
-                tempo_nov[i] >= params.min_tempo_novelty
-                and params.min_section_s <= grid[i] <= duration_s - params.min_section_s
-                and all(abs(grid[i] - grid[j]) >= params.min_section_s for j in chosen)
-            ):
-                chosen.append(i)
-                from_tempo.add(i)
-                nov[i] = max(nov[i], tempo_nov[i])
-    chosen.sort()
+    return chosen
 
-    # the whole track's running sums once; each boundary reads a window of them
-    cumulative = _cumulative_unit_features(np.vstack([timbre / 20.0, harmony / 0.5, level / 6.0]))
+
+def _add_tempo_changes(
+    chosen: list[int], nov: np.ndarray, grid: np.ndarray, duration_s: float, step_s: float, params: SectionParams
+) -> set[int]:
+    """Add clear tempo changes to ``chosen`` (in place, raising ``nov`` there); the indices added.
+
+    A clear tempo change is a section change on its own, even where the sound stays the same;
+    only where the sound-based curve has not already put a boundary.
+    """
+    radius = max(1, int(round(params.min_section_s / step_s / 2)))
+    tempo_nov = _tempo_novelty(grid, step_s, params)
+    added: set[int] = set()
+    for i in sorted(_peaks(tempo_nov, radius), key=lambda i: -tempo_nov[i]):
+        if (
+            tempo_nov[i] >= params.min_tempo_novelty
+            and params.min_section_s <= grid[i] <= duration_s - params.min_section_s
+            and all(abs(grid[i] - grid[j]) >= params.min_section_s for j in chosen)
+        ):
+            chosen.append(i)
+            added.add(i)
+            nov[i] = max(nov[i], tempo_nov[i])
+    return added
+
+
+def _place(
+    chosen: list[int], from_tempo: set[int], *, nov: np.ndarray, grid: np.ndarray, cumulative: np.ndarray, fps: float,
+    step_s: float, bar_times: np.ndarray, duration_s: float, params: SectionParams,
+) -> tuple[list[float], list[float]]:
+    """Each chosen boundary's time (refined within a beat, then onto a close bar start) and confidence."""
     times, confs = [0.0], [1.0]
     for i in chosen:
-        is_tempo = i in from_tempo
-        if is_tempo:
+        if i in from_tempo:
             # the tempo curve is median-smoothed over 5 beats: put the boundary on the beat
             # where the beat length changes, then let the sound place it within a beat of it
             i = _tempo_change_beat(grid, i)
@@ -252,11 +362,7 @@ def find_boundaries(
         if t - times[-1] >= 0.5 * params.min_section_s and duration_s - t >= 0.5 * params.min_section_s:
             times.append(t)
             confs.append(float(np.clip(nov[i], 0.0, 1.0)))
-    times, confs = _add_silence(times, confs, frame_db=level[0], fps=fps, duration_s=duration_s, params=params)
-    starts = np.array(times)
-    labels = label_sections(starts, duration_s, groups=[g for g, _ in groups], scales=[s for _, s in groups],
-                            grid=grid, threshold=params.label_similarity)
-    return Boundaries(starts, np.array(confs), labels)
+    return times, confs
 
 
 def _add_silence(
@@ -303,6 +409,83 @@ def label_sections(
             reps.append(m)
             labels.append(_letter(len(reps) - 1))
     return tuple(labels)
+
+
+def describe_sections(
+    bounds: Boundaries,
+    *,
+    duration_s: float,
+    segments: Segments,
+    frame_db: np.ndarray,
+    onset_env: np.ndarray,
+    fps: float,
+    rhythm: Rhythm,
+    rhythm_params: RhythmParams,
+    track_key: Key,
+    key_of_span: Callable[[float, float], Key],
+    params: SectionParams,
+) -> list[Section]:
+    """Each section's Echo Nest fields: loudness, tempo, key, mode and time signature with confidences.
+
+    Parameters
+    ----------
+    bounds : Boundaries
+        From `find_boundaries`.
+    duration_s : float
+        The track's length, s (the last section ends there).
+    segments : Segments
+        The track's segments: a section's loudness is its segments' mean ``loudness_max``.
+    frame_db : np.ndarray
+        Loudness per frame at ``fps``, dB: a section that never rises above
+        ``params.silence_db`` is silence, with no pulse, key or mode.
+    onset_env : np.ndarray
+        Onset strength at ``fps``, for each section's tempo.
+    fps : float
+        Frames per second of ``frame_db`` and ``onset_env``.
+    rhythm : Rhythm
+        The track's beats and per-beat downbeat evidence: a section's meter is decoded from
+        exactly the evidence the track's was.
+    rhythm_params : RhythmParams
+        The meter decoder's parameters.
+    track_key : Key
+        The track's key: short sections take it rather than a noisy one of their own.
+    key_of_span : callable
+        ``(start_s, end_s) -> Key``: the key network run on that stretch of the track.
+    params : SectionParams
+        ``silence_db``, ``min_key_s``, ``min_meter_beats``.
+
+    Returns
+    -------
+    list of Section
+    """
+    starts = bounds.start
+    ends = np.append(starts[1:], duration_s)
+    beats = rhythm.beats.start
+    out: list[Section] = []
+    for start, end, conf, label in zip(starts, ends, bounds.confidence, bounds.label):
+        a = int(round(start * fps))
+        b = max(int(round(end * fps)), a + 1)
+        loud = span_loudness(segment_start_s=segments.start, loudness_max_db=segments.loudness_max, from_s=start,
+                             to_s=end)
+        common = dict(start=float(start), duration=float(end - start), confidence=float(conf), loudness=loud,
+                      label=label)
+        if float(frame_db[a:b].max()) <= params.silence_db:
+            # a section of silence (see _add_silence) has no pulse, key or mode to report
+            out.append(Section(**common, tempo=0.0, tempo_confidence=0.0, key=-1, key_confidence=0.0, mode=-1,
+                               mode_confidence=0.0, time_signature=rhythm.time_signature,
+                               time_signature_confidence=0.0))
+            continue
+        in_sec = (beats >= start) & (beats < end)
+        tempo, tempo_conf = estimate_tempo(beats[in_sec], onset_env=onset_env, onset_fps=fps)
+        if np.count_nonzero(in_sec) >= params.min_meter_beats:
+            _, meter, meter_conf, _ = decode_meter(down_at_beats=rhythm.downbeat_evidence[in_sec], params=rhythm_params)
+        else:
+            meter, meter_conf = rhythm.time_signature, 0.0
+        sk = key_of_span(float(start), float(end)) if end - start >= params.min_key_s and track_key.key >= 0 else track_key
+        out.append(Section(**common, tempo=tempo, tempo_confidence=tempo_conf, key=sk.key,
+                           key_confidence=sk.key_confidence, mode=sk.mode, mode_confidence=sk.mode_confidence,
+                           time_signature=meter, time_signature_confidence=meter_conf))
+    return out
 
 
 def _letter(k: int) -> str:

@@ -84,3 +84,15 @@ def test_silence_before_and_after_the_music_is_a_section_without_key_or_pulse(fx
     # the steady loop between them stays one section
     assert len(secs) == 3, [s["start"] for s in secs]
     assert secs[1]["key"] >= 0 and secs[1]["tempo"] > 0
+
+
+def test_beat_sync_gives_every_grid_point_a_column_of_means():
+    from analyzer.sections import beat_sync
+
+    feats = np.arange(20, dtype=float).reshape(2, 10)
+    frame_times = np.arange(10) * 0.1
+    # 0.0-0.3 -> frames 0-2, 0.3-0.31 (same frame) -> frame 3 alone, then to the end; 5.0 is past the last frame
+    out = beat_sync(feats, frame_times, np.array([0.0, 0.3, 0.31, 5.0]))
+    assert out.shape == (2, 4)
+    np.testing.assert_allclose(out[0], [1.0, 3.0, 6.5, 9.0])
+    np.testing.assert_allclose(out[1], out[0] + 10)
