@@ -135,7 +135,28 @@ def _ffmpeg_version() -> str:
 
 
 def decode(path: str | os.PathLike, *, sr: int = ANALYSIS_SR, params: DecodeParams = DecodeParams()) -> Audio:
-    """Decode `path` to mono float32 at `sr` Hz (the analysis rate)."""
+    """Decode ``path`` to mono float32 at ``sr`` Hz (the analysis rate).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        An audio file FFmpeg can read.
+    sr : int
+        The output sample rate, Hz.
+    params : DecodeParams
+        The excerpt (offset, duration), the length limit, truncation tolerance, resampler quality.
+
+    Returns
+    -------
+    Audio
+        The samples (mean of the channels, clipped to [-1, 1]) and what the file declared.
+
+    Raises
+    ------
+    InputError, DecodeError, ParameterError
+        One line each: a missing or unreadable file, no audio, too long, truncated, too short,
+        an offset past the end.
+    """
     import av
     import soxr
 
@@ -146,9 +167,58 @@ def decode(path: str | os.PathLike, *, sr: int = ANALYSIS_SR, params: DecodePara
     path = Path(path)
     _check_path(path)
     name = quote_path(path)
+    want_start = params.offset_s
+    want_end = params.offset_s + params.duration_s if params.duration_s > 0 else float("inf")
+
+    with _open(path, name) as container:
+        info = _stream_info(container, path, name, params)
+        if params.offset_s > 0:
+            try:
+                container.seek(int(params.offset_s / info.stream.time_base), stream=info.stream, any_frame=False,
+                               backward=True)
+            except av.error.FFmpegError:
+                pass  # unseekable stream: decode from the start and trim below
+        resampler = soxr.ResampleStream(info.native_sr, sr, 1, dtype="float32", quality=params.resample_quality)
+        # the decoded samples go straight into one buffer sized from the header (grown if it
+        # lied): a list of chunks joined at the end would hold the whole file twice
+        expect_s = min(info.declared_s or 60.0, want_end - want_start, params.max_duration_s) + 1.0
+        buffer = _SampleBuffer(int(expect_s * sr))
+        decoded_native = _decode_window(container, info, buffer, resampler, want_start=want_start, want_end=want_end,
+                                        params=params, name=name)
+        buffer.append(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+        container_name = container.format.name if container.format else "unknown"
+
+    samples = buffer.result()
+    got_s = decoded_native / info.native_sr
+    _check_length(got_s, info.declared_s, want_end=want_end, params=params, name=name)
+    np.clip(samples, -1.0, 1.0, out=samples)
+    return Audio(
+        samples=samples,
+        sr=sr,
+        source=_source_info(path, info, container_name=container_name, got_s=got_s, sr=sr, params=params),
+        offset_s=float(params.offset_s),
+        window_s=float(params.duration_s and len(samples) / sr),
+    )
+
+
+@dataclass(frozen=True)
+class _StreamInfo:
+    """The first audio stream and what its headers declare."""
+
+    stream: object  # av.AudioStream
+    codec: str
+    native_sr: int
+    channels: int
+    declared_s: float  # 0.0 when the headers do not say
+    bit_rate: int  # bits per second, estimated from the file size when not declared
+
+
+def _open(path: Path, name: str):
+    """The file opened by FFmpeg; one-line errors for a missing, unreadable or non-media file."""
+    import av
 
     try:
-        container = av.open(str(path), mode="r")
+        return av.open(str(path), mode="r")
     except av.error.FileNotFoundError:
         raise InputError(f"{name}: no such file") from None
     except av.error.PermissionError:
@@ -156,101 +226,100 @@ def decode(path: str | os.PathLike, *, sr: int = ANALYSIS_SR, params: DecodePara
     except (av.error.InvalidDataError, av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
         raise DecodeError(f"{name}: not a readable audio file ({_short(exc)})") from None
 
-    with container:
-        if not container.streams.audio:
-            raise DecodeError(f"{name}: the file has no audio stream")
-        stream = container.streams.audio[0]
-        ctx = stream.codec_context
-        if ctx is None:
-            # FFmpeg found a stream but no decoder for it (a damaged or unknown codec id)
-            raise DecodeError(f"{name}: the audio stream has no decoder (damaged or unsupported codec)")
-        native_sr = int(ctx.sample_rate or stream.sample_rate or 0)
-        channels = int(ctx.channels or 0)
-        if native_sr <= 0 or channels <= 0:
-            raise DecodeError(f"{name}: the audio stream declares no sample rate or channels")
-        declared_s = _declared_duration(container, stream)
-        # headers round (an mp3's 3600.000045 s is a 60-minute file): a second of slack
-        if declared_s > params.max_duration_s + _DURATION_SLACK_S and not params.duration_s:
-            raise InputError(
-                f"{name}: {_minutes(declared_s)} of audio; the limit is {_minutes(params.max_duration_s)} "
-                "(analyse an excerpt with --offset/--duration or raise --max-duration)"
-            )
-        bit_rate = int(stream.bit_rate or container.bit_rate or 0)
-        if not bit_rate and declared_s > 0:
-            bit_rate = int(path.stat().st_size * 8 / declared_s)
 
-        if params.offset_s > 0:
+def _stream_info(container, path: Path, name: str, params: DecodeParams) -> _StreamInfo:
+    """The first audio stream, refused in one line if it has no decoder, rate or channels, or is too long."""
+    if not container.streams.audio:
+        raise DecodeError(f"{name}: the file has no audio stream")
+    stream = container.streams.audio[0]
+    ctx = stream.codec_context
+    if ctx is None:
+        # FFmpeg found a stream but no decoder for it (a damaged or unknown codec id)
+        raise DecodeError(f"{name}: the audio stream has no decoder (damaged or unsupported codec)")
+    native_sr = int(ctx.sample_rate or stream.sample_rate or 0)
+    channels = int(ctx.channels or 0)
+    if native_sr <= 0 or channels <= 0:
+        raise DecodeError(f"{name}: the audio stream declares no sample rate or channels")
+    declared_s = _declared_duration(container, stream)
+    # headers round (an mp3's 3600.000045 s is a 60-minute file): a second of slack
+    if declared_s > params.max_duration_s + _DURATION_SLACK_S and not params.duration_s:
+        raise InputError(
+            f"{name}: {_minutes(declared_s)} of audio; the limit is {_minutes(params.max_duration_s)} "
+            "(analyse an excerpt with --offset/--duration or raise --max-duration)"
+        )
+    bit_rate = int(stream.bit_rate or container.bit_rate or 0)
+    if not bit_rate and declared_s > 0:
+        bit_rate = int(path.stat().st_size * 8 / declared_s)
+    return _StreamInfo(stream=stream, codec=ctx.name or "unknown", native_sr=native_sr, channels=channels,
+                       declared_s=declared_s, bit_rate=bit_rate)
+
+
+def _decode_window(
+    container, info: _StreamInfo, buffer: _SampleBuffer, resampler, *, want_start: float, want_end: float,
+    params: DecodeParams, name: str,
+) -> int:
+    """Decode the stream's samples from ``want_start`` to ``want_end`` (s), resampled, into ``buffer``.
+
+    Returns how many native-rate samples were kept.  A damaged packet mid-file is skipped
+    (as players do; more than 50 is an error); an FFmpeg error after some audio is a
+    truncated file, refused unless ``params.allow_truncated``.
+    """
+    import av
+
+    native_sr = info.native_sr
+    decoded_native = 0
+    first_time: float | None = None
+    errors = 0
+    try:
+        for packet in container.demux(info.stream):
             try:
-                container.seek(int(params.offset_s / stream.time_base), stream=stream, any_frame=False, backward=True)
-            except av.error.FFmpegError:
-                pass  # unseekable stream: decode from the start and trim below
-
-        resampler = soxr.ResampleStream(native_sr, sr, 1, dtype="float32", quality=params.resample_quality)
-        want_start = params.offset_s
-        want_end = params.offset_s + params.duration_s if params.duration_s > 0 else float("inf")
-        # the decoded samples go straight into one buffer sized from the header (grown if it
-        # lied): a list of chunks joined at the end would hold the whole file twice
-        expect_s = min(declared_s or 60.0, want_end - want_start, params.max_duration_s) + 1.0
-        buffer = _SampleBuffer(int(expect_s * sr))
-        decoded_native = 0
-        first_time: float | None = None
-        errors = 0
-        try:
-            for packet in container.demux(stream):
-                try:
-                    frames = packet.decode()
-                except av.error.InvalidDataError:
-                    # A damaged packet mid-file: skip it as players do, but count it.
-                    errors += 1
-                    if errors > 50:
-                        raise
+                frames = packet.decode()
+            except av.error.InvalidDataError:
+                errors += 1
+                if errors > 50:
+                    raise
+                continue
+            for frame in frames:
+                mono = _frame_to_mono(frame)
+                t0 = float(frame.pts * frame.time_base) if frame.pts is not None else (
+                    (first_time or 0.0) + decoded_native / native_sr
+                )
+                if first_time is None:
+                    first_time = t0
+                if t0 + len(mono) / native_sr <= want_start:
                     continue
-                for frame in frames:
-                    mono = _frame_to_mono(frame)
-                    t0 = float(frame.pts * frame.time_base) if frame.pts is not None else (
-                        (first_time or 0.0) + decoded_native / native_sr
+                if t0 < want_start:
+                    mono = mono[int(round((want_start - t0) * native_sr)):]
+                    t0 = want_start
+                if t0 >= want_end:
+                    return decoded_native
+                if t0 + len(mono) / native_sr > want_end:
+                    mono = mono[: max(0, int(round((want_end - t0) * native_sr)))]
+                decoded_native += len(mono)
+                buffer.append(resampler.resample_chunk(mono, last=False))
+                if t0 - params.offset_s > params.max_duration_s + _DURATION_SLACK_S:
+                    raise InputError(
+                        f"{name}: more than {_minutes(params.max_duration_s)} of audio "
+                        "(analyse an excerpt with --offset/--duration or raise --max-duration)"
                     )
-                    if first_time is None:
-                        first_time = t0
-                    n = len(mono)
-                    t1 = t0 + n / native_sr
-                    if t1 <= want_start:
-                        continue
-                    if t0 < want_start:
-                        mono = mono[int(round((want_start - t0) * native_sr)):]
-                        t0 = want_start
-                    if t0 >= want_end:
-                        break
-                    if t0 + len(mono) / native_sr > want_end:
-                        mono = mono[: max(0, int(round((want_end - t0) * native_sr)))]
-                    decoded_native += len(mono)
-                    buffer.append(resampler.resample_chunk(mono, last=False))
-                    if t0 - params.offset_s > params.max_duration_s + _DURATION_SLACK_S:
-                        raise InputError(
-                            f"{name}: more than {_minutes(params.max_duration_s)} of audio "
-                            "(analyse an excerpt with --offset/--duration or raise --max-duration)"
-                        )
-                else:
-                    continue
-                break
-        except av.error.FFmpegError as exc:
-            if not decoded_native:
-                raise DecodeError(f"{name}: not a readable audio file ({_short(exc)})") from None
-            if not params.allow_truncated:
-                raise DecodeError(
-                    f"{name}: damaged or truncated after {decoded_native / native_sr:.1f} s "
-                    f"({_short(exc)}; --allow-truncated analyses what decodes)"
-                ) from None
-        buffer.append(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
-        codec = ctx.name or "unknown"
-        container_name = container.format.name if container.format else "unknown"
+    except av.error.FFmpegError as exc:
+        if not decoded_native:
+            raise DecodeError(f"{name}: not a readable audio file ({_short(exc)})") from None
+        if not params.allow_truncated:
+            raise DecodeError(
+                f"{name}: damaged or truncated after {decoded_native / native_sr:.1f} s "
+                f"({_short(exc)}; --allow-truncated analyses what decodes)"
+            ) from None
+    return decoded_native
 
-    samples = buffer.result()
-    got_s = decoded_native / native_sr
+
+def _check_length(got_s: float, declared_s: float, *, want_end: float, params: DecodeParams, name: str) -> None:
+    """Refuse, in one line, nothing decoded, an offset past the end, a truncated file or too short a one."""
+    # the offset first: past the end, nothing decodes, and that is the reason to give
+    if params.offset_s > 0 and declared_s and params.offset_s >= declared_s:
+        raise ParameterError(f"--offset {params.offset_s:g} s is past the end of {name} ({declared_s:.1f} s)")
     if got_s == 0:
         raise DecodeError(f"{name}: no audio could be decoded (not audio, or truncated to nothing)")
-    if params.offset_s > 0 and declared_s and params.offset_s >= declared_s:
-        raise ParameterError(f"--offset {params.offset_s} s is past the end of {name} ({declared_s:.1f} s)")
     expected_s = (min(declared_s, want_end) - params.offset_s) if declared_s else 0.0
     if (
         not params.allow_truncated
@@ -265,31 +334,29 @@ def decode(path: str | os.PathLike, *, sr: int = ANALYSIS_SR, params: DecodePara
         raise DecodeError(
             f"{name}: only {got_s:.2f} s of audio; the analyzer needs at least {params.min_duration_s:g} s"
         )
-    np.clip(samples, -1.0, 1.0, out=samples)
+
+
+def _source_info(path: Path, info: _StreamInfo, *, container_name: str, got_s: float, sr: int,
+                 params: DecodeParams) -> SourceInfo:
+    """What the file declared and how it was decoded, for the document's ``meta``."""
+    import av
 
     process = (
-        f"{codec} {native_sr} Hz {channels} ch -> mean of channels -> "
-        f"soxr {params.resample_quality} {native_sr} -> {sr} Hz, float32"
+        f"{info.codec} {info.native_sr} Hz {info.channels} ch -> mean of channels -> "
+        f"soxr {params.resample_quality} {info.native_sr} -> {sr} Hz, float32"
     )
-    source = SourceInfo(
+    return SourceInfo(
         path=str(path),
         filename=path.name,
-        sample_rate_hz=native_sr,
-        channels=channels,
-        bitrate_kbps=int(round(bit_rate / 1000)),
-        file_duration_s=float(declared_s or got_s),
-        codec=codec,
+        sample_rate_hz=info.native_sr,
+        channels=info.channels,
+        bitrate_kbps=int(round(info.bit_rate / 1000)),
+        file_duration_s=float(info.declared_s or got_s),
+        codec=info.codec,
         container=container_name,
-        decoder=f"PyAV {av.__version__} ({_ffmpeg_version()}, {codec})",
+        decoder=f"PyAV {av.__version__} ({_ffmpeg_version()}, {info.codec})",
         input_process=process,
         tags=read_tags(path),
-    )
-    return Audio(
-        samples=samples,
-        sr=sr,
-        source=source,
-        offset_s=float(params.offset_s),
-        window_s=float(params.duration_s and len(samples) / sr),
     )
 
 
