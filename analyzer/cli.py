@@ -6,15 +6,18 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from contextlib import closing
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, NoReturn, Optional, TypeVar
 
 import typer
 
 from . import __version__
 from .errors import AnalyzerError, one_line, quote_path
+
+T = TypeVar("T")
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -127,19 +130,53 @@ def main_command(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
-    from dataclasses import replace
+    from .batch import Resources
 
+    options = _run_options(jobs=jobs, offset=offset, duration=duration, max_duration=max_duration,
+                           allow_truncated=allow_truncated, pretty=pretty, fmt=fmt, embed_model=embed_model,
+                           embedder=embedder, device=device)
+    # this process's networks and embedder (loaded on first use; batch workers make their own)
+    resources = Resources(options.embedder)
+    if options.embedder is not None:
+        # a bad model file is one error now, not one per input
+        _or_exit(lambda: resources.embedder)
+    job_list = _jobs(paths, out_dir=out_dir, plot_dir=plot_dir, plot=plot, plot_html=plot_html,
+                     plot_format=plot_format)
+    single = len(job_list) == 1 and not paths[0].is_dir() and out_dir is None
+    if single:
+        raise typer.Exit(_run_single(job_list[0], options, resources, fmt, debug))
+    if out_dir is None and fmt is Format.json:
+        _usage("several inputs need -o OUT_DIR or --format jsonl (one document per line on stdout)")
+    workers = jobs or _cores()
+    raise typer.Exit(_run_batch(job_list, options, resources, out_dir, fmt, workers, force, debug))
+
+
+def _usage(message: str) -> NoReturn:
+    _err(message)
+    raise typer.Exit(EXIT_USAGE)
+
+
+def _or_exit(step: Callable[[], T]) -> T:
+    """``step()``, or its AnalyzerError as one line and its exit code."""
+    try:
+        return step()
+    except AnalyzerError as exc:
+        _err(str(exc))
+        raise typer.Exit(getattr(exc, "exit_code", EXIT_INPUT)) from None
+
+
+def _run_options(*, jobs: int, offset: float, duration: float, max_duration: float, allow_truncated: bool,
+                 pretty: bool, fmt: Format, embed_model: Optional[Path], embedder: str, device: str):
+    """The options every file is analysed with, from the command line (usage errors exit here)."""
     from .audio import DecodeParams
-    from .batch import RunOptions, check_output_clashes, collect_inputs, plot_paths
+    from .batch import RunOptions
     from .embedding import EmbedderSpec
 
     if jobs < 0:
-        _err(f"--jobs must be >= 0, got {jobs}")
-        raise typer.Exit(EXIT_USAGE)
+        _usage(f"--jobs must be >= 0, got {jobs}")
     if offset < 0 or duration < 0 or max_duration <= 0:
-        _err("--offset and --duration must be >= 0 and --max-duration > 0")
-        raise typer.Exit(EXIT_USAGE)
-    options = RunOptions(
+        _usage("--offset and --duration must be >= 0 and --max-duration > 0")
+    return RunOptions(
         decode=DecodeParams(
             offset_s=offset, duration_s=duration, max_duration_s=max_duration, allow_truncated=allow_truncated
         ),
@@ -147,57 +184,42 @@ def main_command(
         pretty=pretty and fmt is Format.json,
         embedder=None if embed_model is None else EmbedderSpec(path=embed_model, kind=embedder, device=device),
     )
-    from .batch import Resources
 
-    # this process's networks and embedder (loaded on first use; batch workers make their own)
-    resources = Resources(options.embedder)
-    if options.embedder is not None:
-        try:
-            resources.embedder  # noqa: B018  (a bad model file is one error now, not one per input)
-        except AnalyzerError as exc:
-            _err(str(exc))
-            raise typer.Exit(getattr(exc, "exit_code", EXIT_INPUT)) from None
-    try:
+
+def _jobs(paths: list[Path], *, out_dir: Optional[Path], plot_dir: Optional[Path], plot: Optional[Path],
+          plot_html: Optional[Path], plot_format: PlotFormat) -> list:
+    """The inputs as jobs, each with the reports asked for; clashing or impossible targets exit here."""
+    from dataclasses import replace
+
+    from .batch import check_output_clashes, collect_inputs, plot_paths
+
+    def collect():
         found = collect_inputs(paths)
         if out_dir is not None or plot_dir is not None:
             check_output_clashes(found.jobs)
-    except AnalyzerError as exc:
-        _err(str(exc))
-        raise typer.Exit(getattr(exc, "exit_code", EXIT_INPUT)) from None
+        return found
+
+    found = _or_exit(collect)
     for note in found.skipped:
         _warn(note)
-    job_list = found.jobs
-
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
-        _err(f"-o {quote_path(out_dir)}: exists and is not a folder")
-        raise typer.Exit(EXIT_USAGE)
+        _usage(f"-o {quote_path(out_dir)}: exists and is not a folder")
     if plot_dir is not None and plot_dir.exists() and not plot_dir.is_dir():
-        _err(f"--plot-dir {quote_path(plot_dir)}: exists and is not a folder")
-        raise typer.Exit(EXIT_USAGE)
-    if (plot is not None or plot_html is not None) and len(job_list) != 1:
-        _err("--plot and --plot-html take one input file; use --plot-dir DIR for several")
-        raise typer.Exit(EXIT_USAGE)
+        _usage(f"--plot-dir {quote_path(plot_dir)}: exists and is not a folder")
+    if (plot is not None or plot_html is not None) and len(found.jobs) != 1:
+        _usage("--plot and --plot-html take one input file; use --plot-dir DIR for several")
     for flag, target in (("--plot", plot), ("--plot-html", plot_html)):
         if target is not None and target.is_dir():
-            _err(f"{flag} {quote_path(target)}: is a folder; give a file name")
-            raise typer.Exit(EXIT_USAGE)
-    job_list = [
+            _usage(f"{flag} {quote_path(target)}: is a folder; give a file name")
+    return [
         replace(
             j,
             plots=plot_paths(j.source, j.output_rel, plot_dir, plot_format.value)
             + ((("png", plot),) if plot is not None else ())
             + ((("html", plot_html),) if plot_html is not None else ()),
         )
-        for j in job_list
+        for j in found.jobs
     ]
-    single = len(job_list) == 1 and not paths[0].is_dir() and out_dir is None
-    if single:
-        raise typer.Exit(_run_single(job_list[0], options, resources, fmt, debug))
-    if out_dir is None and fmt is Format.json:
-        _err("several inputs need -o OUT_DIR or --format jsonl (one document per line on stdout)")
-        raise typer.Exit(EXIT_USAGE)
-    workers = jobs or _cores()
-    raise typer.Exit(_run_batch(job_list, options, resources, out_dir, fmt, workers, force, debug))
 
 
 def _run_single(job, options, resources, fmt: Format, debug: bool) -> int:
@@ -355,14 +377,9 @@ def index_command(
     from .workers import WorkerFailure
 
     if jobs < 0:
-        _err(f"--jobs must be >= 0, got {jobs}")
-        raise typer.Exit(EXIT_USAGE)
-    try:
-        found = collect_inputs(dirs)
-        catalog = Catalog(db, create=True)
-    except AnalyzerError as exc:
-        _err(str(exc))
-        raise typer.Exit(getattr(exc, "exit_code", EXIT_INPUT)) from None
+        _usage(f"--jobs must be >= 0, got {jobs}")
+    found = _or_exit(lambda: collect_inputs(dirs))
+    catalog = _or_exit(lambda: Catalog(db, create=True))
     for note in found.skipped:
         _warn(note)
     sources = [j.source for j in found.jobs]
@@ -450,13 +467,8 @@ def identify_command(
     from .fingerprint import CODE_UNIT_S
 
     if top < 1 or offset < 0 or duration < 0:
-        _err("--top must be >= 1, --offset and --duration >= 0")
-        raise typer.Exit(EXIT_USAGE)
-    try:
-        catalog = Catalog(db)
-    except AnalyzerError as exc:
-        _err(str(exc))
-        raise typer.Exit(getattr(exc, "exit_code", EXIT_INPUT)) from None
+        _usage("--top must be >= 1, --offset and --duration >= 0")
+    catalog = _or_exit(lambda: Catalog(db))
     params = replace(MatchParams(), top=top)
     failed = 0
     try:

@@ -16,6 +16,8 @@ from .errors import SchemaError
 from .fingerprint import ECHOPRINT_VERSION, RHYTHM_VERSION, SYNCH_VERSION
 from .pipeline import Analysis
 from .rhythm import Events
+from .sections import Section
+from .segments import Segments
 
 SCHEMA_NAME = "analysis.schema.json"
 
@@ -50,13 +52,50 @@ def platform_string() -> str:
 
 def build_document(analysis: Analysis, *, timestamp: int, analysis_time_s: float,
                    embedding: tuple[np.ndarray, str] | None = None) -> dict:
-    """The Echo Nest document; `embedding` (vector, model id) adds the CNN extension fields."""
-    a = analysis.audio
-    src = a.source
+    """The Echo Nest document of one analysis, rounded and validated against the schema.
+
+    Parameters
+    ----------
+    analysis : Analysis
+        What `pipeline.analyze` returned.
+    timestamp : int
+        When the analysis started, Unix seconds (``meta.timestamp``).
+    analysis_time_s : float
+        How long it took, s (``meta.analysis_time``).
+    embedding : (np.ndarray, str), optional
+        An embedding vector and its model's id: the ``embedding`` / ``embedding_model``
+        extension fields.
+
+    Returns
+    -------
+    dict
+        ``meta``, ``track``, ``bars``, ``beats``, ``tatums``, ``sections``, ``segments``.
+
+    Raises
+    ------
+    SchemaError
+        The document does not validate (a bug, never the input's fault).
+    """
     r = analysis.rhythm
-    k = analysis.key
-    seg = analysis.segments
-    meta = {
+    doc = {
+        "meta": _meta(analysis, timestamp=timestamp, analysis_time_s=analysis_time_s),
+        "track": _track(analysis),
+        "bars": _events(r.bars),
+        "beats": _events(r.beats),
+        "tatums": _events(r.tatums),
+        "sections": [_section(s) for s in analysis.sections],
+        "segments": _segments(analysis.segments),
+    }
+    if embedding is not None:
+        doc["embedding"] = [round(float(v), 6) for v in embedding[0]]
+        doc["embedding_model"] = embedding[1]
+    validate(doc)
+    return doc
+
+
+def _meta(analysis: Analysis, *, timestamp: int, analysis_time_s: float) -> dict:
+    src = analysis.audio.source
+    return {
         "analyzer_version": __version__,
         "platform": platform_string(),
         "detailed_status": "OK",
@@ -74,11 +113,15 @@ def build_document(analysis: Analysis, *, timestamp: int, analysis_time_s: float
         "analysis_time": _t(analysis_time_s),
         "input_process": src.input_process,
     }
+
+
+def _track(analysis: Analysis) -> dict:
+    a, r, k = analysis.audio, analysis.rhythm, analysis.key
     track = {
         "num_samples": int(len(a.samples)),
         "duration": _t(a.duration_s),
         "sample_md5": a.md5,
-        "decoder": src.decoder,
+        "decoder": a.source.decoder,
         "offset_seconds": _t(a.offset_s),
         "window_seconds": _t(a.window_s),
         "analysis_sample_rate": int(a.sr),
@@ -105,27 +148,30 @@ def build_document(analysis: Analysis, *, timestamp: int, analysis_time_s: float
     track["synch_version"] = SYNCH_VERSION
     track["rhythmstring"] = fp.rhythmstring
     track["rhythm_version"] = RHYTHM_VERSION
-    sections = [
+    return track
+
+
+def _section(s: Section) -> dict:
+    return {
+        "start": _t(s.start),
+        "duration": _t(s.duration),
+        "confidence": _c(s.confidence),
+        "loudness": _db(s.loudness),
+        "tempo": _r(s.tempo, 3),
+        "tempo_confidence": _c(s.tempo_confidence),
+        "key": int(s.key),
+        "key_confidence": _c(s.key_confidence),
+        "mode": int(s.mode),
+        "mode_confidence": _c(s.mode_confidence),
+        "time_signature": int(s.time_signature),
+        "time_signature_confidence": _c(s.time_signature_confidence),
+        "label": s.label,
+    }
+
+
+def _segments(seg: Segments) -> list[dict]:
+    segments = [
         {
-            "start": _t(s.start),
-            "duration": _t(s.duration),
-            "confidence": _c(s.confidence),
-            "loudness": _db(s.loudness),
-            "tempo": _r(s.tempo, 3),
-            "tempo_confidence": _c(s.tempo_confidence),
-            "key": int(s.key),
-            "key_confidence": _c(s.key_confidence),
-            "mode": int(s.mode),
-            "mode_confidence": _c(s.mode_confidence),
-            "time_signature": int(s.time_signature),
-            "time_signature_confidence": _c(s.time_signature_confidence),
-            "label": s.label,
-        }
-        for s in analysis.sections
-    ]
-    segments = []
-    for i in range(len(seg)):
-        d = {
             "start": _t(seg.start[i]),
             "duration": _t(seg.duration[i]),
             "confidence": _c(seg.confidence[i]),
@@ -135,23 +181,12 @@ def build_document(analysis: Analysis, *, timestamp: int, analysis_time_s: float
             "pitches": [_c(v) for v in seg.pitches[i]],
             "timbre": [_r(v, 3) for v in seg.timbre[i]],
         }
-        segments.append(d)
+        for i in range(len(seg))
+    ]
     if segments:
+        # the Echo Nest's documents give the level at the end of the last segment only
         segments[-1]["loudness_end"] = _db(seg.loudness_end)
-    doc = {
-        "meta": meta,
-        "track": track,
-        "bars": _events(r.bars),
-        "beats": _events(r.beats),
-        "tatums": _events(r.tatums),
-        "sections": sections,
-        "segments": segments,
-    }
-    if embedding is not None:
-        doc["embedding"] = [round(float(v), 6) for v in embedding[0]]
-        doc["embedding_model"] = embedding[1]
-    validate(doc)
-    return doc
+    return segments
 
 
 @functools.lru_cache(maxsize=1)
