@@ -15,16 +15,13 @@ from typing import Annotated, NoReturn, Optional, TypeVar
 import typer
 
 from . import __version__
+from .console import OutputFormat as Format
+from .console import progress_bar
 from .errors import AnalyzerError, one_line, quote_path
 
 T = TypeVar("T")
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
-
-
-class Format(str, Enum):
-    json = "json"
-    jsonl = "jsonl"
 
 
 class PlotFormat(str, Enum):
@@ -258,7 +255,6 @@ def _run_batch(job_list, options, resources, out_dir: Optional[Path], fmt: Forma
     from dataclasses import replace
 
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from .batch import is_up_to_date, output_name_problem, run_jobs, write_atomic
 
@@ -275,16 +271,7 @@ def _run_batch(job_list, options, resources, out_dir: Optional[Path], fmt: Forma
     failed = internal = 0
     audio_s = 0.0
     t0 = time.perf_counter()
-    progress = Progress(
-        TextColumn("[bold]analyze"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.description}"),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,
-    )
+    progress = progress_bar("analyze", console)
     # an output name the file system cannot hold fails now, not after its file's analysis
     runnable = []
     for j in todo:
@@ -369,7 +356,6 @@ def index_command(
     ] = 3600.0,
 ) -> None:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from .audio import DecodeParams
     from .batch import collect_inputs
@@ -396,8 +382,7 @@ def index_command(
     added = failed = 0
     audio_s = 0.0
     t0 = time.perf_counter()
-    progress = Progress(TextColumn("[bold]index"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        TextColumn("{task.description}"), console=console, transient=True, disable=not console.is_terminal)
+    progress = progress_bar("index", console)
     workers = max(1, min(jobs or _cores(), len(todo)))
     try:
         with progress, closing(_fingerprint_all(todo, params, workers)) as results:

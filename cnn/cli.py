@@ -51,7 +51,7 @@ def train_command(
     seed: Annotated[int, typer.Option("--seed")] = 0,
 ) -> None:
     import torch
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from analyzer.console import progress_bar
 
     from analyzer.audio import DecodeParams, decode
     from recommender.engine import load as load_recommender
@@ -81,9 +81,8 @@ def train_command(
     torch.manual_seed(seed)
     net = AudioCNN(cfg)
     spectra, rows, unlabeled, skipped = [], [], [], 0
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeRemainingColumn(), transient=True, console=None) as bar:
-        task = bar.add_task("decoding", total=len(files) + len(extra))
+    with progress_bar("decoding") as bar:
+        task = bar.add_task("", total=len(files) + len(extra))
         for k, f in enumerate(files + extra):
             try:
                 a = decode(f, params=DecodeParams(duration_s=max_seconds))
