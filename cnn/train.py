@@ -33,7 +33,7 @@ class TrainParams:
     weight_decay: float = 1e-4
     val_share: float = 0.2
     patience: int = 8  # epochs without a better validation loss before stopping
-    lr_patience: int = 3  # ... before halving the learning rate
+    lr_patience: int = 3  # ... before halving the learning rate (again after as many more)
     seed: int = 0
     steps_per_epoch: int = 0  # 0: one pass over the training tracks
     # weight of a contrastive term (NT-Xent): two crops of one track close, of different tracks apart
@@ -160,6 +160,10 @@ def train(inputs: list[np.ndarray], factors: np.ndarray, model: torch.nn.Module,
     val, tr = order[:n_val], order[n_val:]
     model = model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+    # halves the rate after lr_patience epochs without a better validation loss, and again after as
+    # many more; "better" by the same absolute 1e-6 as the early stop below
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5, patience=params.lr_patience - 1,
+                                                         threshold=1e-6, threshold_mode="abs")
     cfg = model.cfg
     n = max(1, int(round(params.crop_s * cfg.sr / cfg.hop)))
     target = torch.from_numpy(factors.astype(np.float32)).to(device)
@@ -168,6 +172,10 @@ def train(inputs: list[np.ndarray], factors: np.ndarray, model: torch.nn.Module,
     signature = _signature(model, params, factors, len(pool))
     if checkpoint is not None and Path(checkpoint).is_file():
         meta, best_state = _load_checkpoint(Path(checkpoint), model, opt, signature)
+        # (a checkpoint written before the scheduler: its state follows from the counters it kept)
+        plateau.load_state_dict(meta.get("plateau") or {
+            **plateau.state_dict(), "best": meta["best"], "num_bad_epochs": meta["waited"] % params.lr_patience,
+            "last_epoch": meta["epoch"] + 1})
         hist = History(**meta["history"])
         best, waited, start = meta["best"], meta["waited"], meta["epoch"] + 1
         rng.bit_generator.state = meta["rng"]
@@ -212,14 +220,13 @@ def train(inputs: list[np.ndarray], factors: np.ndarray, model: torch.nn.Module,
             best, best_state, waited, hist.best_epoch = v, copy.deepcopy(model.state_dict()), 0, epoch
         else:
             waited += 1
-            if waited % params.lr_patience == 0:
-                for group in opt.param_groups:
-                    group["lr"] *= 0.5
             stopped = waited >= params.patience
+        plateau.step(v)
         if checkpoint is not None:
             _save_checkpoint(Path(checkpoint), model, opt, best_state,
                              {"signature": signature, "epoch": epoch, "best": best, "waited": waited, "stopped": stopped,
-                              "rng": rng.bit_generator.state, "history": asdict(hist)})
+                              "rng": rng.bit_generator.state, "history": asdict(hist),
+                              "plateau": plateau.state_dict()})
         if stopped:
             break
     if best_state is not None:
