@@ -49,6 +49,20 @@ def span_loudness(*, segment_start_s: np.ndarray, loudness_max_db: np.ndarray, f
     return float(np.mean(np.asarray(loudness_max_db, dtype=np.float64)[sel]))
 
 
+def track_loudness(*, segment_start_s: np.ndarray, loudness_max_db: np.ndarray, fades: Fades,
+                   duration_s: float) -> float:
+    """The track's ``loudness``, dB: its segments' mean ``loudness_max`` between the fades.
+
+    All segments count when none starts between the fades (a track that is all fade).
+    """
+    body = span_loudness(segment_start_s=segment_start_s, loudness_max_db=loudness_max_db,
+                         from_s=fades.end_of_fade_in, to_s=fades.start_of_fade_out)
+    if body <= FLOOR_DB:
+        body = span_loudness(segment_start_s=segment_start_s, loudness_max_db=loudness_max_db, from_s=0.0,
+                             to_s=duration_s)
+    return body
+
+
 def pool_db(frame_db: np.ndarray, factor: int, n_out: int) -> np.ndarray:
     """Energy mean of each group of ``factor`` frames centred on every ``factor``-th frame: a coarser grid."""
     db = np.asarray(frame_db, dtype=np.float64)

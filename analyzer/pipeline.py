@@ -12,7 +12,7 @@ from . import features as F
 from .audio import Audio
 from .fingerprint import FingerprintParams, Fingerprints, fingerprint
 from .key import Key, KeyParams, estimate_key
-from .loudness import FadeParams, Fades, detect_fades, pool_db, span_loudness
+from .loudness import FadeParams, Fades, detect_fades, pool_db, track_loudness
 from .rhythm import Rhythm, RhythmParams, analyze_rhythm, find_beats
 from .sections import Section, SectionParams, describe_sections, find_boundaries
 from .auditory import AuditoryParams, auditory_spectrogram
@@ -88,7 +88,8 @@ def _analyze(audio: Audio, *, models: F.Models, config: AnalysisConfig) -> Analy
     segments = build_segments(starts=seg_starts, aud=aud, chroma=spec.chroma, chroma_fps=spec.fps,
                               duration_s=duration, params=config.segments)
     del aud
-    loud = _body_loudness(segments, fades, duration)
+    loud = track_loudness(segment_start_s=segments.start, loudness_max_db=segments.loudness_max, fades=fades,
+                          duration_s=duration)
     clock.lap("segments")
 
     sections = _sections(y, sr, spec=spec, frame_db=frame_db, onset_env=onset_env, rhythm=rhythm, key=key,
@@ -143,16 +144,6 @@ def _sections(
         bounds, duration_s=duration_s, segments=segments, frame_db=frame_db, onset_env=onset_env, fps=spec.fps,
         rhythm=rhythm, rhythm_params=config.rhythm, track_key=key, key_of_span=key_of_span, params=config.sections,
     )
-
-
-def _body_loudness(segments: Segments, fades: Fades, duration_s: float) -> float:
-    """The track's loudness: its segments' mean loudness_max between the fades (all of them if none lie there)."""
-    body = span_loudness(segment_start_s=segments.start, loudness_max_db=segments.loudness_max,
-                         from_s=fades.end_of_fade_in, to_s=fades.start_of_fade_out)
-    if body <= -60.0:
-        body = span_loudness(segment_start_s=segments.start, loudness_max_db=segments.loudness_max, from_s=0.0,
-                             to_s=duration_s)
-    return body
 
 
 class _Clock:
