@@ -17,6 +17,8 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 
+from .errors import ParameterError
+
 MADMOM_SR = 44100
 MADMOM_FPS = 100.0
 _MADMOM_FRAME_SIZES = (1024, 2048, 4096)
@@ -172,18 +174,54 @@ def bound_heap(mmap_threshold_bytes: int = 4 << 20) -> None:
         pass
 
 
-class Models:
-    """The trained networks, loaded once per process (per worker in a batch)."""
+@dataclass(frozen=True)
+class EnsembleSize:
+    """How many of each of madmom's 8-network ensembles run (their outputs averaged).
 
-    def __init__(self) -> None:
+    The networks are most of the analysis time and scale with the count; the first ``n``
+    members are used.  8 is madmom's own setting.
+    """
+
+    beat: int = 8
+    downbeat: int = 8
+    onset: int = 8
+
+    def __post_init__(self) -> None:
+        for name in ("beat", "downbeat", "onset"):
+            n = getattr(self, name)
+            if not 1 <= n <= 8:
+                raise ParameterError(f"{name} ensemble size must be 1-8, got {n}")
+
+    @classmethod
+    def parse(cls, text: str) -> EnsembleSize:
+        """``"8,8,8"`` (beat, downbeat, onset) -> EnsembleSize; ParameterError if malformed."""
+        try:
+            beat, downbeat, onset = (int(v) for v in text.split(","))
+        except ValueError:
+            raise ParameterError(f"ensemble sizes must be three integers 'BEAT,DOWNBEAT,ONSET', got {text!r}") from None
+        return cls(beat, downbeat, onset)
+
+
+class Models:
+    """The trained networks, loaded once per process (per worker in a batch).
+
+    Parameters
+    ----------
+    ensemble : EnsembleSize
+        How many members of madmom's beat, downbeat and onset ensembles to load.
+    """
+
+    def __init__(self, ensemble: EnsembleSize = EnsembleSize()) -> None:
         bound_heap()
         configure_onnxruntime()
         from madmom.ml.nn import NeuralNetworkEnsemble, average_predictions
         from madmom.models import BEATS_BLSTM, DOWNBEATS_BGRU, DOWNBEATS_BLSTM, ONSETS_BRNN
 
-        self.beat_nn = NeuralNetworkEnsemble.load(BEATS_BLSTM, ensemble_fn=average_predictions)
-        self.downbeat_nn = NeuralNetworkEnsemble.load(DOWNBEATS_BLSTM, ensemble_fn=average_predictions)
-        self.onset_nn = NeuralNetworkEnsemble.load(ONSETS_BRNN, ensemble_fn=average_predictions)
+        self.ensemble = ensemble
+        self.beat_nn = NeuralNetworkEnsemble.load(BEATS_BLSTM[: ensemble.beat], ensemble_fn=average_predictions)
+        self.downbeat_nn = NeuralNetworkEnsemble.load(DOWNBEATS_BLSTM[: ensemble.downbeat],
+                                                      ensemble_fn=average_predictions)
+        self.onset_nn = NeuralNetworkEnsemble.load(ONSETS_BRNN[: ensemble.onset], ensemble_fn=average_predictions)
         # the beat-synchronous bar networks (RNNBarProcessor): percussive and harmonic GRUs
         self.bar_perc_nn = NeuralNetworkEnsemble.load(DOWNBEATS_BGRU[0])
         self.bar_harm_nn = NeuralNetworkEnsemble.load(DOWNBEATS_BGRU[1])

@@ -67,10 +67,10 @@ CONFIDENCE_CHECKS = (
 class Ours:
     """The analyzer as a user runs it: decode, analyze, build and validate the document."""
 
-    def __init__(self) -> None:
-        from analyzer.features import Models
+    def __init__(self, ensemble=None) -> None:
+        from analyzer.features import EnsembleSize, Models
 
-        self.models = Models()
+        self.models = Models(ensemble or EnsembleSize())
 
     def run(self, path: Path):
         """(audio, analysis, document, error, wall seconds); audio/analysis None if decoding failed."""
@@ -584,6 +584,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--gate", type=Path, default=None,
                    help="write our gtzan figures here as the regression gate (needs gtzan, --split all)")
     p.add_argument("--limit", type=int, default=0, help="first N files of each set only (smoke tests)")
+    p.add_argument("--ensemble", default="8,8,8",
+                   help="members of madmom's beat, downbeat and onset ensembles to run (default: all 8 of each)")
     return p.parse_args(argv)
 
 
