@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
+from .evaluate import ndcg_at_k
+
 SOURCES = ("cf", "ease", "knn", "terms", "audio")
 
 
@@ -50,29 +52,6 @@ def fuse(parts: dict[str, np.ndarray | None], weights: FusionWeights,
     return z, total
 
 
-def ndcg_at_k(scores: np.ndarray, seen: sp.csr_matrix, truth: list[np.ndarray], k: int = 10,
-              allowed: np.ndarray | None = None) -> tuple[float, np.ndarray]:
-    """Mean NDCG@k (binary relevance) over rows with truth; seen items and items not allowed never ranked.
-    Also returns the top-k item indices per row."""
-    s = scores.copy()
-    rows = np.repeat(np.arange(seen.shape[0]), np.diff(seen.indptr))
-    s[rows, seen.indices] = -np.inf
-    if allowed is not None:
-        s[:, ~allowed] = -np.inf
-    top = np.argpartition(-s, k, axis=1)[:, :k]
-    order = np.take_along_axis(s, top, axis=1).argsort(axis=1)[:, ::-1]
-    top = np.take_along_axis(top, order, axis=1)
-    disc = 1.0 / np.log2(np.arange(2, k + 2))
-    vals = []
-    for r, t in enumerate(truth):
-        if len(t) == 0:
-            continue
-        rel = np.isin(top[r], t)
-        ideal = disc[: min(k, len(t))].sum()
-        vals.append(float((rel * disc).sum() / ideal))
-    return (float(np.mean(vals)) if vals else 0.0), top
-
-
 def tune_weights(parts: dict[str, np.ndarray], seen: sp.csr_matrix, truth: list[np.ndarray],
                  candidates: np.ndarray, grid: dict[str, tuple[float, ...]] | None = None,
                  allowed: np.ndarray | None = None) -> tuple[FusionWeights, float, list[tuple[dict, float]]]:
@@ -89,26 +68,6 @@ def tune_weights(parts: dict[str, np.ndarray], seen: sp.csr_matrix, truth: list[
         if score > best_score:
             best, best_score = FusionWeights(**w), score
     return best, best_score, trail
-
-
-def split_per_user(x: sp.csr_matrix, *, share: float, min_items: int, seed: int) -> tuple[sp.csr_matrix, list[np.ndarray]]:
-    """Hold out `share` of each listener's items (listeners with >= min_items): (train, held-out per row)."""
-    rng = np.random.default_rng(seed)
-    x = x.tocsr()
-    keep = x.copy().tolil()
-    held: list[np.ndarray] = []
-    for u in range(x.shape[0]):
-        items = x.indices[x.indptr[u] : x.indptr[u + 1]]
-        if len(items) < min_items:
-            held.append(np.zeros(0, dtype=np.int64))
-            continue
-        out = rng.choice(items, size=int(round(share * len(items))), replace=False)
-        for i in out:
-            keep[u, i] = 0
-        held.append(np.sort(out))
-    train = keep.tocsr()
-    train.eliminate_zeros()
-    return train, held
 
 
 @dataclass

@@ -1,7 +1,11 @@
 """The scorers: ALS on implicit feedback, EASE and item-kNN (baselines and CF votes), term vectors, audio.
 
-Each takes a users x items matrix (scipy CSR, play counts) and returns per-user scores
-for every item through `scores(user_rows)`: one matrix product, no Python loop per item.
+Each is fitted on a users x items matrix (scipy CSR, play counts) and scores listeners through
+one interface, `scores(listeners, items=None)`: a len(listeners) x len(items) array (every item by
+default), one matrix product, no Python loop per item.  A listener is given as their row of plays
+(ALS: their factor vector).  `recommender.model.Recommender.source_scores` calls every scorer this
+way on both the exact and the ANN path; `recommender.evaluate.top_n` turns scores into
+implicit-style (ids, scores) best first.  tests/test_scorer_contract.py holds each to the contract.
 """
 
 from __future__ import annotations
@@ -102,8 +106,10 @@ class ALS:
             out = model.recalculate_user(np.asarray(rows), weight(x, p.weighting)[rows])
         return np.asarray(out, dtype=np.float32).reshape(len(rows), -1)
 
-    def scores(self, user_vectors: np.ndarray) -> np.ndarray:
-        return user_vectors @ self.item_factors.T
+    def scores(self, user_vectors: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
+        """Inner products of listeners' factor vectors (n x factors) with the items' (default: all)."""
+        y = self.item_factors if items is None else self.item_factors[items]
+        return user_vectors @ y.T
 
 
 class EASE:
@@ -127,10 +133,12 @@ class EASE:
         self.n_items = x.shape[1]
         return self
 
-    def scores(self, rows: sp.csr_matrix) -> np.ndarray:
+    def scores(self, rows: sp.csr_matrix, items: np.ndarray | None = None) -> np.ndarray:
+        """Listeners' plays (n x items) -> n x len(items) scores; items with too few listeners score 0."""
         out = np.zeros((rows.shape[0], self.n_items), dtype=np.float32)
         out[:, self.items] = binary(rows)[:, self.items] @ self.B
-        return out
+        # B is dense items x items: every column costs the same, so a subset is cut from the whole
+        return out if items is None else out[:, items]
 
 
 class ItemKNN:
@@ -149,8 +157,11 @@ class ItemKNN:
         self.sim = _top_k_rows(sim, self.k)
         return self
 
-    def scores(self, rows: sp.csr_matrix) -> np.ndarray:
-        return np.asarray((binary(rows) @ self.sim.T).todense(), dtype=np.float32)
+    def scores(self, rows: sp.csr_matrix, items: np.ndarray | None = None) -> np.ndarray:
+        """Listeners' plays (n x items) -> n x len(items): per item, the summed similarity of its
+        neighbours the listener played (each play counts once)."""
+        sim = self.sim if items is None else self.sim[items]
+        return np.asarray((binary(rows) @ sim.T).todense(), dtype=np.float32)
 
 
 def _top_k_rows(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
@@ -172,8 +183,10 @@ class Popularity:
         self.listeners = np.asarray(binary(x).sum(axis=0)).ravel().astype(np.float32)
         return self
 
-    def scores(self, rows: sp.csr_matrix) -> np.ndarray:
-        return np.repeat(self.listeners[None, :], rows.shape[0], axis=0)
+    def scores(self, rows: sp.csr_matrix, items: np.ndarray | None = None) -> np.ndarray:
+        """Every listener gets the items' listener counts."""
+        counts = self.listeners if items is None else self.listeners[items]
+        return np.repeat(counts[None, :], rows.shape[0], axis=0)
 
 
 class TermVectors:
@@ -212,8 +225,11 @@ class TermVectors:
         norms = np.sqrt(np.asarray(p.multiply(p).sum(axis=1)).ravel())
         return (sp.diags(1.0 / np.maximum(norms, 1e-12)) @ p).tocsr()
 
-    def scores(self, rows: sp.csr_matrix, extra: sp.csr_matrix | None = None) -> np.ndarray:
-        return np.asarray((self.profiles(rows, extra) @ self.vectors.T).todense(), dtype=np.float32)
+    def scores(self, rows: sp.csr_matrix, extra: sp.csr_matrix | None = None,
+               items: np.ndarray | None = None) -> np.ndarray:
+        """Cosine of each listener's term profile (see `profiles`) with the items' term vectors."""
+        vectors = self.vectors if items is None else self.vectors[items]
+        return np.asarray((self.profiles(rows, extra) @ vectors.T).todense(), dtype=np.float32)
 
 
 class AudioVectors:
@@ -230,7 +246,9 @@ class AudioVectors:
         self.present = present
         return self
 
-    def scores(self, rows: sp.csr_matrix) -> np.ndarray:
+    def scores(self, rows: sp.csr_matrix, items: np.ndarray | None = None) -> np.ndarray:
+        """Cosine of each listener's audio profile (log-play-weighted mean of what they play) with the items'."""
         prof = np.asarray(log_confidence(rows) @ self.vectors)
         prof /= np.maximum(np.linalg.norm(prof, axis=1, keepdims=True), 1e-12)
-        return (prof @ self.vectors.T).astype(np.float32)
+        vectors = self.vectors if items is None else self.vectors[items]
+        return (prof @ vectors.T).astype(np.float32)
