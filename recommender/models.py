@@ -142,19 +142,33 @@ class EASE:
 
 
 class ItemKNN:
-    """Cosine item-item neighbours on BM25-weighted plays, top k per item."""
+    """Cosine item-item neighbours on BM25-weighted plays, the top k per item (implicit's all-pairs kNN)."""
 
     def __init__(self, k: int = 100):
         self.k = k
 
     def fit(self, x: sp.csr_matrix) -> ItemKNN:
+        """Each item's k most similar items (cosine of BM25-weighted listener vectors), itself left out.
+
+        implicit's `ItemItemRecommender` keeps each item's top K by dot product of the item columns
+        of a users x items matrix; the columns go in BM25-weighted and L2-normalized, so the dot
+        product is the cosine (its `CosineRecommender` would normalize unweighted counts, and hands
+        implicit a COO matrix it warns about).  Differs from the Python loop it replaced in float64
+        sums (similarities within 3e-7) and in which of several equal k-th neighbours is kept (299 of 16,744
+        HetRec artists; bench/RESULTS.md, 2026-11-29).
+        """
+        from implicit.nearest_neighbours import ItemItemRecommender
+
         w = bm25(x).T.tocsr()  # items x users
         norms = np.sqrt(np.asarray(w.multiply(w).sum(axis=1)).ravel()) + 1e-9
-        w = sp.diags(1.0 / norms) @ w
-        sim = (w @ w.T).tocsr()
+        w = (sp.diags(1.0 / norms) @ w).T.tocsr().astype(np.float64)
+        # an item is its own nearest neighbour (cosine 1): ask for one more, then drop it
+        model = ItemItemRecommender(K=self.k + 1, num_threads=0)
+        model.fit(w, show_progress=False)
+        sim = model.similarity.tocsr().astype(np.float32)
         sim.setdiag(0)
         sim.eliminate_zeros()
-        self.sim = _top_k_rows(sim, self.k)
+        self.sim = _at_most_k_per_row(sim, self.k)
         return self
 
     def scores(self, rows: sp.csr_matrix, items: np.ndarray | None = None) -> np.ndarray:
@@ -164,18 +178,17 @@ class ItemKNN:
         return np.asarray((binary(rows) @ sim.T).todense(), dtype=np.float32)
 
 
-def _top_k_rows(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
-    rows, cols, vals = [], [], []
-    for i in range(m.shape[0]):
-        lo, hi = m.indptr[i], m.indptr[i + 1]
-        if hi - lo > k:
-            part = lo + np.argpartition(-m.data[lo:hi], k)[:k]
-        else:
-            part = np.arange(lo, hi)
-        rows.append(np.full(len(part), i))
-        cols.append(m.indices[part])
-        vals.append(m.data[part])
-    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=m.shape)
+def _at_most_k_per_row(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
+    """`m` with only each row's k largest entries.  Only rows where the item itself was not among
+    its k + 1 nearest (more than k items exactly as similar as it is to itself) have more."""
+    counts = np.diff(m.indptr)
+    if counts.max(initial=0) <= k:
+        return m
+    rows = np.repeat(np.arange(m.shape[0]), counts)
+    order = np.lexsort((-m.data, rows))  # by row, largest first within a row
+    rank = np.arange(len(order)) - m.indptr[rows[order]]
+    keep = np.sort(order[rank < k])
+    return sp.csr_matrix((m.data[keep], (rows[keep], m.indices[keep])), shape=m.shape)
 
 
 class Popularity:
