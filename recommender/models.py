@@ -17,25 +17,41 @@ import scipy.sparse as sp
 
 
 def bm25(x: sp.csr_matrix, *, k1: float = 100.0, b: float = 0.8) -> sp.csr_matrix:
-    """Okapi BM25 weights of a users x items count matrix (rows are documents)."""
+    """Okapi BM25 weights of a users x items count matrix (rows are documents), by implicit's `bm25_weight`.
+
+    Parameters
+    ----------
+    x : scipy.sparse.csr_matrix
+        Users x items counts.
+    k1, b : float
+        BM25's saturation and length normalization.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix
+        float32, the same pattern as `x`.
+    """
     from implicit.nearest_neighbours import bm25_weight
 
     return bm25_weight(x.tocoo(), K1=k1, B=b).tocsr().astype(np.float32)
 
 
 def log_confidence(x: sp.csr_matrix, *, alpha: float = 1.0) -> sp.csr_matrix:
+    """Each count c as 1 + alpha * log(1 + c) (float32, the same pattern as `x`)."""
     y = x.copy().astype(np.float32)
     y.data = 1.0 + alpha * np.log1p(y.data)
     return y
 
 
 def binary(x: sp.csr_matrix) -> sp.csr_matrix:
+    """Each stored count as 1 (float32): a play counts once however often it was played."""
     y = x.copy().astype(np.float32)
     y.data[:] = 1.0
     return y
 
 
 def weight(x: sp.csr_matrix, scheme: str, *, alpha: float = 1.0) -> sp.csr_matrix:
+    """Counts weighted for ALS: `scheme` is "bm25", "log" (with `alpha`) or "binary"."""
     if scheme == "bm25":
         return bm25(x)
     if scheme == "log":

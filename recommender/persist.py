@@ -27,8 +27,18 @@ MODEL_FORMAT = 2  # 2: per-item exposure
 
 
 def save(rec: Recommender, folder) -> None:
-    """Write `rec` into `folder` (which exists): arrays.safetensors and manifest.json.
+    """Write a fitted model into a folder.
 
+    Parameters
+    ----------
+    rec : Recommender
+        The model; its exposure must be computed.
+    folder : str or path-like
+        An existing folder: arrays.safetensors and manifest.json are written into it (the store
+        publishes the folder only once both are complete).
+
+    Notes
+    -----
     Term and audio vectors are not saved: `load` refits them from the saved counts and features
     (deterministic, and cheaper than storing a second copy).
     """
