@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
     if args.model:
-        from recommender.engine import load
+        from recommender.persist import load
         from recommender.store import Store
 
         rec = load(Store(args.model).current())

@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
            val_loss=min(hist.val_loss), epoch_s=float(np.median(epoch_times)))
     # what `recommend fit` does with ingested embeddings: a ridge map from embedding to the ALS
     # factors of the current fit (the factor head belongs to the fit the CNN was trained on)
-    from recommender.engine import place_cold_items
+    from recommender.fit import place_cold_items
 
     placed, _ = place_cold_items(factors, emb, np.ones(n, dtype=bool), np.where(cold, 0, np.maximum(listeners, 0)))
     report("CNN embedding + ridge onto the ALS factors (recommend fit)", als.user_factors @ placed.T)

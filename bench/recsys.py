@@ -24,8 +24,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from recommender.data import read_hetrec
-from recommender.engine import Dataset, FitParams, PlaylistParams, fit
-from recommender.fusion import ndcg_at_k, split_per_user
+from recommender.dataset import Dataset
+from recommender.evaluate import ndcg_at_k, split_per_user
+from recommender.fit import fit
+from recommender.model import FitParams, PlaylistParams
 from recommender.models import ALS, EASE, ItemKNN, Popularity
 
 
@@ -38,12 +40,12 @@ def tuned_als(train_ds, seed):
     """The ALS baseline gets the same validation-tuned setting as the fused model's CF part."""
     from dataclasses import replace
 
-    from recommender.engine import ALS_GRID, _drop, _pairs
-    from recommender.fusion import ndcg_at_k
+    from recommender.evaluate import drop_pairs, held_out_matrix
+    from recommender.model import ALS_GRID
 
     train, val = split_per_user(train_ds.plays, share=0.1, min_items=10, seed=seed + 1)
     rows = np.array([u for u, v in enumerate(val) if len(v)])
-    heard = ((train + _drop(train_ds.user_tags, _pairs(val, train.shape))) > 0).tocsr()[rows]
+    heard = ((train + drop_pairs(train_ds.user_tags, held_out_matrix(val, train.shape))) > 0).tocsr()[rows]
     best = max(ALS_GRID, key=lambda p: ndcg_at_k((m := ALS(replace(p, seed=seed)).fit(train)).scores(m.user_factors[rows]),
                                                    heard, [val[u] for u in rows])[0])
     return replace(best, seed=seed)

@@ -54,7 +54,7 @@ def train_command(
     from analyzer.console import progress_bar
 
     from analyzer.audio import DecodeParams, decode
-    from recommender.engine import load as load_recommender
+    from recommender.persist import load as load_recommender
     from recommender.store import Store
 
     from .model import AudioCNN, CNNConfig, save

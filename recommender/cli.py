@@ -156,7 +156,9 @@ def fit_command(
     keep: Annotated[int, typer.Option("--keep", min=1, help="Model versions to keep: the newest N (the one "
                                       "CURRENT names is never removed).")] = 2,
 ) -> None:
-    from .engine import FitParams, fit, save
+    from .fit import fit
+    from .model import FitParams
+    from .persist import save
     from .store import Store
 
     st = Store(model)
@@ -184,7 +186,7 @@ def fit_command(
 
 
 def _load(model: Path):
-    from .engine import load
+    from .persist import load
     from .store import Store
 
     return load(Store(model).current())
@@ -207,7 +209,7 @@ def playlist(
 ) -> None:
     import numpy as np
 
-    from .engine import PlaylistParams
+    from .model import PlaylistParams
     from .explain import explain
 
     if plays is None and (user is None) == (users is None):

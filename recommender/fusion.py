@@ -1,4 +1,4 @@
-"""Fusing the scorers: per-listener standardized scores, weighted, then a playlist with reasons.
+"""Fusing the scorers: per-listener standardized scores, weighted; the weights tuned on a validation split.
 
 The weights are chosen on a validation split carved from the training plays only
 (`tune_weights`), never from what is held out for measuring.
@@ -12,11 +12,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
+from .evaluate import ndcg_at_k
+
 SOURCES = ("cf", "ease", "knn", "terms", "audio")
 
 
 @dataclass(frozen=True)
 class FusionWeights:
+    """Weight of each source's per-listener z-scores in the fused relevance (0: the source is not fitted)."""
+
     cf: float = 1.0
     ease: float = 1.0
     knn: float = 0.0
@@ -24,11 +28,25 @@ class FusionWeights:
     audio: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
+        """Source name -> weight, in `SOURCES` order."""
         return {s: float(getattr(self, s)) for s in SOURCES}
 
 
 def standardize(s: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-    """Per row: z-scores over the candidate items (mean 0, sd 1), so sources of any scale can be added."""
+    """Per row, z-scores with the mean and spread of the candidate items, so sources of any scale can be added.
+
+    Parameters
+    ----------
+    s : numpy.ndarray
+        Listeners x items scores.
+    candidates : numpy.ndarray of bool
+        The columns whose scores set each row's mean and standard deviation.
+
+    Returns
+    -------
+    numpy.ndarray
+        `s` standardized, every column (not only the candidates).
+    """
     c = s[:, candidates]
     mu = c.mean(axis=1, keepdims=True)
     sd = c.std(axis=1, keepdims=True) + 1e-9
@@ -37,7 +55,28 @@ def standardize(s: np.ndarray, candidates: np.ndarray) -> np.ndarray:
 
 def fuse(parts: dict[str, np.ndarray | None], weights: FusionWeights,
          candidates: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """(each weighted source standardized per listener over the candidates, their weighted sum)."""
+    """Standardize each weighted source per listener and add them up with their weights.
+
+    Parameters
+    ----------
+    parts : dict
+        Source name -> listeners x items scores, or None (left out, as are sources of weight 0).
+    weights : FusionWeights
+    candidates : numpy.ndarray of bool, optional
+        Columns that set each source's mean and spread (default: all).
+
+    Returns
+    -------
+    z : dict
+        Source name -> its z-scores.
+    total : numpy.ndarray
+        float32 weighted sum of the z-scores.
+
+    Raises
+    ------
+    ValueError
+        Every source has weight 0 (a model that `integrity.check_manifest` would refuse: a bug).
+    """
     w = weights.as_dict()
     z = {}
     for name, s in parts.items():
@@ -50,33 +89,34 @@ def fuse(parts: dict[str, np.ndarray | None], weights: FusionWeights,
     return z, total
 
 
-def ndcg_at_k(scores: np.ndarray, seen: sp.csr_matrix, truth: list[np.ndarray], k: int = 10,
-              allowed: np.ndarray | None = None) -> tuple[float, np.ndarray]:
-    """Mean NDCG@k (binary relevance) over rows with truth; seen items and items not allowed never ranked.
-    Also returns the top-k item indices per row."""
-    s = scores.copy()
-    rows = np.repeat(np.arange(seen.shape[0]), np.diff(seen.indptr))
-    s[rows, seen.indices] = -np.inf
-    if allowed is not None:
-        s[:, ~allowed] = -np.inf
-    top = np.argpartition(-s, k, axis=1)[:, :k]
-    order = np.take_along_axis(s, top, axis=1).argsort(axis=1)[:, ::-1]
-    top = np.take_along_axis(top, order, axis=1)
-    disc = 1.0 / np.log2(np.arange(2, k + 2))
-    vals = []
-    for r, t in enumerate(truth):
-        if len(t) == 0:
-            continue
-        rel = np.isin(top[r], t)
-        ideal = disc[: min(k, len(t))].sum()
-        vals.append(float((rel * disc).sum() / ideal))
-    return (float(np.mean(vals)) if vals else 0.0), top
-
-
 def tune_weights(parts: dict[str, np.ndarray], seen: sp.csr_matrix, truth: list[np.ndarray],
                  candidates: np.ndarray, grid: dict[str, tuple[float, ...]] | None = None,
                  allowed: np.ndarray | None = None) -> tuple[FusionWeights, float, list[tuple[dict, float]]]:
-    """Grid search of the fusion weights by NDCG@10 on a validation split (cf's weight fixed at 1)."""
+    """Grid search of the fusion weights by NDCG@10 on a validation split (cf's weight fixed at 1).
+
+    Parameters
+    ----------
+    parts : dict
+        Source name -> validation listeners x items scores (None: the source is left out).
+    seen : scipy.sparse.csr_matrix
+        What those listeners heard in the training part: never ranked.
+    truth : list of numpy.ndarray
+        Per listener, the validation items.
+    candidates : numpy.ndarray of bool
+        Columns that set each source's mean and spread.
+    grid : dict, optional
+        Source name -> weights tried (default: the grid the model's weights were chosen on).
+    allowed : numpy.ndarray of bool, optional
+        Items that may be ranked.
+
+    Returns
+    -------
+    best : FusionWeights
+    best_score : float
+        Its NDCG@10.
+    trail : list
+        (weights as a dict, NDCG@10) for every combination tried.
+    """
     grid = grid or {"ease": (0.25, 0.5, 1.0), "knn": (0.0, 0.5), "terms": (0.2, 0.4, 0.8, 1.2, 1.6), "audio": (0.0, 0.2)}
     names = [n for n in grid if parts.get(n) is not None]
     z = {n: standardize(s, candidates) for n, s in parts.items() if s is not None}
@@ -91,28 +131,10 @@ def tune_weights(parts: dict[str, np.ndarray], seen: sp.csr_matrix, truth: list[
     return best, best_score, trail
 
 
-def split_per_user(x: sp.csr_matrix, *, share: float, min_items: int, seed: int) -> tuple[sp.csr_matrix, list[np.ndarray]]:
-    """Hold out `share` of each listener's items (listeners with >= min_items): (train, held-out per row)."""
-    rng = np.random.default_rng(seed)
-    x = x.tocsr()
-    keep = x.copy().tolil()
-    held: list[np.ndarray] = []
-    for u in range(x.shape[0]):
-        items = x.indices[x.indptr[u] : x.indptr[u + 1]]
-        if len(items) < min_items:
-            held.append(np.zeros(0, dtype=np.int64))
-            continue
-        out = rng.choice(items, size=int(round(share * len(items))), replace=False)
-        for i in out:
-            keep[u, i] = 0
-        held.append(np.sort(out))
-    train = keep.tocsr()
-    train.eliminate_zeros()
-    return train, held
-
-
 @dataclass
 class Pick:
+    """One playlist entry: item column, fused score, each source's z-score, whether it is fresh."""
+
     item: int
     score: float
     sources: dict[str, float] = field(default_factory=dict)

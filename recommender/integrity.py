@@ -3,7 +3,7 @@
 A model version is a manifest (JSON) and arrays (safetensors).  The safetensors header can be intact
 while the data behind it is not: random bytes gave a ValueError traceback, an out-of-range sparse
 index a segmentation fault inside scipy, NaN factors empty playlists with exit 0, a manifest without
-a key a KeyError.  Everything `engine.load` reads is checked here first (types, shapes, index ranges,
+a key a KeyError.  Everything `persist.load` reads is checked here first (types, shapes, index ranges,
 finiteness, magnitudes) and refused with one InputError that names the file and says to refit.
 """
 
@@ -41,7 +41,7 @@ def _refuse(path: Path, problem: str) -> InputError:
 
 
 def check_manifest(manifest: object, path: Path) -> None:
-    """Refuse a manifest that `engine.load` cannot build a model from.
+    """Refuse a manifest that `persist.load` cannot build a model from.
 
     Parameters
     ----------

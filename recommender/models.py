@@ -1,7 +1,11 @@
 """The scorers: ALS on implicit feedback, EASE and item-kNN (baselines and CF votes), term vectors, audio.
 
-Each takes a users x items matrix (scipy CSR, play counts) and returns per-user scores
-for every item through `scores(user_rows)`: one matrix product, no Python loop per item.
+Each is fitted on a users x items matrix (scipy CSR, play counts) and scores listeners through
+one interface, `scores(listeners, items=None)`: a len(listeners) x len(items) array (every item by
+default), one matrix product, no Python loop per item.  A listener is given as their row of plays
+(ALS: their factor vector).  `recommender.model.Recommender.source_scores` calls every scorer this
+way on both the exact and the ANN path; `recommender.evaluate.top_n` turns scores into
+implicit-style (ids, scores) best first.  tests/test_scorer_contract.py holds each to the contract.
 """
 
 from __future__ import annotations
@@ -13,25 +17,41 @@ import scipy.sparse as sp
 
 
 def bm25(x: sp.csr_matrix, *, k1: float = 100.0, b: float = 0.8) -> sp.csr_matrix:
-    """Okapi BM25 weights of a users x items count matrix (rows are documents)."""
+    """Okapi BM25 weights of a users x items count matrix (rows are documents), by implicit's `bm25_weight`.
+
+    Parameters
+    ----------
+    x : scipy.sparse.csr_matrix
+        Users x items counts.
+    k1, b : float
+        BM25's saturation and length normalization.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix
+        float32, the same pattern as `x`.
+    """
     from implicit.nearest_neighbours import bm25_weight
 
     return bm25_weight(x.tocoo(), K1=k1, B=b).tocsr().astype(np.float32)
 
 
 def log_confidence(x: sp.csr_matrix, *, alpha: float = 1.0) -> sp.csr_matrix:
+    """Each count c as 1 + alpha * log(1 + c) (float32, the same pattern as `x`)."""
     y = x.copy().astype(np.float32)
     y.data = 1.0 + alpha * np.log1p(y.data)
     return y
 
 
 def binary(x: sp.csr_matrix) -> sp.csr_matrix:
+    """Each stored count as 1 (float32): a play counts once however often it was played."""
     y = x.copy().astype(np.float32)
     y.data[:] = 1.0
     return y
 
 
 def weight(x: sp.csr_matrix, scheme: str, *, alpha: float = 1.0) -> sp.csr_matrix:
+    """Counts weighted for ALS: `scheme` is "bm25", "log" (with `alpha`) or "binary"."""
     if scheme == "bm25":
         return bm25(x)
     if scheme == "log":
@@ -102,8 +122,10 @@ class ALS:
             out = model.recalculate_user(np.asarray(rows), weight(x, p.weighting)[rows])
         return np.asarray(out, dtype=np.float32).reshape(len(rows), -1)
 
-    def scores(self, user_vectors: np.ndarray) -> np.ndarray:
-        return user_vectors @ self.item_factors.T
+    def scores(self, user_vectors: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
+        """Inner products of listeners' factor vectors (n x factors) with the items' (default: all)."""
+        y = self.item_factors if items is None else self.item_factors[items]
+        return user_vectors @ y.T
 
 
 class EASE:
@@ -127,44 +149,62 @@ class EASE:
         self.n_items = x.shape[1]
         return self
 
-    def scores(self, rows: sp.csr_matrix) -> np.ndarray:
+    def scores(self, rows: sp.csr_matrix, items: np.ndarray | None = None) -> np.ndarray:
+        """Listeners' plays (n x items) -> n x len(items) scores; items with too few listeners score 0."""
         out = np.zeros((rows.shape[0], self.n_items), dtype=np.float32)
         out[:, self.items] = binary(rows)[:, self.items] @ self.B
-        return out
+        # B is dense items x items: every column costs the same, so a subset is cut from the whole
+        return out if items is None else out[:, items]
 
 
 class ItemKNN:
-    """Cosine item-item neighbours on BM25-weighted plays, top k per item."""
+    """Cosine item-item neighbours on BM25-weighted plays, the top k per item (implicit's all-pairs kNN)."""
 
     def __init__(self, k: int = 100):
         self.k = k
 
     def fit(self, x: sp.csr_matrix) -> ItemKNN:
+        """Each item's k most similar items (cosine of BM25-weighted listener vectors), itself left out.
+
+        implicit's `ItemItemRecommender` keeps each item's top K by dot product of the item columns
+        of a users x items matrix; the columns go in BM25-weighted and L2-normalized, so the dot
+        product is the cosine (its `CosineRecommender` would normalize unweighted counts, and hands
+        implicit a COO matrix it warns about).  Differs from the Python loop it replaced in float64
+        sums (similarities within 3e-7) and in which of several equal k-th neighbours is kept (299 of 16,744
+        HetRec artists; bench/RESULTS.md, 2026-11-29).
+        """
+        from implicit.nearest_neighbours import ItemItemRecommender
+
         w = bm25(x).T.tocsr()  # items x users
         norms = np.sqrt(np.asarray(w.multiply(w).sum(axis=1)).ravel()) + 1e-9
-        w = sp.diags(1.0 / norms) @ w
-        sim = (w @ w.T).tocsr()
+        w = (sp.diags(1.0 / norms) @ w).T.tocsr().astype(np.float64)
+        # an item is its own nearest neighbour (cosine 1): ask for one more, then drop it
+        model = ItemItemRecommender(K=self.k + 1, num_threads=0)
+        model.fit(w, show_progress=False)
+        sim = model.similarity.tocsr().astype(np.float32)
         sim.setdiag(0)
         sim.eliminate_zeros()
-        self.sim = _top_k_rows(sim, self.k)
+        self.sim = _at_most_k_per_row(sim, self.k)
         return self
 
-    def scores(self, rows: sp.csr_matrix) -> np.ndarray:
-        return np.asarray((binary(rows) @ self.sim.T).todense(), dtype=np.float32)
+    def scores(self, rows: sp.csr_matrix, items: np.ndarray | None = None) -> np.ndarray:
+        """Listeners' plays (n x items) -> n x len(items): per item, the summed similarity of its
+        neighbours the listener played (each play counts once)."""
+        sim = self.sim if items is None else self.sim[items]
+        return np.asarray((binary(rows) @ sim.T).todense(), dtype=np.float32)
 
 
-def _top_k_rows(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
-    rows, cols, vals = [], [], []
-    for i in range(m.shape[0]):
-        lo, hi = m.indptr[i], m.indptr[i + 1]
-        if hi - lo > k:
-            part = lo + np.argpartition(-m.data[lo:hi], k)[:k]
-        else:
-            part = np.arange(lo, hi)
-        rows.append(np.full(len(part), i))
-        cols.append(m.indices[part])
-        vals.append(m.data[part])
-    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=m.shape)
+def _at_most_k_per_row(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
+    """`m` with only each row's k largest entries.  Only rows where the item itself was not among
+    its k + 1 nearest (more than k items exactly as similar as it is to itself) have more."""
+    counts = np.diff(m.indptr)
+    if counts.max(initial=0) <= k:
+        return m
+    rows = np.repeat(np.arange(m.shape[0]), counts)
+    order = np.lexsort((-m.data, rows))  # by row, largest first within a row
+    rank = np.arange(len(order)) - m.indptr[rows[order]]
+    keep = np.sort(order[rank < k])
+    return sp.csr_matrix((m.data[keep], (rows[keep], m.indices[keep])), shape=m.shape)
 
 
 class Popularity:
@@ -172,8 +212,10 @@ class Popularity:
         self.listeners = np.asarray(binary(x).sum(axis=0)).ravel().astype(np.float32)
         return self
 
-    def scores(self, rows: sp.csr_matrix) -> np.ndarray:
-        return np.repeat(self.listeners[None, :], rows.shape[0], axis=0)
+    def scores(self, rows: sp.csr_matrix, items: np.ndarray | None = None) -> np.ndarray:
+        """Every listener gets the items' listener counts."""
+        counts = self.listeners if items is None else self.listeners[items]
+        return np.repeat(counts[None, :], rows.shape[0], axis=0)
 
 
 class TermVectors:
@@ -212,8 +254,11 @@ class TermVectors:
         norms = np.sqrt(np.asarray(p.multiply(p).sum(axis=1)).ravel())
         return (sp.diags(1.0 / np.maximum(norms, 1e-12)) @ p).tocsr()
 
-    def scores(self, rows: sp.csr_matrix, extra: sp.csr_matrix | None = None) -> np.ndarray:
-        return np.asarray((self.profiles(rows, extra) @ self.vectors.T).todense(), dtype=np.float32)
+    def scores(self, rows: sp.csr_matrix, extra: sp.csr_matrix | None = None,
+               items: np.ndarray | None = None) -> np.ndarray:
+        """Cosine of each listener's term profile (see `profiles`) with the items' term vectors."""
+        vectors = self.vectors if items is None else self.vectors[items]
+        return np.asarray((self.profiles(rows, extra) @ vectors.T).todense(), dtype=np.float32)
 
 
 class AudioVectors:
@@ -230,7 +275,9 @@ class AudioVectors:
         self.present = present
         return self
 
-    def scores(self, rows: sp.csr_matrix) -> np.ndarray:
+    def scores(self, rows: sp.csr_matrix, items: np.ndarray | None = None) -> np.ndarray:
+        """Cosine of each listener's audio profile (log-play-weighted mean of what they play) with the items'."""
         prof = np.asarray(log_confidence(rows) @ self.vectors)
         prof /= np.maximum(np.linalg.norm(prof, axis=1, keepdims=True), 1e-12)
-        return (prof @ self.vectors.T).astype(np.float32)
+        vectors = self.vectors if items is None else self.vectors[items]
+        return (prof @ vectors.T).astype(np.float32)

@@ -17,7 +17,9 @@ import numpy as np
 
 from analyzer.errors import AnalyzerError
 
-from .engine import ALS_GRID, Dataset, FitParams, Recommender, _fit_parts, fit
+from .dataset import Dataset
+from .fit import fit, fit_parts
+from .model import ALS_GRID, FitParams, Recommender
 from .fusion import FusionWeights
 from .models import ALS, ALSParams, weight
 
@@ -64,6 +66,6 @@ def fit_spark(data: Dataset, params: FitParams = FitParams(), *, master: str = "
     chosen = fit(data, params, tune=tune) if tune else None
     p = replace(params, als=chosen.params.als) if chosen else replace(params, als=replace(ALS_GRID[0], seed=params.seed))
     als = spark_als(data, p.als, master=master)
-    rec = _fit_parts(data, p, chosen.weights if chosen else FusionWeights(), als=als)
+    rec = fit_parts(data, p, chosen.weights if chosen else FusionWeights(), als=als)
     rec.validation = chosen.validation if chosen else {}
     return rec

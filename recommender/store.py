@@ -137,7 +137,7 @@ class Store:
 
     def dataset(self):
         """Everything as a Dataset (ids dense, in database order)."""
-        from .engine import Dataset
+        from .dataset import Dataset
 
         users = [r[0] for r in self.db.execute("SELECT name FROM users ORDER BY id")]
         uid = {r[0]: i for i, r in enumerate(self.db.execute("SELECT id FROM users ORDER BY id"))}

@@ -213,7 +213,7 @@ def model_folder(tmp_path_factory):
 
 
 def test_recommender_model_loader_accepts_or_refuses(model_folder, work):
-    from recommender.engine import load
+    from recommender.persist import load
 
     version = sorted(p for p in (model_folder / "models").iterdir() if p.is_dir() and p.name.startswith("v"))[-1]
     arrays = (version / "arrays.safetensors").read_bytes()

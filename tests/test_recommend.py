@@ -192,7 +192,9 @@ def test_at_most_two_tracks_per_artist():
     """Tracks mode (items differ from their artists): the playlist caps each artist at 2."""
     import scipy.sparse as sp
 
-    from recommender.engine import Dataset, FitParams, PlaylistParams, fit
+    from recommender.dataset import Dataset
+    from recommender.fit import fit
+    from recommender.model import FitParams, PlaylistParams
     from recommender.fusion import FusionWeights
 
     rng = np.random.default_rng(1)
@@ -220,8 +222,8 @@ def test_spark_and_implicit_engines_agree(world):
         pytest.skip("no Java: Spark cannot start")
     from dataclasses import replace
 
-    from recommender.engine import ALS_GRID
-    from recommender.fusion import ndcg_at_k, split_per_user
+    from recommender.evaluate import ndcg_at_k, split_per_user
+    from recommender.model import ALS_GRID
     from recommender.models import ALS
     from recommender.spark import spark_als
     from recommender.store import Store
@@ -243,7 +245,9 @@ def test_large_catalog_path_takes_candidates_from_hnsw_and_keeps_the_rules(world
     """Above ann_min_items the playlist fuses on hnswlib's ALS candidates: nearly the exact lists, same rules."""
     from dataclasses import replace
 
-    from recommender.engine import FitParams, PlaylistParams, fit, load, save
+    from recommender.fit import fit
+    from recommender.model import FitParams, PlaylistParams
+    from recommender.persist import load, save
     from recommender.store import Store
 
     ds = Store(world["model"]).dataset()
@@ -276,7 +280,7 @@ def test_large_catalog_path_takes_candidates_from_hnsw_and_keeps_the_rules(world
 
 def test_a_listener_the_model_has_not_seen_is_folded_in(world, tmp_path):
     """--plays: implicit's recalculate_user gives an unseen listener a vector from their plays alone."""
-    from recommender.engine import load
+    from recommender.persist import load
     from recommender.store import Store
 
     rec = load(Store(world["model"]).current())
@@ -310,7 +314,9 @@ def test_spread_pushes_down_the_items_every_list_shares():
     """Exposure: items in many listeners' top 50 get a high value, and --spread widens the catalog reached."""
     import scipy.sparse as sp
 
-    from recommender.engine import Dataset, FitParams, PlaylistParams, fit
+    from recommender.dataset import Dataset
+    from recommender.fit import fit
+    from recommender.model import FitParams, PlaylistParams
     from recommender.fusion import FusionWeights
 
     rng = np.random.default_rng(5)
@@ -345,7 +351,9 @@ def test_items_nobody_played_are_placed_by_their_audio():
     CF scores rank the cold items of their taste first, and the fresh share can bring them in."""
     import scipy.sparse as sp
 
-    from recommender.engine import Dataset, FitParams, PlaylistParams, fit
+    from recommender.dataset import Dataset
+    from recommender.fit import fit
+    from recommender.model import FitParams, PlaylistParams
     from recommender.fusion import FusionWeights
 
     rng = np.random.default_rng(11)

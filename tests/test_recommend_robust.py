@@ -294,12 +294,12 @@ ARRAY_DAMAGE = {
 
 @pytest.mark.parametrize("damage", list(MANIFEST_DAMAGE) + list(ARRAY_DAMAGE))
 def test_every_kind_of_damage_is_one_input_error(fitted, tmp_path, damage):
-    """Each check of recommender.integrity, through engine.load: InputError naming the file, never a
+    """Each check of recommender.integrity, through persist.load: InputError naming the file, never a
     traceback from inside numpy, scipy or the model classes."""
     from safetensors.numpy import load_file, save_file
 
     from analyzer.errors import InputError
-    from recommender.engine import load
+    from recommender.persist import load
 
     _, version = _damaged_copy(fitted, tmp_path)
     if damage in MANIFEST_DAMAGE:
@@ -316,7 +316,7 @@ def test_every_kind_of_damage_is_one_input_error(fitted, tmp_path, damage):
 
 
 def test_an_intact_model_passes_the_checks(fitted):
-    from recommender.engine import load
+    from recommender.persist import load
 
     rec = load(fitted / "models" / "v0001")
     assert rec.als.item_factors.shape[0] == 40 and np.isfinite(rec.als.item_factors).all()

@@ -1,0 +1,177 @@
+"""Fitting a recommender: every scorer on the plays, ALS and fusion settings tuned on a validation split."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from .dataset import Dataset
+from .evaluate import drop_pairs, held_out_matrix, ndcg_at_k, split_per_user
+from .fusion import FusionWeights, tune_weights
+from .model import ALS_GRID, FitParams, Recommender
+from .models import ALS, EASE, AudioVectors, ItemKNN, TermVectors
+
+
+def fit(data: Dataset, params: FitParams = FitParams(), *, tune: bool = True,
+        weights: FusionWeights | None = None) -> Recommender:
+    """Fit every scorer on `data`.
+
+    Parameters
+    ----------
+    data : Dataset
+        Plays, terms, listeners' tags, audio.
+    params : FitParams
+        Scorer settings; with `tune`, its ALS setting is replaced by the best of `ALS_GRID`.
+    tune : bool
+        Choose the ALS setting and the fusion weights on a validation split of `data` first
+        (the split is carved from `data` only, never from anything held out by the caller).
+    weights : FusionWeights, optional
+        Fusion weights to use without tuning (default: `FusionWeights()`).
+
+    Returns
+    -------
+    Recommender
+        Its `validation` holds the tuning's figures (empty without `tune`).
+    """
+    chosen = weights or FusionWeights()
+    validation: dict = {}
+    if tune:
+        params, chosen, validation = _tune(data, params)
+    rec = fit_parts(data, params, chosen)
+    rec.validation = validation
+    return rec
+
+
+def _tune(data: Dataset, params: FitParams) -> tuple[FitParams, FusionWeights, dict]:
+    """The best ALS setting of the grid, then the best fusion weights, by NDCG@10 on a validation split."""
+    train, val = split_per_user(data.plays, share=params.validation_share, min_items=10, seed=params.seed + 1)
+    sub_data = data.with_plays(train, user_tags=drop_pairs(data.user_tags, held_out_matrix(val, data.plays.shape)))
+    rows = np.array([u for u, v in enumerate(val) if len(v)])
+    # the grid is scored on at most 800 listeners: the ranking of settings is stable well below that
+    rows = np.random.default_rng(params.seed).choice(rows, size=min(800, len(rows)), replace=False)
+    rows.sort()
+    truth = [val[u] for u in rows]
+    heard = ((sub_data.plays[rows] + sub_data.user_tags[rows]) > 0).tocsr()
+    als_trail, fitted = [], []
+    for cand in ALS_GRID:
+        m = ALS(replace(cand, seed=params.seed)).fit(train)
+        fitted.append(m)
+        als_trail.append((cand, ndcg_at_k(m.scores(m.user_factors[rows]), heard, truth)[0]))
+    k = int(np.argmax([v for _, v in als_trail]))
+    params = replace(params, als=replace(als_trail[k][0], seed=params.seed))
+    every = FusionWeights(cf=1, ease=1, knn=1, terms=1, audio=1 if data.audio is not None else 0)
+    sub = fit_parts(sub_data, params, every, als=fitted[k], exposure=False)
+    chosen, best, trail = tune_weights(sub.source_scores(rows), heard, truth, np.ones(train.shape[1], bool))
+    validation = {"ndcg10": best, "users": int(len(rows)), "grid": len(trail),
+                  "als": [{"params": c.__dict__, "ndcg10": v} for c, v in als_trail]}
+    return params, chosen, validation
+
+
+def fit_parts(data: Dataset, params: FitParams, weights: FusionWeights, *, als: ALS | None = None,
+              exposure: bool = True) -> Recommender:
+    """Fit the scorers that `weights` uses, with fixed settings (no tuning).
+
+    Parameters
+    ----------
+    data : Dataset
+        What to fit on.
+    params : FitParams
+        Scorer settings.
+    weights : FusionWeights
+        Sources with weight 0 are not fitted; on catalogs of `params.ann_min_items` items or more
+        EASE's weight is set to 0 (its items x items matrix would not fit).
+    als : ALS, optional
+        Already fitted ALS factors to use (Spark's, or the tuning's) instead of fitting them.
+    exposure : bool
+        Compute the per-item exposure the playlists' spread needs (not needed while tuning).
+
+    Returns
+    -------
+    Recommender
+    """
+    x = data.plays
+    als = als or ALS(params.als).fit(x)
+    if data.audio is not None:
+        listeners = np.asarray((x > 0).sum(axis=0)).ravel()
+        factors, placed = place_cold_items(als.item_factors, data.audio, data.audio_present, listeners)
+        if placed.any():
+            als = ALS.from_factors(als.user_factors, factors, als.params)
+    large = x.shape[1] >= params.ann_min_items
+    if large and weights.ease:
+        weights = replace(weights, ease=0.0)
+    ease = EASE(params.ease_lambda, params.ease_min_listeners).fit(x) if weights.ease else None
+    knn = ItemKNN(params.knn_k).fit(x) if weights.knn else None
+    terms = TermVectors().fit(data.term_counts) if weights.terms and data.term_counts.nnz else None
+    audio = None
+    if weights.audio and data.audio is not None:
+        audio = AudioVectors().fit(data.audio, data.audio_present)
+    rec = Recommender(data, params, als, ease, knn, terms, audio, weights)
+    if large:
+        rec.ann = build_ann(als.item_factors)
+    if exposure:
+        rec.exposure = rec.compute_exposure()
+    return rec
+
+
+def place_cold_items(item_factors: np.ndarray, audio: np.ndarray, present: np.ndarray, listeners: np.ndarray, *,
+                     min_listeners: int = 3, lam: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
+    """ALS factors for items with audio and no listeners, predicted from their audio vectors.
+
+    A ridge regression from audio vectors (CNN embeddings or analysis features) onto the factors
+    of items with both, so new songs are scored in the same space as every other item.
+
+    Parameters
+    ----------
+    item_factors : numpy.ndarray
+        Items x factors, as fitted.
+    audio : numpy.ndarray
+        Items x d audio vectors.
+    present : numpy.ndarray of bool
+        Items that have audio.
+    listeners : numpy.ndarray
+        Per item, how many listeners played it.
+    min_listeners : int
+        Items with at least this many listeners (and audio) train the regression.
+    lam : float
+        Ridge penalty (the intercept is not shrunk).
+
+    Returns
+    -------
+    factors : numpy.ndarray
+        `item_factors` with the cold items' rows replaced (unchanged where fewer than 20 items train).
+    placed : numpy.ndarray of bool
+        Which items were placed.
+    """
+    warm = present & (listeners >= min_listeners)
+    cold = present & (listeners == 0)
+    if not cold.any() or warm.sum() < 20:
+        return item_factors, np.zeros(len(item_factors), dtype=bool)
+    f = audio.astype(np.float64)
+    mu, sd = f[warm].mean(axis=0), f[warm].std(axis=0) + 1e-9
+    xw = np.hstack([(f[warm] - mu) / sd, np.ones((int(warm.sum()), 1))])
+    reg = lam * np.eye(xw.shape[1])
+    reg[-1, -1] = 0.0  # the intercept is not shrunk
+    w = np.linalg.solve(xw.T @ xw + reg, xw.T @ item_factors[warm].astype(np.float64))
+    pred = np.hstack([(f[cold] - mu) / sd, np.ones((int(cold.sum()), 1))]) @ w
+    # as long as the items just above them (few listeners): a new song should not outscore the hits
+    tail = (listeners >= 1) & (listeners <= min_listeners)
+    ref = item_factors[tail] if tail.any() else item_factors[warm]
+    norm = float(np.median(np.linalg.norm(ref, axis=1)))
+    pred *= norm / np.maximum(np.linalg.norm(pred, axis=1, keepdims=True), 1e-12)
+    out = item_factors.copy()
+    out[cold] = pred.astype(np.float32)
+    return out, cold
+
+
+def build_ann(item_factors: np.ndarray):
+    """hnswlib's HNSW graph over the item factors, inner-product space (chosen over voyager by bench.ann).
+
+    Built single-threaded with a fixed seed: the same graph every time, so playlists are
+    reproducible from the saved factors (the index itself is never saved)."""
+    import hnswlib
+
+    index = hnswlib.Index(space="ip", dim=item_factors.shape[1])
+    index.init_index(max_elements=len(item_factors), ef_construction=200, M=16, random_seed=0)
+    index.add_items(np.ascontiguousarray(item_factors, dtype=np.float32), np.arange(len(item_factors)), num_threads=1)
+    return index
