@@ -16,7 +16,7 @@ import typer
 
 from . import __version__
 from .console import OutputFormat as Format
-from .console import progress_bar
+from .console import progress_bar, quiet_stdout
 from .errors import AnalyzerError, one_line, quote_path
 
 T = TypeVar("T")
@@ -237,17 +237,11 @@ def _run_single(job, options, resources, fmt: Format, debug: bool) -> int:
         sys.stdout.buffer.write(res.document + b"\n")
         sys.stdout.flush()
     except BrokenPipeError:
-        _quiet_stdout()  # the reader went away (e.g. `| head -c 100`): not an error
+        quiet_stdout()  # the reader went away (e.g. `| head -c 100`): not an error
     if res.plot_error:
         _err(res.plot_error)
         return EXIT_INPUT
     return EXIT_OK
-
-
-def _quiet_stdout() -> None:
-    # Python flushes stdout again at exit; point it at /dev/null so that flush cannot fail
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
 
 
 def _run_batch(job_list, options, resources, out_dir: Optional[Path], fmt: Format, workers: int, force: bool,
@@ -319,7 +313,7 @@ def _run_batch(job_list, options, resources, out_dir: Optional[Path], fmt: Forma
         return code
     except BrokenPipeError:
         # the reader went away (e.g. `| head`): stop quietly
-        _quiet_stdout()
+        quiet_stdout()
         return EXIT_OK
     wall = time.perf_counter() - t0
     ok = len(todo) - failed

@@ -1,7 +1,9 @@
-"""What every command line of the project shares: the output formats and the progress bar."""
+"""What every command line of the project shares: the output formats, stdout, the progress bar."""
 
 from __future__ import annotations
 
+import os
+import sys
 from enum import Enum
 
 
@@ -36,3 +38,9 @@ def progress_bar(label: str, console=None):
     return Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                     TextColumn("{task.description}"), console=console, transient=True,
                     disable=not console.is_terminal)
+
+
+def quiet_stdout() -> None:
+    """Point stdout at /dev/null after its reader went away (``| head``): Python's final flush cannot fail."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())

@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from analyzer.console import OutputFormat, quiet_stdout
 from analyzer.errors import AnalyzerError, run_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -17,11 +18,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                        "plays, term vectors from tags and text, and audio features from `analyze`.")
 
 ModelOpt = Annotated[Path, typer.Option("--model", "-m", help="The model folder (made by an import).")]
-
-
-class Fmt(str, Enum):
-    json = "json"
-    jsonl = "jsonl"
 
 
 class Engine(str, Enum):
@@ -36,9 +32,7 @@ def _out(obj, pretty: bool = False) -> None:
         sys.stdout.buffer.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2 if pretty else 0) + b"\n")
         sys.stdout.flush()
     except BrokenPipeError:
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        quiet_stdout()
 
 
 def _report_problems(problems, strict: bool) -> None:
@@ -46,6 +40,16 @@ def _report_problems(problems, strict: bool) -> None:
         if strict:
             raise AnalyzerError(f"{problems.summary()} (refused: --strict)")
         sys.stderr.write(f"warning: skipped {problems.summary()}\n")
+
+
+def _store_for(table: Path, model: Path, rows, problems, strict: bool):
+    """The model folder to import ``rows`` into, after the table's problems are reported (or refused)."""
+    from .store import Store
+
+    _report_problems(problems, strict)
+    if not rows:
+        raise AnalyzerError(f"{table}: no usable rows")
+    return Store(model, create=True)
 
 
 @app.command("import-plays", help="Add a plays table (TSV/CSV with a header: user, item, plays) to a model folder.")
@@ -58,13 +62,9 @@ def import_plays(
     strict: Annotated[bool, typer.Option("--strict", help="Refuse the file if any row is malformed.")] = False,
 ) -> None:
     from .data import read_plays
-    from .store import Store
 
     rows, problems = read_plays(table, user_col=user_col, item_col=item_col, plays_col=plays_col)
-    _report_problems(problems, strict)
-    if not rows:
-        raise AnalyzerError(f"{table}: no usable rows")
-    st = Store(model, create=True)
+    st = _store_for(table, model, rows, problems, strict)
     st.add_plays(rows)
     sys.stderr.write(f"{len(rows)} plays imported; model folder {model}: {st.counts()}\n")
 
@@ -80,13 +80,9 @@ def import_terms(
     strict: Annotated[bool, typer.Option("--strict", help="Refuse the file if any row is malformed.")] = False,
 ) -> None:
     from .data import read_terms
-    from .store import Store
 
     rows, problems = read_terms(table, item_col=item_col, term_col=term_col, weight_col=weight_col, text_col=text_col)
-    _report_problems(problems, strict)
-    if not rows:
-        raise AnalyzerError(f"{table}: no usable rows")
-    st = Store(model, create=True)
+    st = _store_for(table, model, rows, problems, strict)
     n = st.add_terms(rows)
     sys.stderr.write(f"{n} (item, term) weights imported; model folder {model}: {st.counts()}\n")
 
@@ -204,7 +200,7 @@ def playlist(
     fresh: Annotated[float, typer.Option("--fresh", help="Share of fresh items (3 listeners or fewer), 0..1.")] = 0.1,
     spread: Annotated[float, typer.Option("--spread", help="Push down the items the model puts in front of many "
                                           "listeners: higher reaches further into the catalog (0 = pure relevance).")] = 1.8,
-    fmt: Annotated[Fmt, typer.Option("--format", "-f")] = Fmt.json,
+    fmt: Annotated[OutputFormat, typer.Option("--format", "-f")] = OutputFormat.json,
     pretty: Annotated[bool, typer.Option("--pretty")] = False,
 ) -> None:
     import numpy as np
@@ -239,7 +235,7 @@ def playlist(
     lists = rec.playlists(rows, PlaylistParams(n=n, fresh_share=fresh, spread=spread))
     for r, picks in zip(rows, lists):
         obj = {"user": rec.data.users[r], "model": str(_current_name(model)), "items": explain(rec, int(r), picks)}
-        _out(obj, pretty and fmt is Fmt.json and len(rows) == 1)
+        _out(obj, pretty and fmt is OutputFormat.json and len(rows) == 1)
 
 
 def _fold_in(rec, path: Path):
