@@ -19,6 +19,7 @@ import numpy as np
 
 from .audio import DecodeParams, decode
 from .embedding import Embedder, EmbedderSpec, load_embedder
+from .features import EnsembleSize
 from .errors import AnalyzerError, InputError, ParameterError, quote_path
 
 AUDIO_EXTENSIONS = frozenset(
@@ -38,6 +39,7 @@ class RunOptions:
     decode: DecodeParams = field(default_factory=DecodeParams)
     pretty: bool = False
     embedder: EmbedderSpec | None = None  # an embedding model (cnn/, via its entry point): adds "embedding"
+    ensemble: EnsembleSize = field(default_factory=EnsembleSize)  # madmom's networks to run (--fast: fewer)
 
 
 @dataclass(frozen=True)
@@ -254,13 +256,17 @@ class Resources:
     ----------
     embedder : EmbedderSpec or None
         The embedding model to load, if any.
+    ensemble : EnsembleSize
+        How many of madmom's networks to load.
     threads : int or None
         Threads for the embedder's library (1 in a batch worker: the workers already fill the
         cores); None for the library's default.
     """
 
-    def __init__(self, embedder: EmbedderSpec | None = None, *, threads: int | None = None) -> None:
+    def __init__(self, embedder: EmbedderSpec | None = None, *, ensemble: EnsembleSize = EnsembleSize(),
+                 threads: int | None = None) -> None:
         self.embedder_spec = embedder
+        self.ensemble = ensemble
         self.threads = threads
 
     @cached_property
@@ -268,7 +274,7 @@ class Resources:
         """The analyzer's networks (`features.Models`)."""
         from .features import Models
 
-        return Models()
+        return Models(self.ensemble)
 
     @cached_property
     def embedder(self) -> Embedder | None:
@@ -276,9 +282,9 @@ class Resources:
         return None if self.embedder_spec is None else load_embedder(self.embedder_spec, threads=self.threads)
 
 
-def worker_resources(embedder: EmbedderSpec | None) -> Resources:
+def worker_resources(options: RunOptions) -> Resources:
     """A batch worker's resources, its networks loaded before its first job."""
-    resources = Resources(embedder, threads=1)
+    resources = Resources(options.embedder, ensemble=options.ensemble, threads=1)
     resources.models  # noqa: B018
     return resources
 
@@ -421,7 +427,7 @@ def run_jobs(
     (`contextlib.closing`) so that happens when the caller stops, not when it is collected.
     """
     if workers <= 1 or len(jobs) <= 1:
-        resources = resources or Resources(options.embedder)
+        resources = resources or Resources(options.embedder, ensemble=options.ensemble)
         for job in jobs:
             if on_start:
                 on_start(job)
@@ -430,6 +436,6 @@ def run_jobs(
     from .workers import WorkerFailure, WorkerPool
 
     # run_one and worker_resources are looked up now, not at import: tests put stand-ins in their place
-    with WorkerPool(workers, setup=worker_resources, setup_args=(options.embedder,)) as pool:
+    with WorkerPool(workers, setup=worker_resources, setup_args=(options,)) as pool:
         for job, out in zip(jobs, pool.imap(run_one, [(job, options) for job in jobs])):
             yield _lost(job, out) if isinstance(out, WorkerFailure) else out

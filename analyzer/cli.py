@@ -133,7 +133,7 @@ def main_command(
                            allow_truncated=allow_truncated, pretty=pretty, fmt=fmt, embed_model=embed_model,
                            embedder=embedder, device=device)
     # this process's networks and embedder (loaded on first use; batch workers make their own)
-    resources = Resources(options.embedder)
+    resources = Resources(options.embedder, ensemble=options.ensemble)
     if options.embedder is not None:
         # a bad model file is one error now, not one per input
         _or_exit(lambda: resources.embedder)

@@ -65,7 +65,7 @@ def fake_run_one(resources, job, options):
     return Result(job, b'{"fake": true}', 1.0, None)
 
 
-def fake_worker_resources(embedder) -> None:
+def fake_worker_resources(options) -> None:
     # the real setup loads the networks: nothing to load here
     return None
 

