@@ -47,13 +47,25 @@ def render(piece: str, *, max_s: float = 90.0) -> Path:
     midi = out.with_suffix(".mid")
     score.write("midi", fp=str(midi))
     x = render_midi(midi, sr=SR).mean(axis=1)
-    x = x[: int(max_s * SR)]
+    write_render(x[: int(max_s * SR)], out)
+    midi.unlink(missing_ok=True)
+    return out
+
+
+def write_render(x: np.ndarray, out: Path) -> None:
+    """Write rendered audio at `SR` as FLAC, peak-normalised to 0.7, atomically (a temporary file, then renamed).
+
+    Parameters
+    ----------
+    x : np.ndarray
+        Samples, (n,) or (n, channels).
+    out : Path
+        The FLAC to write.
+    """
     x = x / (np.max(np.abs(x)) + 1e-9) * 0.7
     tmp = out.with_suffix(".tmp.flac")
     sf.write(tmp, x.astype(np.float32), SR)
     tmp.replace(out)
-    midi.unlink(missing_ok=True)
-    return out
 
 
 def render_all(pieces=NEGATIVE_PIECES) -> list[Path]:

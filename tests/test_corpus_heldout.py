@@ -62,3 +62,13 @@ def test_nothing_reads_the_corpus_around_the_filter():
             if rel not in allowed and direct.search(path.read_text(encoding="utf-8")):
                 offenders.append(rel)
     assert not offenders, f"read the music21 corpus through bench/corpus.py: {offenders}"
+
+
+def test_the_development_renders_hold_no_held_out_work(tmp_path):
+    from bench.devrenders import PIECES, plan, render
+
+    assert not [p for p, _ in PIECES if is_heldout(p)]
+    for prefix in HELDOUT_PREFIXES:
+        with pytest.raises(ValueError, match="held-out"):
+            render(plan(prefix, "4/4"), tmp_path)
+    assert not list(tmp_path.iterdir())
