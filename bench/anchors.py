@@ -31,6 +31,34 @@ def _tempo_from_beats(beats: np.ndarray) -> float:
     return float(60.0 / np.median(np.diff(beats))) if len(beats) > 2 else 0.0
 
 
+def madmom_rhythm_estimate(beats: np.ndarray, downbeats: np.ndarray, **fields) -> Estimate:
+    """madmom's rhythm answer as an Estimate.
+
+    Parameters
+    ----------
+    beats : np.ndarray
+        ``DBNBeatTrackingProcessor``'s beat times (s).
+    downbeats : np.ndarray
+        ``DBNDownBeatTrackingProcessor``'s (time, beat-in-bar) rows.
+    **fields
+        Further Estimate fields (key, seconds).
+
+    Returns
+    -------
+    Estimate
+        Beats, tempo from the median beat period, bar starts and the meter (beats in its longest bar).
+    """
+    beats = np.asarray(beats, dtype=float)
+    down = np.asarray(downbeats, dtype=float).reshape(-1, 2)
+    return Estimate(
+        beats=beats,
+        tempo=_tempo_from_beats(beats),
+        downbeats=down[down[:, 1] == 1, 0],
+        meter=int(down[:, 1].max()) if len(down) else 0,
+        **fields,
+    )
+
+
 def _essentia_key_label(key: str, scale: str) -> str:
     return f"{key} {scale}" if scale in ("major", "minor") else "X"
 
@@ -103,13 +131,9 @@ class Anchors:
         down_act, t_down_rnn = _timed(self.down_rnn, sig)
         down, t_down_dbn = _timed(self.down_dbn, down_act)
         key_p, t_key = _timed(self.key_cnn, sig)
-        beats = np.asarray(beats, dtype=float)
-        down = np.asarray(down, dtype=float).reshape(-1, 2)
-        return Estimate(
-            beats=beats,
-            tempo=_tempo_from_beats(beats),
-            downbeats=down[down[:, 1] == 1, 0],
-            meter=int(down[:, 1].max()) if len(down) else 0,
+        return madmom_rhythm_estimate(
+            beats,
+            down,
             key=key_prediction_to_label(key_p),
             seconds={
                 "beat": t_beat_rnn + t_beat_dbn,

@@ -92,24 +92,31 @@ class Ours:
         return audio, analysis, doc, error, time.perf_counter() - t0
 
 
+def rhythm_fields(rhythm) -> dict:
+    """The Estimate fields the rhythm stage's result fills (beats, bars, tempo, meter and their confidences)."""
+    return {
+        "beats": np.asarray(rhythm.beats.start, dtype=float),
+        "downbeats": np.asarray(rhythm.bars.start, dtype=float),
+        "tempo": float(rhythm.tempo_bpm),
+        "meter": int(rhythm.time_signature),
+        "tempo_confidence": float(rhythm.tempo_confidence),
+        "meter_confidence": float(rhythm.time_signature_confidence),
+    }
+
+
 def ours_estimate(analysis) -> Estimate:
     if analysis is None:  # the analyzer failed on the file: score it as an empty answer
         return Estimate(
             beats=np.zeros(0), downbeats=np.zeros(0), tempo=0.0, key="X", meter=0,
             segments=np.zeros(0), sections=np.zeros(0),
         )
-    r, k = analysis.rhythm, analysis.key
+    k = analysis.key
     return Estimate(
-        beats=np.asarray(r.beats.start, dtype=float),
-        downbeats=np.asarray(r.bars.start, dtype=float),
-        tempo=float(r.tempo_bpm),
+        **rhythm_fields(analysis.rhythm),
         key=k.label if k.key >= 0 else "X",
-        meter=int(r.time_signature),
         segments=np.asarray(analysis.segments.start, dtype=float),
         segment_pitches=np.asarray(analysis.segments.pitches, dtype=float),
         sections=np.array([s.start for s in analysis.sections], dtype=float),
-        tempo_confidence=float(r.tempo_confidence),
-        meter_confidence=float(r.time_signature_confidence),
         key_confidence=float(k.key_confidence),
     )
 
