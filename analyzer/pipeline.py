@@ -13,7 +13,7 @@ from .audio import Audio
 from .fingerprint import FingerprintParams, Fingerprints, fingerprint
 from .key import Key, KeyParams, estimate_key
 from .loudness import FadeParams, Fades, detect_fades, pool_db, track_loudness
-from .rhythm import Rhythm, RhythmParams, analyze_rhythm, find_beats
+from .rhythm import Rhythm, RhythmParams, analyze_rhythm, find_beats, harmonic_stability
 from .sections import Section, SectionParams, describe_sections, find_boundaries
 from .auditory import AuditoryParams, auditory_spectrogram
 from .segments import SegmentParams, Segments, build_segments, find_starts
@@ -106,16 +106,21 @@ def _rhythm(
     y: np.ndarray, sr: int, *, acts: F.NetworkActivations, onset_env: np.ndarray, onset_fps: float, duration_s: float,
     models: F.Models, config: AnalysisConfig, clock: _Clock,
 ) -> Rhythm:
-    """Beats, then (when its weight is not 0) the bar network on them, then meter, downbeats, bars and tatums."""
+    """Beats, then (when its weight is not 0) the bar network on them, then meter, downbeats, bars and tatums.
+
+    The CLP chroma serves both: how much the harmony holds exempts soft-attack music from the pulse gate
+    (``RhythmParams.tonal_stability``), and it is the bar network's harmonic input.
+    """
+    clp = F.clp_chroma(y, sr, params=config.features)
+    clock.lap("clp_chroma")
     beat_times, beat_strength = find_beats(
         beat_act=acts.beat, downbeat_beat_act=acts.downbeat_beat, downbeat_act=acts.downbeat, fps=acts.fps,
-        params=config.rhythm,
+        params=config.rhythm, harmonic_stability=harmonic_stability(chroma=clp, fps=F.MADMOM_FPS),
     )
     bar_act = None
     if len(beat_times) and config.rhythm.bar_net_weight > 0:
         clock.lap("rhythm_decoding")
-        bar_act = F.bar_activation(beat_times=beat_times, percussive=acts.percussive,
-                                   clp=F.clp_chroma(y, sr, params=config.features), models=models)
+        bar_act = F.bar_activation(beat_times=beat_times, percussive=acts.percussive, clp=clp, models=models)
         clock.lap("bar_network")
     rhythm = analyze_rhythm(
         beat_times=beat_times, beat_strength=beat_strength, downbeat_beat_act=acts.downbeat_beat,

@@ -46,6 +46,15 @@ class RhythmParams:
     # voices 0.06-0.25 (two gated), random (Poisson) clicks 0.07 (gated only when weak).
     min_pulse_periodicity: float = 0.12
     weak_beat_activation: float = 0.25
+    # Sound whose harmony holds over half a second (`harmonic_stability` at least this) is
+    # music even where the beat network barely responds: soft attacks (choir, winds, slow strings)
+    # peak it at 0.11-0.16 with no recurring period, so the two gates above dropped all beats of 6
+    # of 43 development renders (bench/RESULTS.md, "Rhythm (issue 16)").  For such sound the
+    # periodicity gate does not apply and the activation need only peak at `min_peak_tonal`.
+    # Measured: espeak speech in 7 voices 0.05-0.18, the 6 dropped renders 0.55-0.77, GTZAN
+    # 0.24-0.55 (never gated), a held chord 0.99 (kept silent by its 0.07 peak).
+    tonal_stability: float = 0.35
+    min_peak_tonal: float = 0.1
     # weight of the beat network vs the downbeat network's beat output
     beat_net_weight: float = 1.0
     # observation: geometric mix of P(downbeat) and P(downbeat | beat)
@@ -124,13 +133,20 @@ def _mean_level_at(env: np.ndarray, times_s: np.ndarray, fps: float) -> float:
     return float(_peak_at(env, frames, radius=1).mean())
 
 
-def track_beats(*, beat_act: np.ndarray, fps: float, params: RhythmParams) -> tuple[np.ndarray, np.ndarray]:
-    """Beat times (s) and per-beat activation (0..1) from a beat activation function."""
+def track_beats(
+    *, beat_act: np.ndarray, fps: float, params: RhythmParams, min_peak: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Beat times (s) and per-beat activation (0..1) from a beat activation function.
+
+    `min_peak`: the activation's peak below which there are no beats (default
+    ``params.min_peak_activation``).
+    """
     from madmom.features.beats import DBNBeatTrackingProcessor
 
     if fps <= 0:
         raise ParameterError(f"fps must be positive, got {fps}")
-    if len(beat_act) < fps or float(beat_act.max(initial=0.0)) < params.min_peak_activation:
+    floor = params.min_peak_activation if min_peak is None else min_peak
+    if len(beat_act) < fps or float(beat_act.max(initial=0.0)) < floor:
         return np.zeros(0), np.zeros(0)
     dbn = DBNBeatTrackingProcessor(
         min_bpm=params.min_bpm,
@@ -350,17 +366,53 @@ def choose_tatum_division(*, beat_times: np.ndarray, onset_env: np.ndarray, onse
     return 2, float(np.clip((duple - thirds) / (duple + 1e-9) + 0.5, 0, 1))
 
 
+def harmonic_stability(*, chroma: np.ndarray, fps: float, lag_s: float = 0.5) -> float:
+    """How much the pitch content holds: mean correlation of chroma frames `lag_s` apart (-1..1).
+
+    Each frame's mean is removed first, so the figure is about which pitch classes sound, not how
+    loud: near 1 for held harmony, near 0 for speech (formants glide, voiced stretches are short).
+    Frames without energy are left out; 0.0 where fewer than one second of frame pairs remain.
+    """
+    if fps <= 0:
+        raise ParameterError(f"fps must be positive, got {fps}")
+    c = np.asarray(chroma, dtype=np.float64)
+    lag = int(round(lag_s * fps))
+    if c.ndim != 2 or lag < 1 or len(c) <= lag:
+        return 0.0
+    c = c - c.mean(axis=1, keepdims=True)
+    a, b = c[:-lag], c[lag:]
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    ok = (na > 1e-6) & (nb > 1e-6)
+    if ok.sum() < fps:
+        return 0.0
+    return float(np.mean(np.sum(a[ok] * b[ok], axis=1) / (na[ok] * nb[ok])))
+
+
 def find_beats(
-    *, beat_act: np.ndarray, downbeat_beat_act: np.ndarray, downbeat_act: np.ndarray, fps: float, params: RhythmParams
+    *,
+    beat_act: np.ndarray,
+    downbeat_beat_act: np.ndarray,
+    downbeat_act: np.ndarray,
+    fps: float,
+    params: RhythmParams,
+    harmonic_stability: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Beat times (s) and strengths; none where the activation has no recurring pulse."""
+    """Beat times (s) and strengths; none where the activation has no recurring pulse.
+
+    `harmonic_stability` (`harmonic_stability()` of the file's chroma): at or above
+    ``params.tonal_stability`` the sound is held harmony, i.e. music, and the pulse gate is not
+    applied (see `RhythmParams`).  The default 0.0 applies it.
+    """
     if not (len(beat_act) == len(downbeat_act) == len(downbeat_beat_act)):
         raise ParameterError("beat and downbeat activations must have the same number of frames")
     w = params.beat_net_weight
     combined = w * beat_act + (1 - w) * (downbeat_beat_act + downbeat_act)
-    times, strength = track_beats(beat_act=combined, fps=fps, params=params)
+    tonal = harmonic_stability >= params.tonal_stability
+    times, strength = track_beats(beat_act=combined, fps=fps, params=params,
+                                  min_peak=params.min_peak_tonal if tonal else None)
     if (
         len(times)
+        and not tonal
         and float(np.median(strength)) < params.weak_beat_activation
         and max(pulse_periodicity(combined, times, fps), local_pulse_periodicity(combined, times, fps))
         < params.min_pulse_periodicity

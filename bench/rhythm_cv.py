@@ -1,18 +1,22 @@
 """Cross-validated figures for the rhythm stage's decoding (issue 16), on cached network activations.
 
-    python -m bench.rhythm_cv [--sets gtzan,renders,recordings,devrenders] [--set NAME=VALUE ...] [--per-file]
+    python -m bench.rhythm_cv [--sets gtzan,renders,recordings,devrenders] [--set NAME=VALUE ...]
+                              [--try 'NAME=VALUE ...' ...] [--diagnose] [--per-file]
 
 The networks are run once per file and cached (``bench/.cache/rhythm/``, npz): madmom's beat and
 downbeat activations as the analyzer computes them, the bar network's inputs, the onset envelope, and
 madmom's own trackers run on the same audio (the anchors of ``bench/anchors.py``:
 ``RNNBeatProcessor`` + ``DBNBeatTrackingProcessor``, ``RNNDownBeatProcessor`` +
 ``DBNDownBeatTrackingProcessor(beats_per_bar=[3, 4])``).  Decoding (beats, bar network, meter,
-downbeats) then runs exactly as ``analyzer.pipeline`` runs it, with ``RhythmParams`` overridden by
-``--set``, so a parameter can be swept without re-running a network.
+downbeats) then runs as ``analyzer.pipeline`` runs it, with ``RhythmParams`` overridden by ``--set``,
+so a parameter can be swept without re-running a network.
 
 Two folds: per set, files sorted by name, even index = fold A (``--split dev`` of ``bench.run``),
 odd index = fold B (``--split heldout``).  ``devrenders`` are the scores rendered by
 ``bench.devrenders`` (built on first use).  Every figure is printed per set and fold beside madmom's.
+``--try`` adds a sweep: each trial's change of every figure per set and fold, and whether it helps
+both folds.  ``--diagnose`` judges each file's downbeat errors (tempo octave, meter, beats) and the
+evidence on the true beat grid.
 """
 
 from __future__ import annotations
@@ -48,20 +52,20 @@ def load_items(eval_dir: Path, sets: tuple[str, ...] = SETS) -> list[tuple[Item,
 
 
 def load_devrenders() -> list[Item]:
-    """The development renders (rendered on first use), read like the eval renders."""
+    """The development renders (rendered on first use), read like the eval renders; group: the time signature."""
     from . import devrenders
     from .truth import _renders
 
     devrenders.build()
-    return [dataclasses.replace(it, set="devrenders", group=_meter_group(it)) for it in
+    return [dataclasses.replace(it, set="devrenders", group=render_truth(it)["time_signature"]) for it in
             sorted(_renders(devrenders.cache_dir()), key=lambda it: it.name)]
 
 
-def _meter_group(item: Item) -> str:
+def render_truth(item: Item) -> dict:
+    """A render's ``NAME.truth.json`` (time signature, instrumentation, ...)."""
     import json
 
-    d = json.loads(item.path.with_name(item.path.stem + ".truth.json").read_text(encoding="utf-8"))
-    return d["time_signature"]
+    return json.loads(item.path.with_name(item.path.stem + ".truth.json").read_text(encoding="utf-8"))
 
 
 # ---------------------------------------------------------------- the cache
@@ -132,7 +136,7 @@ def cached(item: Item, nets: Networks | None) -> dict[str, np.ndarray]:
 
 # the RhythmParams fields that change the beats (find_beats); the others only change meter and bars
 BEAT_FIELDS = ("min_bpm", "max_bpm", "transition_lambda", "dbn_window_s", "dbn_context_s", "min_peak_activation",
-               "min_pulse_periodicity", "weak_beat_activation", "beat_net_weight")
+               "min_pulse_periodicity", "weak_beat_activation", "beat_net_weight", "tonal_stability", "min_peak_tonal")
 
 
 class Decoder:
@@ -154,12 +158,15 @@ class Decoder:
 
     def beats(self, key: str, c: dict, params) -> tuple[np.ndarray, np.ndarray]:
         """``find_beats`` on the cached activations: beat times (s) and strengths."""
-        from analyzer.rhythm import find_beats
+        from analyzer.features import MADMOM_FPS
+        from analyzer.rhythm import find_beats, harmonic_stability
 
         k = (key, *(getattr(params, f) for f in BEAT_FIELDS))
         if k not in self._beats:
+            stability = harmonic_stability(chroma=c["clp"].astype(np.float32), fps=MADMOM_FPS)
             self._beats[k] = find_beats(beat_act=c["beat"], downbeat_beat_act=c["downbeat_beat"],
-                                        downbeat_act=c["downbeat"], fps=float(c["fps"]), params=params)
+                                        downbeat_act=c["downbeat"], fps=float(c["fps"]), params=params,
+                                        harmonic_stability=stability)
         return self._beats[k]
 
     def bar_act(self, key: str, beats: np.ndarray, c: dict) -> np.ndarray:
@@ -465,6 +472,9 @@ def main(argv: list[str] | None = None) -> int:
     if dev:
         print("\nDevelopment renders by time signature\n")
         print(table(summarise(dev, by="group")))
+        instruments = {it.name: render_truth(it)["instrumentation"] for it, _ in items if it.set == "devrenders"}
+        print("\nDevelopment renders by instrumentation\n")
+        print(table(summarise([{**r, "instrumentation": instruments[r["name"]]} for r in dev], by="instrumentation")))
     if args.trials:
         results = []
         for text in args.trials:

@@ -111,6 +111,46 @@ def test_pulse_periodicity_separates_a_grid_from_random_events():
     assert pulse_periodicity(regular, beats[:2], fps) == 0.0
 
 
+def test_harmonic_stability_separates_held_harmony_from_gliding_pitch():
+    from analyzer.rhythm import harmonic_stability
+
+    fps, n = 100.0, 2000
+    # four chords of 2 s each, repeated: the pitch classes hold for far longer than the 0.5 s lag
+    chords = np.zeros((4, 12))
+    for i, pcs in enumerate([(0, 4, 7), (5, 9, 0), (7, 11, 2), (0, 4, 7)]):
+        chords[i, list(pcs)] = 1.0
+    held = np.repeat(chords, 200, axis=0)[np.arange(n) % 800]
+    # a pitch that glides a semitone every 0.1 s (speech's formants): nothing holds 0.5 s
+    gliding = np.zeros((n, 12))
+    gliding[np.arange(n), (np.arange(n) // 10) % 12] = 1.0
+    assert harmonic_stability(chroma=held, fps=fps) > 0.6
+    assert abs(harmonic_stability(chroma=gliding, fps=fps)) < 0.2
+    # silence (no chroma energy) and a clip shorter than the lag say nothing
+    assert harmonic_stability(chroma=np.zeros((n, 12)), fps=fps) == 0.0
+    assert harmonic_stability(chroma=held[:30], fps=fps) == 0.0
+
+
+def test_held_harmony_keeps_beats_the_pulse_gate_would_drop():
+    """Soft attacks (a choir) peak the beat network weakly and without a recurring period."""
+    from analyzer.rhythm import RhythmParams, find_beats
+
+    fps, n = 100.0, 3000
+    rng = np.random.default_rng(1)
+    act = np.full(n, 0.01)
+    onsets = np.sort(rng.choice(np.arange(50, n - 50), size=40, replace=False))
+    act[onsets] = rng.uniform(0.06, 0.12, size=len(onsets))
+    zeros = np.zeros(n)
+    params = RhythmParams()
+    assert act.max() < params.min_peak_activation and act.max() >= params.min_peak_tonal
+
+    def beats(stability: float) -> np.ndarray:
+        return find_beats(beat_act=act, downbeat_beat_act=zeros, downbeat_act=zeros, fps=fps, params=params,
+                          harmonic_stability=stability)[0]
+
+    assert len(beats(0.0)) == 0  # not known to be music: gated, as speech is
+    assert len(beats(params.tonal_stability)) > 10
+
+
 def test_local_periodicity_sees_each_tempo_of_a_medley():
     from analyzer.rhythm import local_pulse_periodicity, pulse_periodicity
 
