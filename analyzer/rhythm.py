@@ -52,7 +52,10 @@ class RhythmParams:
     # of 43 development renders (bench/RESULTS.md, "Rhythm (issue 16)").  For such sound the
     # periodicity gate does not apply and the activation need only peak at `min_peak_tonal`.
     # Measured: espeak speech in 7 voices 0.05-0.18, the 6 dropped renders 0.55-0.77, GTZAN
-    # 0.24-0.55 (never gated), a held chord 0.99 (kept silent by its 0.07 peak).
+    # 0.24-0.55 (none gated), a held chord 0.99 (kept silent by its 0.07 peak).  Two-fold CV
+    # (bench.rhythm_cv), fold A / B: dev renders beat F +0.045 / +0.067, downbeat F +0.036 /
+    # +0.077; GTZAN, eval renders and recordings unchanged on both folds; flat for 0.25-0.45
+    # and a floor of 0.08-0.1 (a floor of 0.15 helps fold B only).
     tonal_stability: float = 0.35
     min_peak_tonal: float = 0.1
     # weight of the beat network vs the downbeat network's beat output
