@@ -111,6 +111,7 @@ class Plan:
 
     @property
     def name(self) -> str:
+        """The file name stem: the work's corpus path with '/' and spaces replaced."""
         return self.piece.replace("/", "__").replace(" ", "_")
 
 
@@ -178,6 +179,7 @@ def regular_measures(measures: list[tuple[float, float, float, str]]) -> int:
 
 
 def _score_path(piece: str) -> str:
+    """The corpus file of a work, found through ``bench.corpus`` (which leaves out the held-out works)."""
     composer = piece.split("/", 1)[0]
     for path in corpus_paths(composer):
         rel = corpus_relative(path)

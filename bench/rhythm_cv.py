@@ -72,6 +72,7 @@ def render_truth(item: Item) -> dict:
 
 
 def _cache_path(item: Item) -> Path:
+    """The file's cache: keyed by the audio's path, size and modification time (a changed file is recomputed)."""
     st = item.path.stat()
     key = hashlib.sha1(f"{CACHE_VERSION}|{item.path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
     return bench_cache_dir() / "rhythm" / f"{item.set}__{item.name.replace('/', '__')}-{key}.npz"
@@ -226,6 +227,7 @@ def evaluate(items: list[tuple[Item, str]], params, decoder: Decoder, caches: di
 
 
 def _mean(recs: list[dict], system: str, figure: str) -> tuple[float, int] | None:
+    """Mean of one system's figure over the records that have it, and how many; None if none has it."""
     v = [r[system][figure] for r in recs if figure in r[system]]
     return (float(np.mean(v)), len(v)) if v else None
 
@@ -324,10 +326,12 @@ def tempo_relation(ours_bpm: float, truth_bpm: float | None) -> str:
 
 def auc(scores: np.ndarray, labels: np.ndarray) -> float:
     """Area under the ROC curve (Mann-Whitney): how well `scores` rank the positive labels first."""
+    from scipy.stats import rankdata
+
     pos, neg = scores[labels], scores[~labels]
     if not pos.size or not neg.size:
         return float("nan")
-    ranks = np.argsort(np.argsort(np.concatenate([pos, neg]), kind="stable"), kind="stable") + 1.0
+    ranks = rankdata(np.concatenate([pos, neg]))  # ties share their average rank (count half)
     return float((ranks[: pos.size].sum() - pos.size * (pos.size + 1) / 2) / (pos.size * neg.size))
 
 
@@ -447,6 +451,7 @@ def parse_trial(text: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Print the figures per set and fold (and the sweep, the diagnosis) as markdown; returns the exit code."""
     from analyzer.rhythm import RhythmParams
 
     from .run import resolve_eval_dir

@@ -1,0 +1,50 @@
+"""The pieces of bench/rhythm_cv.py that decide what is adopted: scores, verdicts, the oracle meter."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.rhythm_cv import FOLDS, auc, forced_meter, tempo_relation, verdict, with_overrides
+
+
+def test_auc_ranks_positives_first():
+    labels = np.array([True, True, False, False])
+    assert auc(np.array([0.9, 0.8, 0.1, 0.2]), labels) == 1.0
+    assert auc(np.array([0.1, 0.2, 0.9, 0.8]), labels) == 0.0
+    assert auc(np.array([0.5, 0.5, 0.5, 0.5]), labels) == pytest.approx(0.5)
+    assert np.isnan(auc(np.array([0.5, 0.4]), np.array([True, True])))
+
+
+@pytest.mark.parametrize(("ours", "truth", "relation"), [
+    (120.0, 120.0, "1"), (122.0, 120.0, "1"), (240.0, 120.0, "x2"), (60.0, 120.0, "x1/2"),
+    (180.0, 120.0, "x3/2"), (100.0, 120.0, "other"), (0.0, 120.0, "none"), (120.0, None, "none"),
+])
+def test_tempo_relation(ours, truth, relation):
+    assert tempo_relation(ours, truth) == relation
+
+
+def _rows(change: dict[tuple[str, str], float]) -> dict:
+    return {key: {"downbeat_f": d, "beat_f": 0.0} for key, d in change.items()}
+
+
+def test_verdict_needs_both_folds_and_no_set_losing():
+    both = _rows({("pooled", "A"): 0.02, ("pooled", "B"): 0.03, ("gtzan", "A"): 0.0, ("gtzan", "B"): 0.0})
+    assert verdict(both) == "both folds"
+    one = _rows({("pooled", "A"): 0.02, ("pooled", "B"): -0.01, ("gtzan", "A"): 0.0, ("gtzan", "B"): -0.01})
+    assert verdict(one) == "one fold"
+    costly = _rows({("pooled", "A"): 0.02, ("pooled", "B"): 0.02, ("renders", "A"): -0.05})
+    assert verdict(costly).startswith("both folds, but")
+    assert verdict(_rows({("pooled", f): 0.0 for f in FOLDS})) == "no"
+
+
+def test_overrides_and_the_oracle_meter():
+    from analyzer.rhythm import METERS, RhythmParams
+
+    p = with_overrides(RhythmParams(), ["bar_net_weight=0.25", "meter_log_prior=0,0,0"])
+    assert p.bar_net_weight == 0.25 and p.meter_log_prior == (0.0, 0.0, 0.0)
+    with pytest.raises(SystemExit, match="unknown RhythmParams field"):
+        with_overrides(RhythmParams(), ["bar_net_wieght=0.25"])
+    forced = forced_meter(RhythmParams(), 3)
+    assert forced.meter_log_prior[METERS.index(3)] == 0.0
+    assert all(v <= -100 for m, v in zip(METERS, forced.meter_log_prior) if m != 3)
