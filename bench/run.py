@@ -628,8 +628,16 @@ def main(argv: list[str] | None = None) -> int:
         print("bench: nothing to run", file=sys.stderr)
         return 2
 
+    from analyzer.errors import ParameterError
+    from analyzer.features import EnsembleSize
+
+    try:
+        ensemble = EnsembleSize.parse(args.ensemble)
+    except ParameterError as exc:
+        print(f"bench: --ensemble: {exc}", file=sys.stderr)
+        return 2
     t_start = time.perf_counter()
-    ours = Ours()
+    ours = Ours(ensemble)
     anchors = None
     if args.anchors:
         from .anchors import Anchors

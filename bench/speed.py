@@ -30,6 +30,7 @@ import sys
 import time
 from pathlib import Path
 
+from .longfile import peak_rss_mb
 from .run import REPO_ROOT, machine_text, resolve_eval_dir
 from .truth import bench_cache_dir
 
@@ -45,6 +46,7 @@ def inputs(eval_dir: Path, cache: Path, lengths_s: list[int]) -> dict[int, Path]
     clips = sorted((eval_dir / "gtzan").glob("*.flac"))
     fancy = eval_dir / "echonest-pairs" / "fancy" / "fancy.mp3"
     out = {}
+    decoded: list | None = None  # the clips' samples, decoded once for every joined length
     for n in lengths_s:
         if n <= 30:
             out[n] = clips[0]
@@ -55,23 +57,17 @@ def inputs(eval_dir: Path, cache: Path, lengths_s: list[int]) -> dict[int, Path]
             if not path.exists():
                 from analyzer.audio import decode
 
-                parts, total, i = [], 0, 0
-                while total < n * SR:
-                    x = decode(clips[i % len(clips)]).samples
-                    parts.append(x)
-                    total += len(x)
-                    i += 1
+                if decoded is None:
+                    decoded = [decode(c).samples for c in clips]
+                # the clips in order, repeated as often as the length needs
+                reps = -(-n * SR // sum(len(x) for x in decoded))
+                parts = decoded * reps
                 cache.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(".tmp.flac")
                 sf.write(tmp, np.concatenate(parts)[: n * SR], SR, subtype="PCM_16")
                 os.replace(tmp, path)
             out[n] = path
     return out
-
-
-def _vmhwm_mb() -> float:
-    with open("/proc/self/status", encoding="ascii") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
 
 
 def child(kind: str, path: Path, warm_path: Path | None) -> dict:
@@ -90,7 +86,7 @@ def child(kind: str, path: Path, warm_path: Path | None) -> dict:
             except SystemExit as exc:
                 if exc.code:
                     raise RuntimeError(f"analyze exited {exc.code}") from None
-        return {"inside_s": time.perf_counter() - t0, "peak_rss_mb": _vmhwm_mb()}
+        return {"inside_s": time.perf_counter() - t0, "peak_rss_mb": peak_rss_mb()}
     if kind == "warm":
         from analyzer.audio import decode
         from analyzer.document import build_document
@@ -102,14 +98,14 @@ def child(kind: str, path: Path, warm_path: Path | None) -> dict:
         t1 = time.perf_counter()
         audio = decode(path)
         build_document(analyze(audio, models=models), timestamp=0, analysis_time_s=0.0)
-        return {"warm_s": time.perf_counter() - t1, "peak_rss_mb": _vmhwm_mb()}
+        return {"warm_s": time.perf_counter() - t1, "peak_rss_mb": peak_rss_mb()}
     if kind == "essentia":
         import essentia
         import essentia.standard as es
 
         essentia.log.infoActive = essentia.log.warningActive = False
         es.MusicExtractor()(str(path))
-        return {"inside_s": time.perf_counter() - t0, "peak_rss_mb": _vmhwm_mb()}
+        return {"inside_s": time.perf_counter() - t0, "peak_rss_mb": peak_rss_mb()}
     if kind == "madmom":
         from analyzer.features import configure_onnxruntime
 
@@ -119,7 +115,7 @@ def child(kind: str, path: Path, warm_path: Path | None) -> dict:
 
         DBNBeatTrackingProcessor(fps=100)(RNNBeatProcessor()(str(path)))
         DBNDownBeatTrackingProcessor(beats_per_bar=[3, 4], fps=100)(RNNDownBeatProcessor()(str(path)))
-        return {"inside_s": time.perf_counter() - t0, "peak_rss_mb": _vmhwm_mb()}
+        return {"inside_s": time.perf_counter() - t0, "peak_rss_mb": peak_rss_mb()}
     raise ValueError(kind)
 
 
