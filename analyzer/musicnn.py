@@ -228,13 +228,16 @@ def _conv_max_over_frequency(cols: np.ndarray, kernel: np.ndarray, bias: np.ndar
     """ReLU, batch norm, max over frequency of a convolution given as im2col rows (frames * n_pos, taps).
 
     The batch norm is an increasing (or, where gamma < 0, decreasing) map per channel, and so are the bias
-    and ReLU, so the max over frequency of BN(ReLU(z + b)) is BN(ReLU(max z + b)) (min where the scale is
-    negative): the same value as the original's order, taken from the same element, without passing the
-    whole (frames, n_pos, filters) output through the elementwise layers.
+    and ReLU, so the max over frequency of BN(ReLU(z + b)) is BN(ReLU(max z + b)) (min z where the scale is
+    negative, taken as -max(-z) with that channel's kernel negated, which is exact): the same value as the
+    original's order, from the same element, without passing the whole (frames, n_pos, filters) output
+    through the elementwise layers.
     """
-    z = (cols @ kernel).reshape(-1, n_pos, kernel.shape[1])
     scale, shift = _bn_affine(w, name)
-    top = np.where(scale >= 0, z.max(axis=1), z.min(axis=1))
+    sign = np.where(scale < 0, np.float32(-1.0), np.float32(1.0))
+    z = (cols @ (kernel * sign)).reshape(-1, n_pos, kernel.shape[1])
+    top = z.max(axis=1)
+    top *= sign
     top += bias
     np.maximum(top, 0.0, out=top)
     top *= scale
