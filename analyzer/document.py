@@ -14,10 +14,12 @@ import orjson
 from . import __version__
 from .errors import SchemaError
 from .fingerprint import ECHOPRINT_VERSION, RHYTHM_VERSION, SYNCH_VERSION
+from .descriptors import Descriptors
 from .pipeline import Analysis
 from .rhythm import Events
 from .sections import Section
 from .segments import Segments
+from .tagging import EMBEDDING_MODEL
 
 SCHEMA_NAME = "analysis.schema.json"
 
@@ -64,12 +66,14 @@ def build_document(analysis: Analysis, *, timestamp: int, analysis_time_s: float
         How long it took, s (``meta.analysis_time``).
     embedding : (np.ndarray, str), optional
         An embedding vector and its model's id: the ``embedding`` / ``embedding_model``
-        extension fields.
+        extension fields.  Without one, the MSD tagger's (``Tags.embedding``) where it read
+        the audio.
 
     Returns
     -------
     dict
-        ``meta``, ``track``, ``bars``, ``beats``, ``tatums``, ``sections``, ``segments``.
+        ``meta``, ``track``, ``bars``, ``beats``, ``tatums``, ``sections``, ``segments``, and the
+        extensions ``audio_features``, ``terms`` and (where there is one) ``embedding``.
 
     Raises
     ------
@@ -85,12 +89,73 @@ def build_document(analysis: Analysis, *, timestamp: int, analysis_time_s: float
         "tatums": _events(r.tatums),
         "sections": [_section(s) for s in analysis.sections],
         "segments": _segments(analysis.segments),
+        "audio_features": _audio_features(analysis.descriptors),
+        "terms": [{"name": t.name, "frequency": _c(t.frequency), "weight": _c(t.weight), "tagger": t.tagger}
+                  for t in analysis.tags.terms],
     }
+    if embedding is None and (default := analysis.tags.embedding()) is not None:
+        embedding = (default, EMBEDDING_MODEL)
     if embedding is not None:
         doc["embedding"] = [round(float(v), 6) for v in embedding[0]]
         doc["embedding_model"] = embedding[1]
     validate(doc)
     return doc
+
+
+PERCEPTUAL_FEATURES = ("danceability", "energy", "valence", "acousticness", "instrumentalness", "speechiness",
+                       "liveness")
+
+
+def _audio_features(d: Descriptors) -> dict:
+    return {k: None if (v := getattr(d, k)) is None else _c(v) for k in PERCEPTUAL_FEATURES}
+
+
+def audio_features_object(doc: dict, *, track_id: str | None = None) -> dict:
+    """Spotify's ``audio-features`` object of one document (its fields in Spotify's order).
+
+    The perceptual fields come from the document's ``audio_features`` extension (null where a
+    document made before it has none), the rest from ``track``; ``id``, ``uri``, ``track_href``
+    and ``analysis_url`` are the caller's (null without ``track_id``).
+    """
+    t, f = doc["track"], doc.get("audio_features") or {}
+    obj = {
+        "acousticness": f.get("acousticness"),
+        "analysis_url": None,
+        "danceability": f.get("danceability"),
+        "duration_ms": int(round(float(t["duration"]) * 1000)),
+        "energy": f.get("energy"),
+        "id": track_id,
+        "instrumentalness": f.get("instrumentalness"),
+        "key": int(t["key"]),
+        "liveness": f.get("liveness"),
+        "loudness": float(t["loudness"]),
+        "mode": int(t["mode"]),
+        "speechiness": f.get("speechiness"),
+        "tempo": float(t["tempo"]),
+        "time_signature": int(t["time_signature"]),
+        "track_href": None,
+        "type": "audio_features",
+        "uri": None,
+        "valence": f.get("valence"),
+    }
+    return obj
+
+
+_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def track_id(sample_md5: str) -> str:
+    """A 22-character base62 id like Spotify's, from the md5 of the decoded samples (``track.sample_md5``).
+
+    The same audio gets the same id wherever it lies; a re-encoded copy keeps it only if its
+    decoded samples are unchanged (a lossless copy does; a new lossy encoding does not).
+    """
+    n = int(sample_md5, 16)
+    digits = []
+    while n:
+        n, r = divmod(n, 62)
+        digits.append(_BASE62[r])
+    return "".join(reversed(digits)).rjust(22, "0")
 
 
 def _meta(analysis: Analysis, *, timestamp: int, analysis_time_s: float) -> dict:

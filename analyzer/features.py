@@ -225,9 +225,12 @@ class Models:
         # the beat-synchronous bar networks (RNNBarProcessor): percussive and harmonic GRUs
         self.bar_perc_nn = NeuralNetworkEnsemble.load(DOWNBEATS_BGRU[0])
         self.bar_harm_nn = NeuralNetworkEnsemble.load(DOWNBEATS_BGRU[1])
-        from . import skey
+        from . import musicnn, skey
 
         self.skey = skey.load()
+        # musicnn's taggers (terms, audio features, the default embedding)
+        self.mtt = musicnn.load_tagger("mtt")
+        self.msd = musicnn.load_tagger("msd")
 
 
 class MadmomFrontEnd:

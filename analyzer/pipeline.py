@@ -16,6 +16,8 @@ from .loudness import FadeParams, Fades, detect_fades, pool_db, track_loudness
 from .rhythm import Rhythm, RhythmParams, analyze_rhythm, find_beats, harmonic_stability
 from .sections import Section, SectionParams, describe_sections, find_boundaries
 from .auditory import AuditoryParams, auditory_spectrogram
+from .descriptors import DescriptorParams, Descriptors, describe
+from .tagging import TagParams, Tags, tag
 from .segments import SegmentParams, Segments, build_segments, find_starts
 
 
@@ -29,6 +31,8 @@ class AnalysisConfig:
     sections: SectionParams = field(default_factory=SectionParams)
     fades: FadeParams = field(default_factory=FadeParams)
     fingerprint: FingerprintParams = field(default_factory=FingerprintParams)
+    tags: TagParams = field(default_factory=TagParams)
+    descriptors: DescriptorParams = field(default_factory=DescriptorParams)
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,8 @@ class Analysis:
     segments: Segments
     sections: list[Section]
     fingerprints: Fingerprints
+    tags: Tags
+    descriptors: Descriptors
     seconds_by_stage: dict[str, float]
 
 
@@ -65,8 +71,8 @@ def _analyze(audio: Audio, *, models: F.Models, config: AnalysisConfig) -> Analy
     acts = F.network_activations(y, sr, models=models, params=config.features)
     clock.lap("rhythm_networks")
     onset_env = F.onset_strength(log_mel_db=spec.log_mel_db)
-    rhythm = _rhythm(y, sr, acts=acts, onset_env=onset_env, onset_fps=spec.fps, duration_s=duration, models=models,
-                     config=config, clock=clock)
+    rhythm, stability = _rhythm(y, sr, acts=acts, onset_env=onset_env, onset_fps=spec.fps, duration_s=duration,
+                                models=models, config=config, clock=clock)
 
     key = estimate_key(
         probabilities=F.skey_probabilities(samples=y, sr=sr, models=models, params=config.features),
@@ -98,24 +104,37 @@ def _analyze(audio: Audio, *, models: F.Models, config: AnalysisConfig) -> Analy
 
     prints = fingerprint(y, sr, config.fingerprint)
     clock.lap("fingerprints")
+
+    tags = tag(y, sr, mtt=models.mtt, msd=models.msd, params=config.tags)
+    clock.lap("tags")
+    descriptors = describe(
+        samples=y, sr=sr, log_mel_db=spec.log_mel_db, loudness_db=loud, segment_count=len(segments.start),
+        duration_s=duration, harmonic_stability=stability,
+        pulse=float(np.mean(rhythm.beats.confidence)) if len(rhythm.beats.start) else 0.0, mtt=tags.probabilities("mtt"),
+        msd=tags.probabilities("msd"), params=config.descriptors,
+    )
+    clock.lap("descriptors")
     return Analysis(audio=audio, loudness=loud, fades=fades, rhythm=rhythm, key=key, segments=segments,
-                    sections=sections, fingerprints=prints, seconds_by_stage=clock.laps)
+                    sections=sections, fingerprints=prints, tags=tags, descriptors=descriptors,
+                    seconds_by_stage=clock.laps)
 
 
 def _rhythm(
     y: np.ndarray, sr: int, *, acts: F.NetworkActivations, onset_env: np.ndarray, onset_fps: float, duration_s: float,
     models: F.Models, config: AnalysisConfig, clock: _Clock,
-) -> Rhythm:
-    """Beats, then (when its weight is not 0) the bar network on them, then meter, downbeats, bars and tatums.
+) -> tuple[Rhythm, float]:
+    """Beats, then (when its weight is not 0) the bar network on them, then meter, downbeats, bars and tatums;
+    and the harmonic stability the pulse gate read (the audio features' speechiness reads it too).
 
     The CLP chroma serves both: how much the harmony holds exempts soft-attack music from the pulse gate
     (``RhythmParams.tonal_stability``), and it is the bar network's harmonic input.
     """
     clp = F.clp_chroma(y, sr, params=config.features)
     clock.lap("clp_chroma")
+    stability = harmonic_stability(chroma=clp, fps=F.MADMOM_FPS)
     beat_times, beat_strength = find_beats(
         beat_act=acts.beat, downbeat_beat_act=acts.downbeat_beat, downbeat_act=acts.downbeat, fps=acts.fps,
-        params=config.rhythm, harmonic_stability=harmonic_stability(chroma=clp, fps=F.MADMOM_FPS),
+        params=config.rhythm, harmonic_stability=stability,
     )
     bar_act = None
     if len(beat_times) and config.rhythm.bar_net_weight > 0:
@@ -128,7 +147,7 @@ def _rhythm(
         params=config.rhythm, bar_act=bar_act,
     )
     clock.lap("rhythm_decoding")
-    return rhythm
+    return rhythm, stability
 
 
 def _sections(
