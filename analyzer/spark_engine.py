@@ -34,9 +34,9 @@ from .errors import AnalyzerError, quote_path
 
 DEFAULT_MASTER = "local[*,2]"  # all cores; a task that fails is tried twice (local mode ignores spark.task.maxFailures)
 
-# one per Python worker process, keyed by the options the networks were loaded for: Spark has no
-# per-worker setup hook, and a reused worker runs many tasks (of this batch, or of the next one)
-_RESOURCES: dict[RunOptions, Resources] = {}
+# one per Python worker process, keyed by what made them and the options they were made for: Spark
+# has no per-worker setup hook, and a reused worker runs many tasks (of this batch, or of the next one)
+_RESOURCES: dict[tuple[Callable, RunOptions], Resources] = {}
 _RESOURCES_LOCK = threading.Lock()
 
 # the characters Hadoop's path globbing gives a meaning to: escaped so a file name is only itself
@@ -138,10 +138,11 @@ def cached_resources(options: RunOptions, setup: Callable[[RunOptions], Resource
     -------
     Resources
     """
+    key = (setup, options)
     with _RESOURCES_LOCK:
-        if options not in _RESOURCES:
-            _RESOURCES[options] = setup(options)
-        return _RESOURCES[options]
+        if key not in _RESOURCES:
+            _RESOURCES[key] = setup(options)
+        return _RESOURCES[key]
 
 
 def analyze_partition(rows, *, options: RunOptions, run: Callable, setup: Callable) -> Iterator[tuple]:
