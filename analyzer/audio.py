@@ -1,4 +1,4 @@
-"""The only decoder: a file path in, mono float32 samples at the analysis rate out.
+"""The only decoder: a file (a path, or its bytes read elsewhere) in, mono float32 samples at the analysis rate out.
 
 PyAV (bundled FFmpeg) decodes every container we accept, so no system ffmpeg
 is needed; soxr resamples.  Frames are downmixed and resampled as they stream
@@ -8,6 +8,7 @@ in, so a long file never sits in memory at its native rate and channel count.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import stat
 from dataclasses import dataclass, field
@@ -104,13 +105,21 @@ def _check_path(path: Path) -> None:
         raise DecodeError(f"{name}: empty file (0 bytes)")
 
 
-def read_tags(path: Path) -> dict[str, str]:
-    """artist/album/title/genre from the file's tags, "" where absent."""
+class _NamedBytes(io.BytesIO):
+    """A file's bytes with its name: FFmpeg and mutagen guess the format from the name as from a path."""
+
+    def __init__(self, data: bytes, name: str) -> None:
+        super().__init__(data)
+        self.name = name
+
+
+def read_tags(path: Path, data: bytes | None = None) -> dict[str, str]:
+    """artist/album/title/genre from the file's tags, "" where absent (from `data` when given)."""
     import mutagen
 
     out = {"artist": "", "album": "", "title": "", "genre": ""}
     try:
-        mf = mutagen.File(str(path), easy=True)
+        mf = mutagen.File(str(path) if data is None else _NamedBytes(data, str(path)), easy=True)
     except Exception:  # mutagen raises many unrelated types on odd files; tags are optional
         mf = None
     if mf is not None and mf.tags is not None:
@@ -134,17 +143,22 @@ def _ffmpeg_version() -> str:
         return "FFmpeg"
 
 
-def decode(path: str | os.PathLike, *, sr: int = ANALYSIS_SR, params: DecodeParams = DecodeParams()) -> Audio:
-    """Decode ``path`` to mono float32 at ``sr`` Hz (the analysis rate).
+def decode(path: str | os.PathLike, *, sr: int = ANALYSIS_SR, params: DecodeParams = DecodeParams(),
+           data: bytes | None = None) -> Audio:
+    """Decode ``path`` (or its bytes, ``data``) to mono float32 at ``sr`` Hz (the analysis rate).
 
     Parameters
     ----------
     path : str or os.PathLike
-        An audio file FFmpeg can read.
+        An audio file FFmpeg can read; with ``data``, only the file's name (for messages, the
+        document's ``meta`` and the format guess), and nothing is read from it.
     sr : int
         The output sample rate, Hz.
     params : DecodeParams
         The excerpt (offset, duration), the length limit, truncation tolerance, resampler quality.
+    data : bytes, optional
+        The file's content, read elsewhere (a Spark executor reads it from HDFS or S3): decoded
+        exactly as the file at ``path`` would be, to the same samples and ``meta``.
 
     Returns
     -------
@@ -165,13 +179,19 @@ def decode(path: str | os.PathLike, *, sr: int = ANALYSIS_SR, params: DecodePara
             f"offset {params.offset_s} s and duration {params.duration_s} s must be >= 0"
         )
     path = Path(path)
-    _check_path(path)
     name = quote_path(path)
+    if data is None:
+        _check_path(path)
+        size = None
+    else:
+        if not data:
+            raise DecodeError(f"{name}: empty file (0 bytes)")
+        size = len(data)
     want_start = params.offset_s
     want_end = params.offset_s + params.duration_s if params.duration_s > 0 else float("inf")
 
-    with _open(path, name) as container:
-        info = _stream_info(container, path, name, params)
+    with _open(path, name, data) as container:
+        info = _stream_info(container, path, name, params, size=size)
         if params.offset_s > 0:
             try:
                 container.seek(int(params.offset_s / info.stream.time_base), stream=info.stream, any_frame=False,
@@ -195,7 +215,7 @@ def decode(path: str | os.PathLike, *, sr: int = ANALYSIS_SR, params: DecodePara
     return Audio(
         samples=samples,
         sr=sr,
-        source=_source_info(path, info, container_name=container_name, got_s=got_s, sr=sr, params=params),
+        source=_source_info(path, info, container_name=container_name, got_s=got_s, sr=sr, params=params, data=data),
         offset_s=float(params.offset_s),
         window_s=float(params.duration_s and len(samples) / sr),
     )
@@ -213,12 +233,12 @@ class _StreamInfo:
     bit_rate: int  # bits per second, estimated from the file size when not declared
 
 
-def _open(path: Path, name: str):
-    """The file opened by FFmpeg; one-line errors for a missing, unreadable or non-media file."""
+def _open(path: Path, name: str, data: bytes | None = None):
+    """The file (or its bytes) opened by FFmpeg; one-line errors for a missing, unreadable or non-media file."""
     import av
 
     try:
-        return av.open(str(path), mode="r")
+        return av.open(str(path) if data is None else _NamedBytes(data, str(path)), mode="r")
     except av.error.FileNotFoundError:
         raise InputError(f"{name}: no such file") from None
     except av.error.PermissionError:
@@ -227,7 +247,7 @@ def _open(path: Path, name: str):
         raise DecodeError(f"{name}: not a readable audio file ({_short(exc)})") from None
 
 
-def _stream_info(container, path: Path, name: str, params: DecodeParams) -> _StreamInfo:
+def _stream_info(container, path: Path, name: str, params: DecodeParams, *, size: int | None = None) -> _StreamInfo:
     """The first audio stream, refused in one line if it has no decoder, rate or channels, or is too long."""
     if not container.streams.audio:
         raise DecodeError(f"{name}: the file has no audio stream")
@@ -249,7 +269,7 @@ def _stream_info(container, path: Path, name: str, params: DecodeParams) -> _Str
         )
     bit_rate = int(stream.bit_rate or container.bit_rate or 0)
     if not bit_rate and declared_s > 0:
-        bit_rate = int(path.stat().st_size * 8 / declared_s)
+        bit_rate = int((path.stat().st_size if size is None else size) * 8 / declared_s)
     return _StreamInfo(stream=stream, codec=ctx.name or "unknown", native_sr=native_sr, channels=channels,
                        declared_s=declared_s, bit_rate=bit_rate)
 
@@ -337,7 +357,7 @@ def _check_length(got_s: float, declared_s: float, *, want_end: float, params: D
 
 
 def _source_info(path: Path, info: _StreamInfo, *, container_name: str, got_s: float, sr: int,
-                 params: DecodeParams) -> SourceInfo:
+                 params: DecodeParams, data: bytes | None = None) -> SourceInfo:
     """What the file declared and how it was decoded, for the document's ``meta``."""
     import av
 
@@ -356,7 +376,7 @@ def _source_info(path: Path, info: _StreamInfo, *, container_name: str, got_s: f
         container=container_name,
         decoder=f"PyAV {av.__version__} ({_ffmpeg_version()}, {info.codec})",
         input_process=process,
-        tags=read_tags(path),
+        tags=read_tags(path, data),
     )
 
 

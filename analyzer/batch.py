@@ -289,14 +289,14 @@ def worker_resources(options: RunOptions) -> Resources:
     return resources
 
 
-def analyze_path(path: Path, options: RunOptions, resources: Resources):
-    """Decode and analyze one file -> (validated document, the decoded Audio)."""
+def analyze_path(path: Path, options: RunOptions, resources: Resources, data: bytes | None = None):
+    """Decode and analyze one file (or its bytes, `data`, named `path`) -> (validated document, the decoded Audio)."""
     from .document import build_document
     from .pipeline import analyze
 
     t0 = time.perf_counter()
     stamp = int(time.time())
-    audio = decode(path, params=options.decode)
+    audio = decode(path, params=options.decode, data=data)
     analysis = analyze(audio, models=resources.models)
     embedding = None
     if options.embedder is not None:
@@ -326,14 +326,33 @@ def write_plots(job: Job, doc: dict, audio) -> str | None:
     return None
 
 
-def run_one(resources: Resources, job: Job, options: RunOptions) -> Result:
-    """Analyze one job; failures come back as a Result with a one-line reason, never as an exception."""
+def run_one(resources: Resources, job: Job, options: RunOptions, data: bytes | None = None) -> Result:
+    """Analyze one job; failures come back as a Result with a one-line reason, never as an exception.
+
+    Parameters
+    ----------
+    resources : Resources
+        This process's networks (and embedder).
+    job : Job
+        The file, and the reports to write beside its document.
+    options : RunOptions
+        How every file of the batch is analysed.
+    data : bytes, optional
+        The file's content when it was read elsewhere (a Spark executor): `job.source` then
+        only names it, for messages and the document's ``meta``.
+
+    Returns
+    -------
+    Result
+        The serialized document, or a one-line reason.
+    """
     from .document import dumps
 
     try:
-        # checked again here: the file may have been replaced since the batch was collected
-        check_regular_file(job.source)
-        doc, audio = analyze_path(job.source, options, resources)
+        if data is None:
+            # checked again here: the file may have been replaced since the batch was collected
+            check_regular_file(job.source)
+        doc, audio = analyze_path(job.source, options, resources, data)
         plot_error = write_plots(job, doc, audio) if job.plots else None
         return Result(job, dumps(doc, pretty=options.pretty), audio.duration_s, None, plot_error=plot_error)
     except AnalyzerError as exc:

@@ -15,7 +15,6 @@ from typing import Annotated, NoReturn, Optional, TypeVar
 import typer
 
 from . import __version__
-from .console import OutputFormat as Format
 from .console import progress_bar, quiet_stdout
 from .errors import AnalyzerError, one_line, quote_path
 
@@ -27,6 +26,21 @@ EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 class PlotFormat(str, Enum):
     png = "png"
     html = "html"
+
+
+class Format(str, Enum):
+    """How documents are written: one JSON document each, one per line, or one table (-o OUT.parquet)."""
+
+    json = "json"
+    jsonl = "jsonl"
+    parquet = "parquet"
+
+
+class Engine(str, Enum):
+    """Where the files are analysed: this machine's processes, or a Spark cluster's."""
+
+    local = "local"
+    spark = "spark"
 
 
 app = typer.Typer(
@@ -82,6 +96,8 @@ def _version(value: bool) -> None:
 @app.command(
     help="Analyze audio files into Echo Nest analysis documents (JSON).\n\n"
     "analyze song.mp3 > song.json  |  analyze music/ -o out/  |  analyze music/ --format jsonl | jq .track.tempo\n\n"
+    "On Spark: analyze music/ -o out/ --engine spark [--spark-master URL]  |  "
+    "analyze music/ --format parquet -o tracks.parquet\n\n"
     "Identification: analyze index music/ --db catalog.db  |  analyze identify clip.mp3 --db catalog.db "
     "(a file named index or identify: write ./index).",
 )
@@ -90,7 +106,9 @@ def main_command(
     out_dir: Annotated[
         Optional[Path], typer.Option("--out", "-o", help="Write OUT/<relative path>.json per file instead of stdout.")
     ] = None,
-    fmt: Annotated[Format, typer.Option("--format", "-f", help="json: one document; jsonl: one document per line.")] = Format.json,
+    fmt: Annotated[Format, typer.Option(
+        "--format", "-f", help="json: one document; jsonl: one document per line; parquet: one table row per "
+        "track, to -o OUT.parquet.")] = Format.json,
     pretty: Annotated[bool, typer.Option("--pretty", help="Indent the JSON.")] = False,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Worker processes (default: number of cores).")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Re-analyze files whose output is already up to date.")] = False,
@@ -122,6 +140,13 @@ def main_command(
         str, typer.Option("--embedder", help="What reads --model: an installed embedder's name, or module:function.")
     ] = "cnn",
     device: Annotated[str, typer.Option("--device", help="Where the model runs: cpu, or cuda where a GPU exists.")] = "cpu",
+    engine: Annotated[Engine, typer.Option(
+        "--engine", help="local: worker processes here (--jobs); spark: a Spark cluster's executors.")] = Engine.local,
+    spark_master: Annotated[Optional[str], typer.Option(
+        "--spark-master", help="With --engine spark: the master URL (default local[*,2]: this machine's cores, "
+        "each task tried twice; spark://host:7077, yarn, k8s://...).", show_default=False)] = None,
+    partitions: Annotated[int, typer.Option(
+        "--partitions", help="With --engine spark: tasks to split the files into (0: one task per file).")] = 0,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
@@ -129,6 +154,8 @@ def main_command(
 ) -> None:
     from .batch import Resources
 
+    _check_engine(engine, spark_master=spark_master, partitions=partitions, fmt=fmt, out_dir=out_dir,
+                  plots=plot is not None or plot_html is not None or plot_dir is not None)
     options = _run_options(jobs=jobs, offset=offset, duration=duration, max_duration=max_duration,
                            allow_truncated=allow_truncated, pretty=pretty, fmt=fmt, embed_model=embed_model,
                            embedder=embedder, device=device)
@@ -137,15 +164,39 @@ def main_command(
     if options.embedder is not None:
         # a bad model file is one error now, not one per input
         _or_exit(lambda: resources.embedder)
-    job_list = _jobs(paths, out_dir=out_dir, plot_dir=plot_dir, plot=plot, plot_html=plot_html,
-                     plot_format=plot_format)
-    single = len(job_list) == 1 and not paths[0].is_dir() and out_dir is None
+    table = fmt is Format.parquet
+    job_list = _jobs(paths, out_dir=None if table else out_dir, plot_dir=plot_dir, plot=plot, plot_html=plot_html,
+                     plot_format=plot_format, unique=table)
+    single = len(job_list) == 1 and not paths[0].is_dir() and out_dir is None and engine is Engine.local
     if single:
         raise typer.Exit(_run_single(job_list[0], options, resources, fmt, debug))
     if out_dir is None and fmt is Format.json:
         _usage("several inputs need -o OUT_DIR or --format jsonl (one document per line on stdout)")
     workers = jobs or _cores()
-    raise typer.Exit(_run_batch(job_list, options, resources, out_dir, fmt, workers, force, debug))
+    if engine is Engine.local:
+        raise typer.Exit(_run_batch(job_list, options, resources, out_dir, fmt, workers, force, debug))
+    from .spark_engine import DEFAULT_MASTER, SparkEngine  # pyspark is optional: imported for --engine spark only
+
+    with _or_exit(lambda: SparkEngine(spark_master or DEFAULT_MASTER, partitions)) as spark:
+        code = _run_batch(job_list, options, resources, out_dir, fmt, workers, force, debug, spark=spark)
+    raise typer.Exit(code)
+
+
+def _check_engine(engine: Engine, *, spark_master: Optional[str], partitions: int, fmt: Format,
+                  out_dir: Optional[Path], plots: bool) -> None:
+    """Usage errors of --engine, --spark-master, --partitions and --format parquet exit here."""
+    if engine is Engine.local and (spark_master is not None or partitions):
+        _usage("--spark-master and --partitions need --engine spark")
+    if partitions < 0:
+        _usage(f"--partitions must be >= 0, got {partitions}")
+    if engine is Engine.spark and plots:
+        _usage("--plot, --plot-html and --plot-dir need --engine local (Spark's executors would draw them on "
+               "their own disks)")
+    if fmt is Format.parquet:
+        if out_dir is None or out_dir.suffix != ".parquet":
+            _usage("--format parquet writes one table: give it as -o OUT.parquet")
+        if out_dir.is_dir() and any(out_dir.glob("*.json")):
+            _usage(f"-o {quote_path(out_dir)}: holds analysis documents, not a table; give a new name")
 
 
 def _usage(message: str) -> NoReturn:
@@ -184,15 +235,16 @@ def _run_options(*, jobs: int, offset: float, duration: float, max_duration: flo
 
 
 def _jobs(paths: list[Path], *, out_dir: Optional[Path], plot_dir: Optional[Path], plot: Optional[Path],
-          plot_html: Optional[Path], plot_format: PlotFormat) -> list:
-    """The inputs as jobs, each with the reports asked for; clashing or impossible targets exit here."""
+          plot_html: Optional[Path], plot_format: PlotFormat, unique: bool = False) -> list:
+    """The inputs as jobs, each with the reports asked for; clashing or impossible targets exit here
+    (`unique`: outputs that would clash are refused without -o too: they are a table's ids)."""
     from dataclasses import replace
 
     from .batch import check_output_clashes, collect_inputs, plot_paths
 
     def collect():
         found = collect_inputs(paths)
-        if out_dir is not None or plot_dir is not None:
+        if out_dir is not None or plot_dir is not None or unique:
             check_output_clashes(found.jobs)
         return found
 
@@ -245,7 +297,9 @@ def _run_single(job, options, resources, fmt: Format, debug: bool) -> int:
 
 
 def _run_batch(job_list, options, resources, out_dir: Optional[Path], fmt: Format, workers: int, force: bool,
-               debug: bool) -> int:
+               debug: bool, spark=None) -> int:
+    """Analyze the jobs (here, or on `spark`: a `spark_engine.SparkEngine`), write each document as it
+    comes (or the table at the end), report failures and the summary; the exit code."""
     from dataclasses import replace
 
     from rich.console import Console
@@ -255,6 +309,9 @@ def _run_batch(job_list, options, resources, out_dir: Optional[Path], fmt: Forma
     console = Console(stderr=True, highlight=False)
     skipped = 0
     todo = job_list
+    table_path, rows = (out_dir, []) if fmt is Format.parquet else (None, None)
+    if table_path is not None:
+        out_dir = None  # one table, written whole: nothing to resume
     if out_dir is not None and not force:
         model_id = None if options.embedder is None else resources.embedder.model_id
         todo = [j for j in job_list if not is_up_to_date(j, out_dir, model_id)]
@@ -275,9 +332,13 @@ def _run_batch(job_list, options, resources, out_dir: Optional[Path], fmt: Forma
         else:
             failed += 1
             _say(console, f"error: {problem}")
+    if spark is not None and runnable:
+        workers = _or_exit(lambda: spark.workers)  # starts the session: no Java, a bad master URL exit here
     try:
         n_workers = min(workers, max(len(runnable), 1))
-        with progress, closing(run_jobs(runnable, options, workers=n_workers, resources=resources)) as results:
+        results = (run_jobs(runnable, options, workers=n_workers, resources=resources) if spark is None
+                   else spark.run_jobs(runnable, options))
+        with progress, closing(results):
             task = progress.add_task("", total=len(runnable))
             for res in results:
                 if res.error:
@@ -291,7 +352,9 @@ def _run_batch(job_list, options, resources, out_dir: Optional[Path], fmt: Forma
                     if res.plot_error:
                         failed += 1
                         _say(progress.console, f"error: {res.plot_error}")
-                    if out_dir is not None:
+                    if rows is not None:
+                        rows.append(res)
+                    elif out_dir is not None:
                         try:
                             write_atomic(out_dir / res.job.output_rel, res.document)
                         except OSError as exc:
@@ -315,6 +378,8 @@ def _run_batch(job_list, options, resources, out_dir: Optional[Path], fmt: Forma
         # the reader went away (e.g. `| head`): stop quietly
         quiet_stdout()
         return EXIT_OK
+    if rows:
+        failed, audio_s = _write_table(rows, table_path, spark, console, failed, audio_s)
     wall = time.perf_counter() - t0
     ok = len(todo) - failed
     rtf = audio_s / wall if wall > 0 else 0.0
@@ -326,6 +391,22 @@ def _run_batch(job_list, options, resources, out_dir: Optional[Path], fmt: Forma
     if internal:
         return EXIT_INTERNAL
     return EXIT_INPUT if failed else EXIT_OK
+
+
+def _write_table(results, path: Path, spark, console, failed: int, audio_s: float) -> tuple[int, float]:
+    """Write the documents of `results` as one Parquet table; (failed, audio seconds) after it."""
+    from .tables import document_row, write_parquet
+
+    try:
+        write_parquet([document_row(r.job, r.document) for r in results], path,
+                      spark=None if spark is None else spark.spark)
+    except OSError as exc:
+        _say(console, f"error: cannot write {quote_path(path)}: {exc.strerror or exc}")
+        return failed + len(results), audio_s - sum(r.audio_s for r in results)
+    except AnalyzerError as exc:
+        _say(console, f"error: cannot write {quote_path(path)}: {exc}")
+        return failed + len(results), audio_s - sum(r.audio_s for r in results)
+    return failed, audio_s
 
 
 def _cores() -> int:

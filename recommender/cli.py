@@ -105,9 +105,12 @@ def import_hetrec(src: Annotated[Path, typer.Argument(help="The HetRec folder.")
     sys.stderr.write(f"imported {src} into {out}: {st.counts()}\n")
 
 
-@app.command("ingest", help="Read analyses (`analyze ... --format jsonl`) from stdin and add their audio features "
-             "as items: analyze songs/ --format jsonl | recommend ingest --model M")
+@app.command("ingest", help="Read analyses (`analyze ... --format jsonl` on stdin, or a table made by `analyze ... "
+             "--format parquet -o T.parquet`) and add their audio features as items: "
+             "analyze songs/ --format jsonl | recommend ingest --model M  |  recommend ingest --model M T.parquet")
 def ingest(model: ModelOpt,
+           table: Annotated[Optional[Path], typer.Argument(help="A Parquet table of analyses (analyze --format "
+                                                           "parquet); stdin when absent.", show_default=False)] = None,
            id_from: Annotated[str, typer.Option("--id", help="Item id: 'path' (the file name without extension) or "
                                                 "'title' (\"artist - title\").")] = "path") -> None:
     import orjson
@@ -115,9 +118,15 @@ def ingest(model: ModelOpt,
     from .audio_features import features_from_document
     from .store import Store
 
+    if table is not None:
+        from analyzer.tables import read_documents
+
+        records = read_documents(table)  # (OUT.parquet:row, document)
+    else:
+        records = ((f"stdin:{n}", line) for n, line in enumerate(sys.stdin.buffer, start=1))
     st = Store(model, create=True)
     n = bad = 0
-    for line_no, line in enumerate(sys.stdin.buffer, start=1):
+    for where, line in records:
         if not line.strip():
             continue
         try:
@@ -126,19 +135,20 @@ def ingest(model: ModelOpt,
             feats = features_from_document(doc)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             bad += 1
-            sys.stderr.write(f"warning: stdin:{line_no}: not an analysis document ({type(exc).__name__}: {exc})\n")
+            sys.stderr.write(f"warning: {where}: not an analysis document ({type(exc).__name__}: {exc})\n")
             continue
         artist, title = meta.get("artist", ""), meta.get("title", "")
         item = Path(meta.get("filename", "")).stem if id_from == "path" else f"{artist} - {title}"
         if not item.strip(" -"):
             bad += 1
-            sys.stderr.write(f"warning: stdin:{line_no}: no {id_from} to name the item by\n")
+            sys.stderr.write(f"warning: {where}: no {id_from} to name the item by\n")
             continue
         st.add_analysis(item, feats, title=title or item, artist=artist, source=meta.get("filename", ""))
         n += 1
     sys.stderr.write(f"{n} analyses ingested, {bad} skipped; model folder {model}: {st.counts()}\n")
     if n == 0:
-        raise AnalyzerError("no analysis documents on stdin (pipe `analyze DIR --format jsonl` into it)")
+        raise AnalyzerError("no analysis documents in the table" if table is not None else
+                            "no analysis documents on stdin (pipe `analyze DIR --format jsonl` into it)")
 
 
 @app.command("fit", help="Fit every model on the folder's data and switch to it atomically (the old one stays until then).")

@@ -1,0 +1,217 @@
+"""`analyze --engine spark` on local[2]: the same documents as the local engine, the same outputs,
+failures and exit codes; `--format parquet` and `recommend ingest` of it.
+
+One SparkSession for the module (Spark takes ~10 s to start); the CLI joins it instead of starting
+its own.  Skipped where pyspark or Java is missing.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import shutil
+from pathlib import Path
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from analyzer.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+# per file, what differs between two runs of the same analysis: when it ran and how long it took
+RUN_DEPENDENT = ("timestamp", "analysis_time")
+
+
+def _no_spark_reason() -> str | None:
+    try:
+        import pyspark  # noqa: F401
+    except ImportError:
+        return "pyspark is not installed (pip install '.[spark]')"
+    if not (shutil.which("java") or os.environ.get("JAVA_HOME")):
+        return "Java 17 is not installed"
+    return None
+
+
+needs_spark = pytest.mark.skipif(_no_spark_reason() is not None, reason=str(_no_spark_reason()))
+
+
+@pytest.fixture(scope="module")
+def spark():
+    from pyspark import cloudpickle
+
+    import _spark_fakes
+    from analyzer.spark_engine import start_session
+
+    # the workers import the analyzer from this checkout, as the driver does
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    cloudpickle.register_pickle_by_value(_spark_fakes)
+    session, _ = start_session("local[2,2]", "analyze-tests")  # 2 cores; a failed task is tried twice
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="module")
+def music(tmp_path_factory) -> Path:
+    """Three 4-second songs in two folders and three formats (wav, mp3 with tags, ogg)."""
+    from fixtures import synth
+
+    d = tmp_path_factory.mktemp("music")
+    (d / "sub").mkdir()
+    x, sr, _ = synth.click_track(bpm=120, beats_per_bar=4, seconds=4)
+    synth.encode(d / "click.wav", x, sr)
+    x, sr, _ = synth.chord_progression(key="D", mode="major", seconds=4)
+    synth.encode(d / "sub" / "chords.mp3", x, sr, metadata=synth.TAGS)
+    x, sr, _ = synth.click_track(bpm=100, beats_per_bar=3, seconds=4)
+    synth.encode(d / "waltz.ogg", x, sr)
+    return d
+
+
+@pytest.fixture(scope="module")
+def local_out(music, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("local")
+    code, err = _cli([str(music), "-o", str(out), "--jobs", "1"])
+    assert code == 0, err
+    return out
+
+
+def _cli(args) -> tuple[int, str]:
+    result = CliRunner().invoke(app, args)
+    return result.exit_code, result.stderr
+
+
+def _without_run_dependent(doc: bytes) -> bytes:
+    d = orjson.loads(doc)
+    for key in RUN_DEPENDENT:
+        d["meta"].pop(key)
+    return orjson.dumps(d)
+
+
+@needs_spark
+@pytest.mark.spark
+def test_spark_writes_the_local_engines_documents(spark, music, local_out, tmp_path):
+    out = tmp_path / "out"
+    code, err = _cli([str(music), "-o", str(out), "--engine", "spark"])
+    assert code == 0, err
+    assert "3 analyzed, 0 failed, 0 up to date (skipped)" in err and "2 workers)" in err
+    files = sorted(p.relative_to(local_out) for p in local_out.rglob("*.json"))
+    assert files == sorted(p.relative_to(out) for p in out.rglob("*.json")) and len(files) == 3
+    for rel in files:
+        a, b = (local_out / rel).read_bytes(), (out / rel).read_bytes()
+        # our own text output: byte for byte, but for when it ran and how long it took
+        assert _without_run_dependent(a) == _without_run_dependent(b), rel
+        assert a.count(b"\n") == b.count(b"\n")
+    # resume: what is up to date is skipped before anything goes to Spark
+    code, err = _cli([str(music), "-o", str(out), "--engine", "spark"])
+    assert code == 0 and "0 analyzed, 0 failed, 3 up to date (skipped)" in err, err
+
+
+@needs_spark
+@pytest.mark.spark
+def test_a_corrupt_file_fails_alone(spark, music, tmp_path):
+    src = tmp_path / "in"
+    shutil.copytree(music, src)
+    (src / "notes.mp3").write_bytes(b"plain text, not audio\n" * 20)
+    out = tmp_path / "out"
+    code, err = _cli([str(src), "-o", str(out), "--engine", "spark", "--partitions", "1"])
+    assert code == 1, err  # as the local engine: an input failed
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "notes.mp3: not a readable audio file" in errors[0], err
+    assert "3 analyzed, 1 failed" in err and "Traceback" not in err
+    assert sorted(p.name for p in out.rglob("*.json")) == ["chords.json", "click.json", "waltz.json"]
+
+
+@needs_spark
+@pytest.mark.spark
+def test_a_crashed_worker_is_retried_then_fails_its_file_only(spark, tmp_path, monkeypatch):
+    import _spark_fakes
+    import analyzer.batch as batch
+
+    monkeypatch.setattr(batch, "run_one", _spark_fakes.crash_on_name)
+    monkeypatch.setattr(batch, "worker_resources", _spark_fakes.no_setup)
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a.wav", "b-crash.wav", "c.wav"):
+        (src / name).write_bytes(b"RIFF" + name.encode())
+    out = tmp_path / "out"
+    # one task for the three files: the task fails for good, then each file is tried in a task of its own
+    code, err = _cli([str(src), "-o", str(out), "--engine", "spark", "--partitions", "1"])
+    assert code == 3, err  # as the local engine gives for a crashed worker
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, err
+    assert "b-crash.wav: Spark task failed 2 times: Python worker exited unexpectedly" in errors[0]
+    assert "2 analyzed, 1 failed" in err and "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["a.json", "c.json"]
+    assert orjson.loads((out / "a.json").read_bytes()) == {"fake": True, "bytes": 9}
+    attempts = (src / ".attempts").read_text().split()
+    assert attempts.count("b-crash.wav") == 4  # 2 tries of the group's task, 2 of its own
+
+
+@needs_spark
+@pytest.mark.spark
+def test_parquet_table_holds_the_documents_and_ingest_reads_it(spark, music, local_out, tmp_path):
+    from analyzer.tables import COLUMNS, read_documents
+    from recommender.cli import app as recommend_app
+
+    table = tmp_path / "tracks.parquet"
+    code, err = _cli([str(music), "--format", "parquet", "-o", str(table), "--engine", "spark"])
+    assert code == 0 and "3 analyzed" in err, err
+    df = spark.read.parquet(str(table))
+    assert df.columns == [name for name, _ in COLUMNS]
+    rows = {r["id"]: r for r in df.collect()}
+    assert sorted(rows) == ["click", "sub/chords", "waltz"]
+    for rid, row in rows.items():
+        doc = orjson.loads(row["document"])
+        local = (local_out / f"{rid}.json").read_bytes()
+        assert _without_run_dependent(row["document"].encode()) == _without_run_dependent(local)
+        assert row["path"] == str(music / Path(doc["meta"]["filename"]).relative_to(music))
+        assert row["sample_md5"] == doc["track"]["sample_md5"]
+        assert (row["tempo"], row["key"], row["mode"], row["time_signature"]) == tuple(
+            doc["track"][k] for k in ("tempo", "key", "mode", "time_signature"))
+    assert len(list(read_documents(table))) == 3
+    result = CliRunner().invoke(recommend_app, ["ingest", "--model", str(tmp_path / "m"), str(table)])
+    assert result.exit_code == 0, result.stderr
+    assert "3 analyses ingested, 0 skipped" in result.stderr
+
+
+def test_engine_spark_without_pyspark_is_one_line(tmp_path, monkeypatch):
+    real_import = builtins.__import__
+
+    def no_pyspark(name, *args, **kwargs):
+        if name == "pyspark" or name.startswith("pyspark."):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_pyspark)
+    (tmp_path / "a.wav").write_bytes(b"RIFF")
+    code, err = _cli([str(tmp_path), "-o", str(tmp_path / "out"), "--engine", "spark"])
+    assert code == 1 and err.startswith("error: --engine spark needs pyspark") and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--spark-master", "local[2]"], "need --engine spark"),
+    (["--engine", "spark", "--partitions", "-1"], "--partitions must be >= 0"),
+    (["--engine", "spark", "--plot-dir", "plots"], "need --engine local"),
+    (["--format", "parquet"], "-o OUT.parquet"),
+    (["--format", "parquet", "-o", "out"], "-o OUT.parquet"),
+])
+def test_engine_usage_errors(tmp_path, args, words):
+    (tmp_path / "a.wav").write_bytes(b"RIFF")
+    code, err = _cli([str(tmp_path), *args])
+    assert code == 2 and err.startswith("error: ") and words in err and err.count("\n") == 1, err
+
+
+def test_a_python_worker_makes_its_resources_once_per_setup_and_options():
+    from analyzer.batch import RunOptions
+    from analyzer.spark_engine import cached_resources
+
+    calls = []
+
+    def setup(options):
+        calls.append(options)
+        return object()
+
+    first = cached_resources(RunOptions(), setup)
+    assert cached_resources(RunOptions(), setup) is first and len(calls) == 1
+    assert cached_resources(RunOptions(pretty=True), setup) is not first and len(calls) == 2
