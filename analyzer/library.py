@@ -345,6 +345,11 @@ class LibraryStore:
         rows = self._rows("SELECT document, etag FROM tracks WHERE id = ?", (tid,))
         return (bytes(rows[0][0]), rows[0][1]) if rows else None
 
+    def etag(self, tid: str) -> str | None:
+        """The ETag of a stored document (cheap: the document is not read), or None."""
+        rows = self._rows("SELECT etag FROM tracks WHERE id = ?", (tid,))
+        return rows[0][0] if rows else None
+
     def has_track(self, tid: str) -> bool:
         return bool(self._rows("SELECT 1 FROM tracks WHERE id = ?", (tid,)))
 

@@ -31,7 +31,9 @@ import orjson
 from .library import ID_LENGTH, Indexer, LibraryStore, TrackInfo
 
 _ID = re.compile(rf"[0-9A-Za-z]{{{ID_LENGTH}}}")
-URI_SCHEME = "local"  # uri "local:track:ID": these ids are not Spotify's, so they do not claim its namespace
+# uri "spotify:track:ID": the ids are not Spotify's, but clients parse only this scheme (spotipy refuses
+# "local:track:ID"), and code that passes a result's uri back to this server must keep working
+URI_SCHEME = "spotify"
 MAX_IDS = 100  # Spotify's limit for ?ids=
 PERCEPTUAL = ("acousticness", "danceability", "energy", "instrumentalness", "liveness", "speechiness", "valence")
 
@@ -128,15 +130,18 @@ class _Docs:
         self._d: OrderedDict[str, tuple[str, bytes, bytes]] = OrderedDict()
 
     def get(self, store: LibraryStore, tid: str) -> tuple[str, bytes, bytes] | None:
-        found = store.document(tid)  # a cheap check that it is (still) the stored one
-        if found is None:
+        etag = store.etag(tid)  # a cheap check that the cached one is (still) the stored one
+        if etag is None:
             self._d.pop(tid, None)
             return None
-        raw, etag = found
         hit = self._d.get(tid)
         if hit is not None and hit[0] == etag:
             self._d.move_to_end(tid)
             return hit
+        found = store.document(tid)
+        if found is None:
+            return None
+        raw, etag = found
         entry = (etag, raw, gzip.compress(raw, compresslevel=5))
         self._d[tid] = entry
         while len(self._d) > self.size:
@@ -315,8 +320,10 @@ def build_app(store: LibraryStore, indexer: Indexer | None = None, *, token: str
         Route("/v1/audio-analysis/{id}", analysis),
         Route("/v1/audio-features/{id}", features_one),
         Route("/v1/audio-features", features_many),
+        Route("/v1/audio-features/", features_many),  # spotipy asks audio-features/?ids=
         Route("/v1/tracks/{id}", track_one),
         Route("/v1/tracks", track_many),
+        Route("/v1/tracks/", track_many),
         Route("/v1/search", search),
         Route("/v1/recommendations", recommendations),
         Route("/v1/library/status", status),
