@@ -415,3 +415,13 @@ def test_postgresql_holds_the_same_schema_and_answers_the_same(postgres_url, lib
     finally:
         store.close()
     LibraryStore(postgres_url, library["dir"]).close()  # opened again: already at the latest version
+
+
+def test_the_readme_lists_every_endpoint():
+    from analyzer.serve import build_app
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("### Serving a library"):text.index("### From Python")]
+    paths = {r.path.rstrip("/") for r in build_app(None).routes}  # listing routes needs no store
+    missing = [p for p in paths if f"`GET {p}" not in section]
+    assert not missing, missing
