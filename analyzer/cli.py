@@ -99,7 +99,8 @@ def _version(value: bool) -> None:
     "On Spark: analyze music/ -o out/ --engine spark [--spark-master URL]  |  "
     "analyze music/ --format parquet -o tracks.parquet\n\n"
     "Identification: analyze index music/ --db catalog.db  |  analyze identify clip.mp3 --db catalog.db "
-    "(a file named index or identify: write ./index).",
+    "Serving a library: analyze serve music/ --port 8800 (Spotify-shaped Web API). "
+    "A file named index, identify or serve: write ./index.",
 )
 def main_command(
     paths: Annotated[list[Path], typer.Argument(help="Audio files or folders (searched recursively).", show_default=False)],
@@ -628,14 +629,79 @@ def features_command(
     raise typer.Exit(EXIT_INTERNAL if internal else EXIT_INPUT if failed else EXIT_OK)
 
 
-CATALOG_COMMANDS = ("index", "identify", "features")
+@catalog_app.command("serve", help="Serve a music library as a local Web API in the shape of Spotify's "
+                     "(/v1/audio-analysis/ID, /v1/audio-features, /v1/tracks, /v1/search, /v1/recommendations): "
+                     "new and changed files are analysed in the background, the folder is watched while serving.")
+def serve_command(
+    library: Annotated[Path, typer.Argument(help="The music folder (searched recursively).", show_default=False)],
+    db: Annotated[Optional[str], typer.Option(
+        "--db", help="Where documents are stored: a SQLite file or a postgresql:// URL "
+                     "(default: LIBRARY/.analyze/library.db).")] = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (another than loopback needs --token).")]
+        = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8800,
+    token: Annotated[Optional[str], typer.Option(
+        "--token", envvar="ANALYZE_TOKEN", help="Require 'Authorization: Bearer TOKEN' (or set ANALYZE_TOKEN).")] = None,
+    model: Annotated[Optional[Path], typer.Option(
+        "--model", help="A `recommend` model folder: answers /v1/recommendations.")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Worker processes for the analysis (1: in this process).")]
+        = 1,
+    poll: Annotated[float, typer.Option("--poll", help="Seconds between looks at the folder for new files.")] = 5.0,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Requests handled at once (more wait).")] = 32,
+    max_duration: Annotated[
+        float, typer.Option("--max-duration", help="Refuse files longer than this many seconds.")
+    ] = 3600.0,
+) -> None:
+    from .batch import RunOptions
+    from .audio import DecodeParams
+
+    if jobs < 1 or poll <= 0 or concurrency < 1 or not 0 < port < 65536 or max_duration <= 0:
+        _usage("--jobs and --concurrency must be >= 1, --poll and --max-duration > 0, --port within 1..65535")
+    try:
+        from .serve import build_app, is_loopback, serve
+    except ImportError as exc:  # starlette or uvicorn missing from a partial install
+        _usage(f"analyze serve needs starlette and uvicorn ({exc.name} is missing): "
+               "pip install 'starlette>=0.37' 'uvicorn>=0.29'")
+    if not is_loopback(host) and not token:
+        _usage(f"--host {host} takes connections from other machines: give --token (or ANALYZE_TOKEN) too")
+    from .library import Indexer, open_library
+
+    recommend = None
+    if model is not None:
+        recommend = _or_exit(lambda: _load_recommender(model))
+    store = _or_exit(lambda: open_library(library, db))
+    indexer = Indexer(store, RunOptions(decode=DecodeParams(max_duration_s=max_duration)), workers=jobs, poll_s=poll)
+    app_ = build_app(store, indexer, token=token, recommend=recommend, concurrency=concurrency)
+    sys.stderr.write(one_line(f"serving {library} at http://{host}:{port}/v1/ (database: {store.kind}; "
+                              f"status: /v1/library/status)") + "\n")
+    sys.stderr.flush()
+    indexer.start()
+    try:
+        serve(app_, host=host, port=port)
+    finally:
+        indexer.stop(timeout_s=1.0)
+        store.close()
+
+
+# the composition root: `recommender` builds on the analyzer, so the analyzer reaches it by name only here
+RECOMMENDER_LOADER = "recommender.serving"
+
+
+def _load_recommender(model: Path):
+    import importlib
+
+    return importlib.import_module(RECOMMENDER_LOADER).load(model)
+
+
+SUBCOMMANDS = ("index", "identify", "features", "serve")
+CATALOG_COMMANDS = SUBCOMMANDS  # the old name
 
 
 def main() -> None:
     _install_stop_handlers()
     try:
-        if len(sys.argv) > 1 and sys.argv[1] in CATALOG_COMMANDS:
-            # `analyze index ...` / `analyze identify ...`; anything else is a path to analyze
+        if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
+            # `analyze index ...` / `identify ...` / `serve ...`; anything else is a path to analyze
             catalog_app()
             return
         app()

@@ -12,7 +12,7 @@ import numpy as np
 import orjson
 
 from . import __version__
-from .errors import SchemaError
+from .errors import InputError, SchemaError
 from .fingerprint import ECHOPRINT_VERSION, RHYTHM_VERSION, SYNCH_VERSION
 from .descriptors import Descriptors
 from .pipeline import Analysis
@@ -142,6 +142,7 @@ def audio_features_object(doc: dict, *, track_id: str | None = None) -> dict:
 
 
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+TRACK_ID_LENGTH = 22  # 62**22 > 2**128: every md5 fits
 
 
 def track_id(sample_md5: str) -> str:
@@ -149,13 +150,19 @@ def track_id(sample_md5: str) -> str:
 
     The same audio gets the same id wherever it lies; a re-encoded copy keeps it only if its
     decoded samples are unchanged (a lossless copy does; a new lossy encoding does not).
+    ``InputError`` where ``sample_md5`` is not 32 hex digits.
     """
-    n = int(sample_md5, 16)
+    if len(sample_md5) != 32:
+        raise InputError(f"sample md5 {sample_md5!r}: expected 32 hex digits")
+    try:
+        n = int(sample_md5, 16)
+    except ValueError:
+        raise InputError(f"sample md5 {sample_md5!r}: expected 32 hex digits") from None
     digits = []
     while n:
         n, r = divmod(n, 62)
         digits.append(_BASE62[r])
-    return "".join(reversed(digits)).rjust(22, "0")
+    return "".join(reversed(digits)).rjust(TRACK_ID_LENGTH, "0")
 
 
 def _meta(analysis: Analysis, *, timestamp: int, analysis_time_s: float) -> dict:

@@ -83,9 +83,14 @@ def tag(samples: np.ndarray, sr: int, *, mtt: musicnn.Tagger, msd: musicnn.Tagge
     """
     if mtt.front != msd.front:
         raise ParameterError("the two taggers read different spectrograms; tag them separately")
+    from threadpoolctl import threadpool_limits
+
     spec = _spread_patches(musicnn.log_mel(samples, sr, mtt.front), mtt.front.patch_frames, params.max_patches)
     try:
-        a, b = musicnn.predict_spectrogram(mtt, spec), musicnn.predict_spectrogram(msd, spec)
+        # one BLAS thread: a matrix product's sums are then the same in every process (a batch worker,
+        # a Spark executor, the CLI), so the same audio gives the same document byte for byte
+        with threadpool_limits(limits=1, user_api="blas"):
+            a, b = musicnn.predict_spectrogram(mtt, spec), musicnn.predict_spectrogram(msd, spec)
     except ParameterError:  # shorter than one patch: the taggers have nothing to say
         return Tags(mtt=None, msd=None)
     return Tags(mtt=a, msd=b, terms=top_terms({"mtt": a, "msd": b}, params))

@@ -1,0 +1,574 @@
+"""A music library: the audio files under one folder and their analysis documents in a database.
+
+    LIBRARY/.analyze/library.db   SQLite by default (a hidden folder: the scan never reads it)
+    postgresql://...              or PostgreSQL (psycopg 3, the `postgres` extra)
+
+One schema for both, versioned: `schema_version` holds the number of `MIGRATIONS` steps applied,
+and opening a database applies the missing steps in order, each in its own transaction.  A
+database of another program, or one a newer version made, is refused untouched.
+
+A track's id is its decoded samples' md5 (``track.sample_md5``) as 22 base62 characters, the
+shape of a Spotify id: the same audio keeps its id across renames, copies and re-tagging, and a
+re-encoded copy keeps it only if its decoded samples do not change.
+
+`Indexer` keeps the database in step with the folder: it polls the folder, analyses new and
+changed files with the batch machinery (`batch.run_jobs`, models loaded once) and stores each
+document as soon as it is made, so a run that is stopped loses only the files in progress.
+
+Library code: raises AnalyzerError, never prints or exits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .batch import AUDIO_EXTENSIONS, Job, Resources, RunOptions, not_regular_reason, run_jobs
+from .document import TRACK_ID_LENGTH as ID_LENGTH
+from .document import track_id
+from .errors import AnalyzerError, InputError, quote_path
+from .sqlite_util import describe_sqlite_error
+
+
+DEFAULT_DB = Path(".analyze") / "library.db"
+KIND = "music library database"
+MADE_BY = "`analyze serve LIBRARY_DIR`"
+
+# Each step is the statements that take the schema from version i to i + 1 ({blob}: the binary
+# column type of the database).  Append steps; never edit one that has shipped.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE tracks (
+            id TEXT PRIMARY KEY,
+            sample_md5 TEXT NOT NULL,
+            document {blob} NOT NULL,
+            etag TEXT NOT NULL,
+            name TEXT NOT NULL,
+            artist TEXT NOT NULL,
+            album TEXT NOT NULL,
+            duration_ms BIGINT NOT NULL,
+            search TEXT NOT NULL,
+            analyzed_at DOUBLE PRECISION NOT NULL
+        )""",
+        """CREATE TABLE files (
+            path TEXT PRIMARY KEY,
+            mtime_ns BIGINT NOT NULL,
+            size BIGINT NOT NULL,
+            track_id TEXT REFERENCES tracks(id),
+            error TEXT,
+            checked_at DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE INDEX files_track ON files (track_id)",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class FileState:
+    mtime_ns: int
+    size: int
+    track_id: str | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class TrackInfo:
+    id: str
+    name: str
+    artist: str
+    album: str
+    duration_ms: int
+    path: str  # relative to the library folder ("" when no file holds it any more)
+
+
+class _Backend:
+    """The few things that differ between SQLite and PostgreSQL."""
+
+    blob = "BLOB"
+    name = "sqlite"
+
+    def __init__(self, conn, shown: str) -> None:
+        self.conn = conn
+        self.shown = shown
+
+    def sql(self, text: str) -> str:
+        return text
+
+    def tables(self) -> set[str]:
+        return {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+    def error(self, exc: Exception) -> InputError:
+        return InputError(f"{self.shown}: {KIND} {describe_sqlite_error(exc)}")
+
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+
+
+class _Postgres(_Backend):
+    blob = "BYTEA"
+    name = "postgresql"
+
+    def sql(self, text: str) -> str:
+        return text.replace("?", "%s")
+
+    def tables(self) -> set[str]:
+        return {r[0] for r in self.conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")}
+
+    def error(self, exc: Exception) -> InputError:
+        return InputError(f"{self.shown}: {KIND}: {type(exc).__name__}: {str(exc).strip().splitlines()[0]}")
+
+
+def _connect(db: str, root: Path) -> _Backend:
+    if db.startswith(("postgresql://", "postgres://")):
+        try:
+            import psycopg
+        except ImportError:
+            raise InputError("--db postgresql://...: psycopg is not installed "
+                             "(pip install 'echonest-analyzer[postgres]')") from None
+        shown = db.split("@")[-1]  # never the password
+        try:
+            conn = psycopg.connect(db, autocommit=True)
+        except psycopg.Error as exc:
+            raise InputError(f"{shown}: cannot connect to PostgreSQL ({str(exc).strip().splitlines()[0]})") from None
+        backend = _Postgres(conn, shown)
+        backend.errors = (psycopg.Error,)
+        return backend
+    path = Path(db)
+    if path.exists() and not path.is_file():
+        raise InputError(f"{quote_path(path)}: not a regular file, so not a {KIND}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # autocommit (isolation_level None): transactions are explicit, below
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA busy_timeout = 5000")
+    except sqlite3.DatabaseError as exc:
+        if "not a database" in str(exc):
+            raise InputError(f"{quote_path(path)}: not a {KIND} (not an SQLite file)") from None
+        raise InputError(f"{quote_path(path)}: {KIND} {describe_sqlite_error(exc)}") from None
+    return _Backend(conn, quote_path(path))
+
+
+class LibraryStore:
+    """The library's database: documents by track id, and the state of every file.
+
+    Thread-safe: one connection behind a lock (the server's request threads read while the
+    indexer writes).
+
+    Parameters
+    ----------
+    db : str
+        A file name (SQLite, created if missing) or a ``postgresql://`` URL.
+    root : Path
+        The library folder (file paths are stored relative to it).
+
+    Raises
+    ------
+    InputError
+        The database cannot be opened, belongs to another program, or was made by a newer
+        version of this program.
+    """
+
+    def __init__(self, db: str | os.PathLike, root: Path) -> None:
+        self.root = Path(root)
+        self._b = _connect(os.fspath(db), self.root)
+        self._lock = threading.RLock()
+        try:
+            self._migrate()
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def kind(self) -> str:
+        """"sqlite" or "postgresql"."""
+        return self._b.name
+
+    def close(self) -> None:
+        with self._lock:
+            self._b.conn.close()
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _tx(self) -> Iterator[None]:
+        with self._lock, self._errors():
+            self._b.conn.execute("BEGIN")
+            try:
+                yield
+            except BaseException:
+                self._b.conn.execute("ROLLBACK")
+                raise
+            self._b.conn.execute("COMMIT")
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except self._b.errors as exc:
+            raise self._b.error(exc) from None
+
+    def _x(self, sql: str, params: tuple = ()):
+        return self._b.conn.execute(self._b.sql(sql), params)
+
+    def _rows(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with self._lock, self._errors():
+            return list(self._x(sql, params).fetchall())
+
+    def _migrate(self) -> None:
+        with self._lock, self._errors():
+            tables = self._b.tables()
+            if tables and "schema_version" not in tables:
+                listed = ", ".join(sorted(tables)[:6])
+                raise InputError(f"{self._b.shown}: not a {KIND}: another program's database (tables {listed})")
+            if not tables:
+                with self._tx():
+                    self._x("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+                    self._x("INSERT INTO schema_version (version) VALUES (0)")
+            version = self._version()
+            if version > len(MIGRATIONS):
+                raise InputError(f"{self._b.shown}: {KIND} schema version {version}, made by a newer analyze "
+                                 f"(this one reads up to {len(MIGRATIONS)})")
+            for step in range(version, len(MIGRATIONS)):
+                with self._tx():
+                    for statement in MIGRATIONS[step]:
+                        self._x(statement.format(blob=self._b.blob))
+                    self._x("UPDATE schema_version SET version = ?", (step + 1,))
+
+    def _version(self) -> int:
+        rows = self._x("SELECT version FROM schema_version").fetchall()
+        if len(rows) != 1:
+            raise InputError(f"{self._b.shown}: {KIND} damaged ({len(rows)} rows in schema_version, expected 1)")
+        return int(rows[0][0])
+
+    def schema_version(self) -> int:
+        """The number of migration steps applied."""
+        with self._lock, self._errors():
+            return self._version()
+
+    # --- writing ----------------------------------------------------------------------------
+
+    def put_document(self, path: str, *, mtime_ns: int, size: int, document: bytes, doc: dict) -> str:
+        """Store a file's document (its track made or replaced) and point the file at it; the track id."""
+        meta, track = doc["meta"], doc["track"]
+        tid = track_id(track["sample_md5"])
+        name = meta.get("title") or Path(path).stem
+        search = " ".join((name, meta.get("artist", ""), meta.get("album", ""), path)).lower()
+        row = (tid, track["sample_md5"], document, '"' + hashlib.md5(document).hexdigest() + '"', name,
+               meta.get("artist", ""), meta.get("album", ""), int(round(track["duration"] * 1000)), search, time.time())
+        with self._tx():
+            exists = self._x("SELECT 1 FROM tracks WHERE id = ?", (tid,)).fetchone()
+            if exists:
+                self._x("UPDATE tracks SET sample_md5 = ?, document = ?, etag = ?, name = ?, artist = ?, album = ?, "
+                        "duration_ms = ?, search = ?, analyzed_at = ? WHERE id = ?", row[1:] + (tid,))
+            else:
+                self._x("INSERT INTO tracks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+            self._put_file(path, mtime_ns, size, tid, None)
+            self._drop_orphans()  # the file's previous audio, if it changed
+        return tid
+
+    def link_file(self, path: str, *, mtime_ns: int, size: int, track: str) -> None:
+        """Point a file at a track already stored (its audio did not change)."""
+        with self._tx():
+            self._put_file(path, mtime_ns, size, track, None)
+            self._drop_orphans()
+
+    def put_failure(self, path: str, *, mtime_ns: int, size: int, reason: str) -> None:
+        """Record why a file could not be analysed (tried again when it changes)."""
+        with self._tx():
+            self._put_file(path, mtime_ns, size, None, reason)
+            self._drop_orphans()
+
+    def remove_files(self, paths: list[str]) -> None:
+        """Forget files that left the folder, and the tracks no file holds any more."""
+        if not paths:
+            return
+        with self._tx():
+            for p in paths:
+                self._x("DELETE FROM files WHERE path = ?", (p,))
+            self._drop_orphans()
+
+    def _put_file(self, path: str, mtime_ns: int, size: int, tid: str | None, error: str | None) -> None:
+        self._x("DELETE FROM files WHERE path = ?", (path,))
+        self._x("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?)", (path, mtime_ns, size, tid, error, time.time()))
+
+    def _drop_orphans(self) -> None:
+        self._x("DELETE FROM tracks WHERE id NOT IN (SELECT track_id FROM files WHERE track_id IS NOT NULL)")
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def files(self) -> dict[str, FileState]:
+        """Every file the database knows, by path relative to the library."""
+        return {r[0]: FileState(int(r[1]), int(r[2]), r[3], r[4])
+                for r in self._rows("SELECT path, mtime_ns, size, track_id, error FROM files")}
+
+    def document(self, tid: str) -> tuple[bytes, str] | None:
+        """(the stored document, its ETag) or None."""
+        rows = self._rows("SELECT document, etag FROM tracks WHERE id = ?", (tid,))
+        return (bytes(rows[0][0]), rows[0][1]) if rows else None
+
+    def etag(self, tid: str) -> str | None:
+        """The ETag of a stored document (cheap: the document is not read), or None."""
+        rows = self._rows("SELECT etag FROM tracks WHERE id = ?", (tid,))
+        return rows[0][0] if rows else None
+
+    def has_track(self, tid: str) -> bool:
+        return bool(self._rows("SELECT 1 FROM tracks WHERE id = ?", (tid,)))
+
+    _INFO = ("SELECT t.id, t.name, t.artist, t.album, t.duration_ms, "
+             "COALESCE((SELECT MIN(f.path) FROM files f WHERE f.track_id = t.id), '') FROM tracks t")
+
+    def tracks(self, ids: list[str]) -> dict[str, TrackInfo]:
+        """Tags and duration of the tracks among `ids` that exist."""
+        out: dict[str, TrackInfo] = {}
+        for tid in dict.fromkeys(ids):
+            for r in self._rows(self._INFO + " WHERE t.id = ?", (tid,)):
+                out[r[0]] = TrackInfo(r[0], r[1], r[2], r[3], int(r[4]), r[5])
+        return out
+
+    def all_tracks(self) -> list[TrackInfo]:
+        return [TrackInfo(r[0], r[1], r[2], r[3], int(r[4]), r[5]) for r in self._rows(self._INFO + " ORDER BY t.id")]
+
+    def search(self, query: str, *, limit: int, offset: int) -> tuple[list[TrackInfo], int]:
+        """Tracks whose title, artist, album or path hold every word of `query` (any case).
+
+        Returns
+        -------
+        (list of TrackInfo, int)
+            One page (ordered by name, then id) and the number of matches in all.
+        """
+        words = query.lower().split()
+        where = " AND ".join(["t.search LIKE ? ESCAPE '\\'"] * len(words)) or "1 = 1"
+        params = tuple("%" + w.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%" for w in words)
+        total = int(self._rows(f"SELECT COUNT(*) FROM tracks t WHERE {where}", params)[0][0])
+        rows = self._rows(f"{self._INFO} WHERE {where} ORDER BY t.name, t.id LIMIT ? OFFSET ?",
+                          params + (int(limit), int(offset)))
+        return [TrackInfo(r[0], r[1], r[2], r[3], int(r[4]), r[5]) for r in rows], total
+
+    def lookup(self, path: str) -> str | None:
+        """The track id of a file (path relative to the library), or None."""
+        rows = self._rows("SELECT track_id FROM files WHERE path = ?", (path,))
+        return rows[0][0] if rows else None
+
+    def counts(self) -> dict[str, int]:
+        r = self._rows("SELECT COUNT(*), COUNT(track_id), COUNT(error) FROM files")[0]
+        return {"files": int(r[0]), "analysed": int(r[1]), "failed": int(r[2]),
+                "tracks": int(self._rows("SELECT COUNT(*) FROM tracks")[0][0])}
+
+    def failures(self, limit: int = 100) -> list[dict]:
+        return [{"path": r[0], "reason": r[1]} for r in
+                self._rows("SELECT path, error FROM files WHERE error IS NOT NULL ORDER BY path LIMIT ?", (limit,))]
+
+
+def open_library(root: str | os.PathLike, db: str | None = None) -> LibraryStore:
+    """The store of a library folder: `db` (a file or ``postgresql://`` URL), or LIBRARY/.analyze/library.db.
+
+    Raises
+    ------
+    InputError
+        `root` is not a folder, or the database cannot be used (see `LibraryStore`).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"{quote_path(root)}: not a folder (give the folder that holds the music)")
+    return LibraryStore(db if db is not None else root / DEFAULT_DB, root)
+
+
+def scan(root: Path) -> dict[str, tuple[int, int]]:
+    """Audio files under `root` (hidden entries left out): relative POSIX path -> (mtime_ns, size)."""
+    found: dict[str, tuple[int, int]] = {}
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith(".") or Path(name).suffix.lower() not in AUDIO_EXTENSIONS:
+                continue
+            p = Path(folder) / name
+            if not_regular_reason(p) is not None:
+                continue
+            try:
+                st = p.stat()
+            except OSError:
+                continue  # a broken link, or gone since the listing
+            found[p.relative_to(root).as_posix()] = (st.st_mtime_ns, st.st_size)
+    return found
+
+
+@dataclass
+class IndexStatus:
+    """What the indexer is doing (read by the status endpoint)."""
+
+    scans: int = 0
+    found: int = 0
+    pending: list[str] = field(default_factory=list)
+    current: str | None = None
+    last_scan: float | None = None
+    last_error: str | None = None
+
+
+class Indexer:
+    """Keeps a `LibraryStore` in step with its folder, in a background thread.
+
+    Each pass lists the folder, forgets files that left it, and analyses the files that are new
+    or whose mtime or size changed (a changed file whose decoded samples are those of a stored
+    track is linked to it without a new analysis).  A file modified less than `settle_s` ago is
+    left for a later pass (it may still be being copied).  Each document is stored as soon as it
+    is made.
+
+    Parameters
+    ----------
+    store : LibraryStore
+        Where documents go; its `root` is the folder.
+    options : RunOptions
+        How each file is analysed.
+    workers : int
+        Worker processes (1: in this process's indexing thread, models loaded once for all passes).
+    poll_s : float
+        Seconds between passes.
+    settle_s : float
+        A file younger than this is not read yet.
+    """
+
+    def __init__(self, store: LibraryStore, options: RunOptions = RunOptions(), *, workers: int = 1,
+                 poll_s: float = 5.0, settle_s: float = 2.0) -> None:
+        self.store = store
+        self.options = options
+        self.workers = workers
+        self.poll_s = poll_s
+        self.settle_s = settle_s
+        self.resources = Resources(options.embedder, ensemble=options.ensemble)
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._status = IndexStatus()
+        self._status_lock = threading.Lock()
+
+    # --- control ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run passes every `poll_s` seconds in a daemon thread until `stop`."""
+        self._thread = threading.Thread(target=self._loop, name="library-indexer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Ask the thread to stop after the file in progress (waits up to `timeout_s`)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def rescan(self) -> None:
+        """Start the next pass now."""
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_pass()
+            except AnalyzerError as exc:  # the database went away or broke: say so, try again later
+                with self._status_lock:
+                    self._status.last_error = str(exc)
+            self._wake.wait(self.poll_s)
+            self._wake.clear()
+
+    # --- one pass ---------------------------------------------------------------------------
+
+    def run_pass(self) -> int:
+        """List the folder and bring the database up to date; the number of files analysed or linked."""
+        root = self.store.root
+        found = scan(root)
+        known = self.store.files()
+        self.store.remove_files([p for p in known if p not in found])
+        now_ns = time.time_ns()
+        todo = [p for p, (mtime, size) in found.items()
+                if (k := known.get(p)) is None or (k.mtime_ns, k.size) != (mtime, size)]
+        settled = [p for p in todo if now_ns - found[p][0] >= self.settle_s * 1e9]
+        with self._status_lock:
+            self._status.scans += 1
+            self._status.found = len(found)
+            self._status.pending = list(todo)
+            self._status.last_scan = time.time()
+            self._status.last_error = None
+        done = 0
+        analyse = []
+        for p in settled:
+            if known.get(p) is not None and known[p].track_id is not None and self._relink(p, found[p]):
+                done += 1
+            else:
+                analyse.append(p)
+        done += self._analyse(analyse, found)
+        return done
+
+    def _relink(self, rel: str, stat: tuple[int, int]) -> bool:
+        """A changed file whose decoded samples are a stored track's: point it there (no analysis)."""
+        from .audio import decode
+
+        try:
+            audio = decode(self.store.root / rel, params=self.options.decode)
+        except AnalyzerError:
+            return False
+        tid = track_id(audio.md5)
+        if not self.store.has_track(tid):
+            return False
+        self.store.link_file(rel, mtime_ns=stat[0], size=stat[1], track=tid)
+        self._done(rel)
+        return True
+
+    def _analyse(self, rels: list[str], found: dict[str, tuple[int, int]]) -> int:
+        if not rels:
+            return 0
+        import orjson
+
+        jobs = [Job(self.store.root / r, Path(r).with_suffix(".json")) for r in rels]
+        rel_of = {j.source: r for j, r in zip(jobs, rels)}
+        n = 0
+
+        def on_start(job: Job) -> None:
+            with self._status_lock:
+                self._status.current = rel_of[job.source]
+
+        if self.workers > 1:
+            with self._status_lock:
+                self._status.current = rels[0]
+        with closing(run_jobs(jobs, self.options, workers=self.workers, resources=self.resources,
+                              on_start=on_start)) as results:
+            for res in results:
+                rel = rel_of[res.job.source]
+                mtime, size = found[rel]
+                if res.error:
+                    self.store.put_failure(rel, mtime_ns=mtime, size=size, reason=res.error)
+                else:
+                    self.store.put_document(rel, mtime_ns=mtime, size=size, document=res.document,
+                                            doc=orjson.loads(res.document))
+                n += 1
+                self._done(rel)
+                if self._stop.is_set():
+                    break
+        with self._status_lock:
+            self._status.current = None
+        return n
+
+    def _done(self, rel: str) -> None:
+        with self._status_lock:
+            if rel in self._status.pending:
+                self._status.pending.remove(rel)
+
+    # --- status -------------------------------------------------------------------------------
+
+    def status(self) -> dict:
+        """Files known, analysed, pending and failed (with reasons), the file in progress, the last pass."""
+        counts = self.store.counts()
+        with self._status_lock:
+            s = self._status
+            return {
+                "root": str(self.store.root), "database": self.store.kind, "files": s.found,
+                "analysed": counts["analysed"], "tracks": counts["tracks"], "pending": len(s.pending),
+                "failed": counts["failed"], "failures": self.store.failures(), "current": s.current,
+                "scans": s.scans, "last_scan": s.last_scan, "poll_seconds": self.poll_s, "error": s.last_error,
+            }

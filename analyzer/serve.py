@@ -1,0 +1,429 @@
+"""A local Web API in the shape of Spotify's, over a `library.LibraryStore`.
+
+    GET /v1/audio-analysis/{id}          the stored document as it is (ETag, If-None-Match -> 304)
+    GET /v1/audio-features/{id}          Spotify's audio-features object
+    GET /v1/audio-features?ids=a,b       {"audio_features": [object or null, ...]}
+    GET /v1/tracks/{id}, /v1/tracks?ids= name, artists, album, duration_ms from the file's tags
+    GET /v1/search?q=&type=track         Spotify's paging object over tags and paths
+    GET /v1/recommendations?seed_tracks= from a `recommend` model, where one is given
+    GET /v1/library/status               the indexer's progress
+    GET /v1/library/lookup?path=         a file's track id
+
+Errors are Spotify's ``{"error": {"status": ..., "message": ...}}``.  Requests beyond
+`concurrency` wait for a turn (none is refused); responses are gzipped for clients that accept
+it (documents are kept compressed in a small cache).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import hmac
+import ipaddress
+import re
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+
+from .document import audio_features_object
+from .library import ID_LENGTH, Indexer, LibraryStore, TrackInfo
+
+_ID = re.compile(rf"[0-9A-Za-z]{{{ID_LENGTH}}}")
+# uri "spotify:track:ID": the ids are not Spotify's, but clients parse only this scheme (spotipy refuses
+# "local:track:ID"), and code that passes a result's uri back to this server must keep working
+URI_SCHEME = "spotify"
+MAX_IDS = 100  # Spotify's limit for ?ids=
+
+# seed keys of each seed track -> recommended item keys, best first (see `recommender.serving`)
+Recommend = Callable[[list[list[str]], int], list[str]]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` only takes connections from this machine ("localhost", 127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def audio_features(doc: dict, *, track_id: str, base_url: str) -> dict:
+    """Spotify's audio-features object of one document.
+
+    Tempo, key, mode, loudness, time signature and duration come from ``track``; the perceptual
+    fields from the document's ``audio_features`` extension where it has one, null otherwise.
+
+    Parameters
+    ----------
+    doc : dict
+        An analysis document.
+    track_id : str
+        Its library id.
+    base_url : str
+        The server's root ("http://127.0.0.1:8800"), for ``analysis_url`` and ``track_href``.
+
+    Returns
+    -------
+    dict
+        Fields in Spotify's alphabetical order.
+    """
+    out = audio_features_object(doc, track_id=track_id)
+    out.update(analysis_url=f"{base_url}/v1/audio-analysis/{track_id}", track_href=f"{base_url}/v1/tracks/{track_id}",
+               uri=f"{URI_SCHEME}:track:{track_id}")
+    return out
+
+
+def track_object(t: TrackInfo, *, base_url: str) -> dict:
+    """Spotify's track object from a track's tags (the file name where it has no title)."""
+    artists = [{"name": t.artist, "type": "artist", "id": None, "uri": None, "href": None, "external_urls": {}}] \
+        if t.artist else []
+    return {
+        "album": {"name": t.album, "type": "album", "album_type": "album", "artists": artists, "id": None,
+                  "images": [], "uri": None, "href": None, "external_urls": {}},
+        "artists": artists,
+        "disc_number": 1,
+        "duration_ms": t.duration_ms,
+        "explicit": False,
+        "external_urls": {},
+        "href": f"{base_url}/v1/tracks/{t.id}",
+        "id": t.id,
+        "is_local": True,
+        "name": t.name,
+        "popularity": 0,
+        "track_number": 0,
+        "type": "track",
+        "uri": f"{URI_SCHEME}:track:{t.id}",
+    }
+
+
+def seed_keys(t: TrackInfo) -> list[str]:
+    """The names `recommend ingest` gives a document's item: the file name without extension
+    (``--id path``) and "artist - title" (``--id title``)."""
+    keys = [Path(t.path).stem] if t.path else []
+    if t.artist or t.name:
+        keys.append(f"{t.artist} - {t.name}")
+    return keys
+
+
+class _Docs:
+    """A small LRU of documents: (etag, raw bytes, gzipped bytes) by track id."""
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._d: OrderedDict[str, tuple[str, bytes, bytes]] = OrderedDict()
+
+    def get(self, store: LibraryStore, tid: str) -> tuple[str, bytes, bytes] | None:
+        etag = store.etag(tid)  # a cheap check that the cached one is (still) the stored one
+        if etag is None:
+            self._d.pop(tid, None)
+            return None
+        hit = self._d.get(tid)
+        if hit is not None and hit[0] == etag:
+            self._d.move_to_end(tid)
+            return hit
+        found = store.document(tid)
+        if found is None:
+            return None
+        raw, etag = found
+        entry = (etag, raw, gzip.compress(raw, compresslevel=5))
+        self._d[tid] = entry
+        while len(self._d) > self.size:
+            self._d.popitem(last=False)
+        return entry
+
+
+def build_app(store: LibraryStore, indexer: Indexer | None = None, *, token: str | None = None,
+              recommend: Recommend | None = None, concurrency: int = 32):
+    """The Starlette application.
+
+    Parameters
+    ----------
+    store : LibraryStore
+        Where documents are read.
+    indexer : Indexer or None
+        Its status is served at /v1/library/status (404 without one).
+    token : str or None
+        Require ``Authorization: Bearer <token>`` on every request.
+    recommend : callable or None
+        Seeds' item keys and a count -> recommended item keys (`recommender.serving.load`);
+        /v1/recommendations answers 404 without one.
+    concurrency : int
+        Requests handled at once; more wait for a turn.
+
+    Returns
+    -------
+    starlette.applications.Starlette
+    """
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException
+    from starlette.middleware import Middleware
+    from starlette.middleware.gzip import GZipMiddleware
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    docs = _Docs()
+
+    def error(status: int, message: str, headers: dict | None = None) -> Response:
+        return Response(orjson.dumps({"error": {"status": status, "message": message}}), status_code=status,
+                        media_type="application/json", headers=headers)
+
+    def json(obj, request: Request, *, etag: bool = False) -> Response:
+        body = orjson.dumps(obj)
+        if etag:
+            tag = '"' + hashlib.md5(body).hexdigest() + '"'
+            if _matches(request, tag):
+                return Response(status_code=304, headers={"ETag": tag})
+            return Response(body, media_type="application/json", headers={"ETag": tag})
+        return Response(body, media_type="application/json")
+
+    def base(request: Request) -> str:
+        return str(request.base_url).rstrip("/")
+
+    def check_id(tid: str) -> None:
+        if not _ID.fullmatch(tid):
+            raise HTTPException(400, f"invalid id {tid[:40]!r}: expected {ID_LENGTH} characters of [0-9A-Za-z]")
+
+    def ids_param(request: Request) -> list[str]:
+        raw = request.query_params.get("ids")
+        if not raw:
+            raise HTTPException(400, "give ids=ID,ID,...")
+        ids = [i.strip() for i in raw.split(",") if i.strip()]
+        if len(ids) > MAX_IDS:
+            raise HTTPException(400, f"too many ids: {len(ids)} (at most {MAX_IDS})")
+        for i in ids:
+            check_id(i)
+        return ids
+
+    async def analysis(request: Request) -> Response:
+        tid = request.path_params["id"]
+        check_id(tid)
+        entry = await run_in_threadpool(docs.get, store, tid)
+        if entry is None:
+            raise HTTPException(404, f"no track with id {tid}")
+        etag, raw, gz = entry
+        headers = {"ETag": etag, "Vary": "Accept-Encoding"}
+        if _matches(request, etag):
+            return Response(status_code=304, headers=headers)
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            return Response(gz, media_type="application/json", headers={**headers, "Content-Encoding": "gzip"})
+        return Response(raw, media_type="application/json", headers=headers)
+
+    def features_of(tid: str, root: str) -> dict | None:
+        entry = docs.get(store, tid)
+        return None if entry is None else audio_features(orjson.loads(entry[1]), track_id=tid, base_url=root)
+
+    async def features_one(request: Request) -> Response:
+        tid = request.path_params["id"]
+        check_id(tid)
+        obj = await run_in_threadpool(features_of, tid, base(request))
+        if obj is None:
+            raise HTTPException(404, f"no track with id {tid}")
+        return json(obj, request, etag=True)
+
+    async def features_many(request: Request) -> Response:
+        ids = ids_param(request)
+        root = base(request)
+        objs = await run_in_threadpool(lambda: [features_of(i, root) for i in ids])
+        return json({"audio_features": objs}, request)
+
+    async def track_one(request: Request) -> Response:
+        tid = request.path_params["id"]
+        check_id(tid)
+        found = await run_in_threadpool(store.tracks, [tid])
+        if tid not in found:
+            raise HTTPException(404, f"no track with id {tid}")
+        return json(track_object(found[tid], base_url=base(request)), request, etag=True)
+
+    async def track_many(request: Request) -> Response:
+        ids = ids_param(request)
+        found = await run_in_threadpool(store.tracks, ids)
+        root = base(request)
+        return json({"tracks": [track_object(found[i], base_url=root) if i in found else None for i in ids]}, request)
+
+    async def search(request: Request) -> Response:
+        q = request.query_params.get("q", "").strip()
+        types = {t.strip() for t in request.query_params.get("type", "").split(",") if t.strip()}
+        if not q:
+            raise HTTPException(400, "give q=WORDS")
+        if "track" not in types:
+            raise HTTPException(400, "type must include track (this server has tracks only)")
+        limit = _int_param(request, "limit", 20, 0, 50)
+        offset = _int_param(request, "offset", 0, 0, 1000)
+        rows, total = await run_in_threadpool(lambda: store.search(q, limit=limit, offset=offset))
+        root = base(request)
+
+        def page(off: int) -> str:
+            return str(request.url.include_query_params(offset=off, limit=limit)).replace(str(request.base_url), root + "/", 1)
+
+        return json({"tracks": {
+            "href": page(offset), "items": [track_object(t, base_url=root) for t in rows], "limit": limit,
+            "next": page(offset + limit) if offset + limit < total else None,
+            "offset": offset, "previous": page(max(0, offset - limit)) if offset > 0 else None, "total": total,
+        }}, request)
+
+    async def recommendations(request: Request) -> Response:
+        if recommend is None:
+            raise HTTPException(404, "no recommendation model: start the server with --model MODEL_FOLDER "
+                                     "(a folder made by `recommend ingest` and `recommend fit`)")
+        raw = request.query_params.get("seed_tracks", "")
+        seeds = [s.strip() for s in raw.split(",") if s.strip()]
+        if not 1 <= len(seeds) <= 5:
+            raise HTTPException(400, "give 1 to 5 seed_tracks=ID,ID")
+        for s in seeds:
+            check_id(s)
+        limit = _int_param(request, "limit", 20, 1, 100)
+        return json(await run_in_threadpool(_recommend, store, recommend, seeds, limit, base(request)), request)
+
+    async def status(request: Request) -> Response:
+        if indexer is None:
+            raise HTTPException(404, "this server has no indexer")
+        return json(await run_in_threadpool(indexer.status), request)
+
+    async def lookup(request: Request) -> Response:
+        path = request.query_params.get("path", "")
+        if not path:
+            raise HTTPException(400, "give path=FILE (relative to the library folder, or absolute inside it)")
+        rel = _relative(store.root, path)
+        if rel is None:
+            raise HTTPException(400, f"{path!r} is not inside the library folder")
+        tid = await run_in_threadpool(store.lookup, rel)
+        if tid is None:
+            raise HTTPException(404, f"no analysed file {rel!r} (see /v1/library/status: it may be pending or failed)")
+        return json({"id": tid, "path": rel, "uri": f"{URI_SCHEME}:track:{tid}"}, request)
+
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        return error(exc.status_code, exc.detail if isinstance(exc.detail, str) else str(exc.detail), exc.headers)
+
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        return error(500, f"internal error: {type(exc).__name__}: {exc}"[:300])
+
+    routes = [
+        Route("/v1/audio-analysis/{id}", analysis),
+        Route("/v1/audio-features/{id}", features_one),
+        Route("/v1/audio-features", features_many),
+        Route("/v1/audio-features/", features_many),  # spotipy asks audio-features/?ids=
+        Route("/v1/tracks/{id}", track_one),
+        Route("/v1/tracks", track_many),
+        Route("/v1/tracks/", track_many),
+        Route("/v1/search", search),
+        Route("/v1/recommendations", recommendations),
+        Route("/v1/library/status", status),
+        Route("/v1/library/lookup", lookup),
+    ]
+    middleware = [
+        Middleware(_Limit, limit=concurrency),
+        Middleware(_Auth, token=token, error=error),
+        Middleware(GZipMiddleware, minimum_size=1000),
+    ]
+    return Starlette(routes=routes, middleware=middleware,
+                     exception_handlers={HTTPException: http_error, Exception: internal_error})
+
+
+def _matches(request, etag: str) -> bool:
+    wanted = request.headers.get("if-none-match", "")
+    return wanted.strip() == "*" or etag in [w.strip().removeprefix("W/") for w in wanted.split(",")]
+
+
+def _int_param(request, name: str, default: int, lo: int, hi: int) -> int:
+    from starlette.exceptions import HTTPException
+
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise HTTPException(400, f"{name} must be a whole number, got {raw[:20]!r}") from None
+    if not lo <= value <= hi:
+        raise HTTPException(400, f"{name} must be within {lo}..{hi}, got {value}")
+    return value
+
+
+def _relative(root: Path, path: str) -> str | None:
+    """`path` (relative to `root`, or absolute) as the library stores it, or None if outside `root`."""
+    import os
+
+    full = Path(os.path.normpath(os.path.join(os.path.abspath(root), path)))
+    try:
+        return full.relative_to(os.path.normpath(os.path.abspath(root))).as_posix()
+    except ValueError:
+        return None
+
+
+def _recommend(store: LibraryStore, recommend: Recommend, seeds: list[str], limit: int, root: str) -> dict:
+    from starlette.exceptions import HTTPException
+
+    found = store.tracks(seeds)
+    missing = [s for s in seeds if s not in found]
+    if missing:
+        raise HTTPException(404, f"no track with id {missing[0]}")
+    by_key: dict[str, str] = {}
+    tracks = {t.id: t for t in store.all_tracks()}
+    for t in tracks.values():
+        for k in seed_keys(t):
+            by_key.setdefault(k, t.id)
+    keys = recommend([seed_keys(found[s]) for s in seeds], limit + len(seeds))
+    picked: list[str] = []
+    for k in keys:
+        tid = by_key.get(k)
+        if tid is not None and tid not in seeds and tid not in picked:
+            picked.append(tid)
+    picked = picked[:limit]
+    return {
+        "seeds": [{"id": s, "type": "TRACK", "href": f"{root}/v1/tracks/{s}", "initialPoolSize": len(keys),
+                   "afterFilteringSize": len(picked), "afterRelinkingSize": len(picked)} for s in seeds],
+        "tracks": [track_object(tracks[t], base_url=root) for t in picked],
+    }
+
+
+class _Limit:
+    """At most `limit` requests in the application at once; the rest wait their turn."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self._sem: asyncio.Semaphore | None = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self._sem is None:
+            self._sem = asyncio.Semaphore(self.limit)
+        async with self._sem:
+            await self.app(scope, receive, send)
+
+
+class _Auth:
+    """``Authorization: Bearer <token>`` on every request, when a token is set."""
+
+    def __init__(self, app, token: str | None, error) -> None:
+        self.app = app
+        self.token = token.encode() if token else None
+        self.error = error
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or self.token is None:
+            await self.app(scope, receive, send)
+            return
+        got = dict(scope["headers"]).get(b"authorization", b"")
+        scheme, _, value = got.partition(b" ")
+        if scheme.lower() == b"bearer" and hmac.compare_digest(value.strip(), self.token):
+            await self.app(scope, receive, send)
+            return
+        message = "No token provided" if not got else "Invalid access token"
+        await self.error(401, message, {"WWW-Authenticate": 'Bearer realm="analyze"'})(scope, receive, send)
+
+
+def serve(app, *, host: str, port: int) -> None:
+    """Run `app` with uvicorn until SIGINT or SIGTERM."""
+    import uvicorn
+
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
+    uvicorn.Server(config).run()
