@@ -33,7 +33,8 @@ from .errors import ParameterError
 DATA = Path(__file__).resolve().parent / "data"
 WEIGHTS_PATHS = {"mtt": DATA / "musicnn_mtt.safetensors", "msd": DATA / "musicnn_msd.safetensors"}
 FORMAT = "musicnn-numpy-1"
-_BN_EPS = 1e-3  # tf.compat.v1.layers.batch_normalization's default
+_BN_EPS = 1e-3
+_FRAME_BLOCK = 8192  # STFT frames computed at once in log_mel (8192 x 512 float32: 16 MB)  # tf.compat.v1.layers.batch_normalization's default
 
 # the architecture of musicnn's build_musicnn (num_filt 1.6, mid end 64, back end 200), as (kernel rows,
 # kernel columns as a fraction of the mel bands or an absolute width, filters)
@@ -185,9 +186,14 @@ def log_mel(samples: np.ndarray, sr: int, front: FrontEnd = FrontEnd()) -> np.nd
         y = np.pad(y, pad, mode="reflect")
     frames = np.lib.stride_tricks.sliding_window_view(y, n_fft)[::hop]
     window = (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)  # periodic Hann
-    spec = np.fft.rfft(frames * window, axis=1)
-    power = (spec.real.astype(np.float32) ** 2 + spec.imag.astype(np.float32) ** 2)
-    mel = power @ mel_basis(front).T
+    basis = mel_basis(front).T
+    mel = np.empty((len(frames), basis.shape[1]), dtype=np.float32)
+    # a block of frames at a time: the whole file's windowed frames and complex spectrum would hold
+    # ~0.45 GB for 20 minutes; each frame's values do not depend on the block
+    for a in range(0, len(frames), _FRAME_BLOCK):
+        spec = np.fft.rfft(frames[a : a + _FRAME_BLOCK] * window, axis=1)
+        power = (spec.real.astype(np.float32) ** 2 + spec.imag.astype(np.float32) ** 2)
+        mel[a : a + _FRAME_BLOCK] = power @ basis
     mel = np.minimum(mel, np.float32(np.finfo(np.float16).max)).astype(np.float16).astype(np.float32)
     mel *= np.float32(front.log_scale)
     mel += np.float32(1.0)

@@ -191,7 +191,8 @@ def test_cnn_train_then_analyze_with_the_model_end_to_end(tmp_path):
     shutil.copy(audio_dir / "t01.wav", one / "t01.wav")
     outd = tmp_path / "out"
     assert cli("analyzer.cli", one, "-o", outd).returncode == 0
-    assert "embedding" not in json.loads((outd / "t01.json").read_text())
+    # without --model the document carries the default (musicnn) embedding, not this model's
+    assert json.loads((outd / "t01.json").read_text())["embedding_model"] == "musicnn-msd-penultimate-1"
     again = cli("analyzer.cli", one, "-o", outd, "--model", cnn)
     assert again.returncode == 0 and b"1 analyzed" in again.stderr, again.stderr
     assert json.loads((outd / "t01.json").read_text())["embedding_model"] == d["embedding_model"]
