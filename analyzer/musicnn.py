@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .weights import check_shapes, frozen, read_weights
 from .errors import ParameterError
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -434,16 +435,7 @@ def load_tagger(name: str = "mtt", path: str | Path | None = None) -> Tagger:
 
 @functools.lru_cache(maxsize=4)
 def _load(name: str, path: str) -> Tagger:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(path, framework="numpy") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:  # noqa: BLE001 - any failure to read the file means the same to the user
-        raise ParameterError(f"cannot read the musicnn weights {path}: {type(exc).__name__}: {exc}") from None
-    if meta.get("format") != FORMAT:
-        raise ParameterError(f"{path}: not a musicnn weights file of format {FORMAT} (got {meta.get('format')!r})")
+    meta, tensors = read_weights(path, name="musicnn", article="a", fmt=FORMAT)
     want_model = {"mtt": "MTT_musicnn", "msd": "MSD_musicnn"}[name]
     if meta.get("model") != want_model:
         raise ParameterError(f"{path}: holds the musicnn model {meta.get('model')!r}, expected {want_model}")
@@ -459,21 +451,10 @@ def _load(name: str, path: str) -> Tagger:
             or front.n_fft % 2 or int(TIMBRAL["timbral_77"] * front.n_mels) > front.n_mels
             or len(set(tags)) != len(tags) or not all(tags)):
         raise ParameterError(f"{path}: musicnn metadata describes a network this code does not run")
-    for key, shape in expected_shapes(front.n_mels, len(tags)).items():
-        got = tensors.get(key)
-        if got is None:
-            raise ParameterError(f"{path}: musicnn tensor {key} is missing")
-        if got.shape != shape:
-            raise ParameterError(f"{path}: musicnn tensor {key} has shape {got.shape}, expected {shape}")
-        if not np.isfinite(got).all():
-            raise ParameterError(f"{path}: musicnn tensor {key} holds non-finite values")
-        if key.endswith(".var") and np.any(got < 0):
+    expected = expected_shapes(front.n_mels, len(tags))
+    check_shapes(tensors, expected, path=path, name="musicnn")
+    for key in expected:
+        if key.endswith(".var") and np.any(tensors[key] < 0):
             raise ParameterError(f"{path}: musicnn batch-norm variance {key} is negative")
-
-    def frozen(a: np.ndarray) -> np.ndarray:
-        a = np.ascontiguousarray(a, dtype=np.float32)
-        a.setflags(write=False)
-        return a
-
     return Tagger(name=name, model=want_model, tags=tags, front=front,
                   weights={k: frozen(v) for k, v in tensors.items()})

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .weights import check_shapes, frozen, read_weights
 from .errors import ParameterError
 
 WEIGHTS_PATH = Path(__file__).resolve().parent / "data" / "skey.safetensors"
@@ -260,16 +261,7 @@ def load(path: str | Path | None = None) -> SKey:
 
 @functools.lru_cache(maxsize=4)
 def _load(path: str) -> SKey:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(path, framework="numpy") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:  # noqa: BLE001 - any failure to read the file means the same to the user
-        raise ParameterError(f"cannot read the S-KEY weights {path}: {type(exc).__name__}: {exc}") from None
-    if meta.get("format") != FORMAT:
-        raise ParameterError(f"{path}: not an S-KEY weights file of format {FORMAT} (got {meta.get('format')!r})")
+    meta, tensors = read_weights(path, name="S-KEY", article="an", fmt=FORMAT)
     try:
         front = FrontEnd(
             sample_rate=int(meta["sample_rate"]), hop_length=int(meta["hop_length"]), fmin_hz=float(meta["fmin_hz"]),
@@ -286,22 +278,9 @@ def _load(path: str) -> SKey:
     taps = tensors.get("cqt.kernel_real_0", np.zeros((0, 0))).shape[-1]
     lowpass_taps = tensors.get("cqt.lowpass", np.zeros(0)).shape[-1]
     want = expected_shapes(front, channels, kernel_sizes, taps, lowpass_taps)
-    for name, shape in want.items():
-        got = tensors.get(name)
-        if got is None:
-            raise ParameterError(f"{path}: S-KEY tensor {name} is missing")
-        if got.shape != shape:
-            raise ParameterError(f"{path}: S-KEY tensor {name} has shape {got.shape}, expected {shape}")
-        if not np.isfinite(got).all():
-            raise ParameterError(f"{path}: S-KEY tensor {name} holds non-finite values")
+    check_shapes(tensors, want, path=path, name="S-KEY")
     if np.any(tensors["chromanet.batch_norm.running_var"] < 0) or np.any(tensors["cqt.lengths"] <= 0):
         raise ParameterError(f"{path}: S-KEY normalisation statistics are out of range")
-
-    def frozen(a: np.ndarray) -> np.ndarray:
-        a = np.ascontiguousarray(a, dtype=np.float32)
-        a.setflags(write=False)
-        return a
-
     kernels = tuple(
         frozen(np.concatenate([tensors[f"cqt.kernel_real_{i}"], tensors[f"cqt.kernel_imag_{i}"]]))
         for i in range(front.n_octaves)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from analyzer import musicnn
+from _safetensors import rewrite
 from analyzer.errors import ParameterError
 from conftest import ROOT
 
@@ -209,23 +210,6 @@ def test_conversion_refuses_another_wheel(tmp_path):
 # ---------------------------------------------------------------- refusals
 
 
-def _rewrite(src, dst, *, meta=None, drop=None, change=None):
-    """A copy of a safetensors file with its metadata or one tensor altered (header kept well-formed)."""
-    from safetensors import safe_open
-    from safetensors.numpy import save_file
-
-    with safe_open(str(src), framework="numpy") as f:
-        m = dict(f.metadata())
-        t = {k: f.get_tensor(k) for k in f.keys()}
-    m.update(meta or {})
-    if drop:
-        del t[drop]
-    for k, fn in (change or {}).items():
-        t[k] = fn(t[k])
-    save_file(t, str(dst), metadata=m)
-    return dst
-
-
 @pytest.mark.parametrize(("kind", "kwargs", "message"), [
     ("format", {"meta": {"format": "something-else"}}, "not a musicnn weights file"),
     ("other model", {"meta": {"model": "MSD_musicnn"}}, "expected MTT_musicnn"),
@@ -237,7 +221,7 @@ def _rewrite(src, dst, *, meta=None, drop=None, change=None):
     ("negative variance", {"change": {"bn.penultimate.var": lambda a: -a}}, "negative"),
 ])
 def test_loader_refuses_unusable_files_in_one_line(tmp_path, kind, kwargs, message):
-    path = _rewrite(musicnn.WEIGHTS_PATHS["mtt"], tmp_path / "w.safetensors", **kwargs)
+    path = rewrite(musicnn.WEIGHTS_PATHS["mtt"], tmp_path / "w.safetensors", **kwargs)
     with pytest.raises(ParameterError, match=message) as err:
         musicnn.load_tagger("mtt", path)
     assert "\n" not in str(err.value)

@@ -11,6 +11,7 @@ import pytest
 
 from analyzer import features as F
 from analyzer import skey
+from _safetensors import rewrite
 from analyzer.errors import ParameterError
 from analyzer.key import KeyParams, estimate_key
 from conftest import ROOT
@@ -144,23 +145,6 @@ def test_conversion_regenerates_the_vendored_file_and_round_trips(tmp_path):
 # ---------------------------------------------------------------- refusals
 
 
-def _rewrite(src, dst, *, meta=None, drop=None, change=None):
-    """A copy of a safetensors file with its metadata or one tensor altered (header kept well-formed)."""
-    from safetensors import safe_open
-    from safetensors.numpy import save_file
-
-    with safe_open(str(src), framework="numpy") as f:
-        m = dict(f.metadata())
-        t = {k: f.get_tensor(k) for k in f.keys()}
-    m.update(meta or {})
-    if drop:
-        del t[drop]
-    for k, fn in (change or {}).items():
-        t[k] = fn(t[k])
-    save_file(t, str(dst), metadata=m)
-    return dst
-
-
 @pytest.mark.parametrize(("kind", "kwargs", "message"), [
     ("format", {"meta": {"format": "something-else"}}, "not an S-KEY weights file"),
     ("missing tensor", {"drop": "chromanet.classifier.bias"}, "is missing"),
@@ -170,7 +154,7 @@ def _rewrite(src, dst, *, meta=None, drop=None, change=None):
     ("negative variance", {"change": {"chromanet.batch_norm.running_var": lambda a: -a}}, "out of range"),
 ])
 def test_loader_refuses_unusable_files_in_one_line(tmp_path, kind, kwargs, message):
-    path = _rewrite(skey.WEIGHTS_PATH, tmp_path / "w.safetensors", **kwargs)
+    path = rewrite(skey.WEIGHTS_PATH, tmp_path / "w.safetensors", **kwargs)
     with pytest.raises(ParameterError, match=message) as err:
         skey.load(path)
     assert "\n" not in str(err.value)
