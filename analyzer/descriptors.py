@@ -52,6 +52,9 @@ ELECTRONIC = {"mtt": ("electronic", "techno", "synth", "beats", "dance"),
               "msd": ("electronic", "electronica", "electro", "house", "dance")}
 
 
+_BLOCK = 16384  # frames handled at once (DFA deviations, spectral entropy): memory bounded on long files
+
+
 @dataclass(frozen=True)
 class DescriptorParams:
     """The definitions' settings (none fitted; see the module docstring)."""
@@ -109,7 +112,7 @@ def dfa_danceability(samples: np.ndarray, sr: int, params: DescriptorParams = De
     """
     if sr <= 0:
         raise ParameterError(f"sample rate must be positive, got {sr}")
-    y = np.asarray(samples, dtype=np.float64).reshape(-1)
+    y = np.asarray(samples).reshape(-1)
     frame = int(params.dfa_frame_s * sr)
     n = len(y) // frame if frame > 0 else 0
     taus, tau = [], params.dfa_min_tau_s
@@ -119,7 +122,11 @@ def dfa_danceability(samples: np.ndarray, sr: int, params: DescriptorParams = De
     taus = [t for t in taus if t < n]
     if n < 2 or len(taus) < 2:
         return None
-    s = y[: n * frame].reshape(n, frame).std(axis=1, ddof=1)
+    # each frame's deviation in float64, a block of frames at a time: a float64 copy of an hour's
+    # samples would take 0.6 GB
+    frames = y[: n * frame].reshape(n, frame)
+    s = np.concatenate([frames[a : a + _BLOCK].astype(np.float64).std(axis=1, ddof=1)
+                        for a in range(0, n, _BLOCK)])
     if not np.any(s > 0):
         return None
     profile = np.cumsum(s - s.mean())
@@ -145,17 +152,21 @@ def spectral_entropy(log_mel_db: np.ndarray, params: DescriptorParams = Descript
     1 for white noise, near 0 for a single partial; frames more than ``entropy_floor_db`` below the
     loudest frame are left out.  None when nothing sounds.
     """
-    db = np.asarray(log_mel_db, dtype=np.float64)
+    db = np.asarray(log_mel_db)
     if db.ndim != 2 or db.shape[1] == 0 or db.shape[0] < 2:
         return None
-    frame_db = 10.0 * np.log10(np.maximum(np.sum(10.0 ** (db / 10.0), axis=0), 1e-30))
-    keep = frame_db > max(frame_db.max() - params.entropy_floor_db, -90.0)
+    # each frame's level and entropy from its power, computed once, a block of frames at a time
+    level_db, entropy = np.empty(db.shape[1]), np.empty(db.shape[1])
+    for a in range(0, db.shape[1], _BLOCK):
+        power = 10.0 ** (db[:, a : a + _BLOCK].astype(np.float64) / 10.0)
+        total = power.sum(axis=0)
+        level_db[a : a + _BLOCK] = 10.0 * np.log10(np.maximum(total, 1e-30))
+        p = power / np.where(total > 0, total, 1.0)
+        entropy[a : a + _BLOCK] = -np.sum(p * np.log(np.maximum(p, 1e-300)), axis=0) / math.log(db.shape[0])
+    keep = level_db > max(level_db.max() - params.entropy_floor_db, -90.0)
     if not keep.any():
         return None
-    p = 10.0 ** (db[:, keep] / 10.0)
-    p /= p.sum(axis=0, keepdims=True)
-    h = -np.sum(p * np.log(np.maximum(p, 1e-300)), axis=0) / math.log(db.shape[0])
-    return float(np.clip(h.mean(), 0.0, 1.0))
+    return float(np.clip(entropy[keep].mean(), 0.0, 1.0))
 
 
 def _ratio(p: float | None, q: float | None) -> float | None:
