@@ -7,7 +7,11 @@ of the 12 timbre and 12 pitch dimensions), 56 numbers.  Where a document carries
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+from .data import normalize_term
 
 
 def features_from_document(doc: dict) -> list[float]:
@@ -34,3 +38,41 @@ def features_from_document(doc: dict) -> list[float]:
         float(len(segs)) / max(float(t["duration"]), 1e-9), float(t.get("tempo_confidence", 0.0)),
     ]
     return [float(v) for v in np.concatenate([track, tm, ts, pm, ps])]
+
+
+def audio_terms_from_document(doc: dict) -> dict[str, float] | None:
+    """The terms the analyzer's taggers heard (the document's `terms` extension), by name.
+
+    Parameters
+    ----------
+    doc : dict
+        An analysis document.
+
+    Returns
+    -------
+    dict or None
+        Normalized term -> the tagger's probability (the highest where both taggers name it);
+        None where the document has no `terms` (written without the taggers).
+
+    Raises
+    ------
+    ValueError
+        `terms` is not a list of objects with a name and a frequency within 0..1.
+    """
+    terms = doc.get("terms")
+    if terms is None:
+        return None
+    if not isinstance(terms, list):
+        raise ValueError("'terms' is not a list")
+    out: dict[str, float] = {}
+    for t in terms:
+        if not isinstance(t, dict) or not isinstance(t.get("name"), str) or isinstance(t.get("frequency"), bool) \
+                or not isinstance(t.get("frequency"), (int, float)):
+            raise ValueError("a term without a name and a numeric frequency")
+        p = float(t["frequency"])
+        if not (math.isfinite(p) and 0.0 <= p <= 1.0):
+            raise ValueError(f"term {t['name']!r} has frequency {p}, not a probability")
+        name = normalize_term(t["name"])
+        if name and p > 0:
+            out[name] = max(out.get(name, 0.0), p)
+    return out

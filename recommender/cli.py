@@ -106,7 +106,7 @@ def import_hetrec(src: Annotated[Path, typer.Argument(help="The HetRec folder.")
 
 
 @app.command("ingest", help="Read analyses (`analyze ... --format jsonl` on stdin, or a table made by `analyze ... "
-             "--format parquet -o T.parquet`) and add their audio features as items: "
+             "--format parquet -o T.parquet`) and add their audio vectors and the terms heard in their audio (audio-derived term vectors) as items: "
              "analyze songs/ --format jsonl | recommend ingest --model M  |  recommend ingest --model M T.parquet")
 def ingest(model: ModelOpt,
            table: Annotated[Optional[Path], typer.Argument(help="A Parquet table of analyses (analyze --format "
@@ -115,7 +115,7 @@ def ingest(model: ModelOpt,
                                                 "'title' (\"artist - title\").")] = "path") -> None:
     import orjson
 
-    from .audio_features import features_from_document
+    from .audio_features import audio_terms_from_document, features_from_document
     from .store import Store
 
     if table is not None:
@@ -133,6 +133,7 @@ def ingest(model: ModelOpt,
             doc = orjson.loads(line)
             meta = doc["meta"]
             feats = features_from_document(doc)
+            heard = audio_terms_from_document(doc)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             bad += 1
             sys.stderr.write(f"warning: {where}: not an analysis document ({type(exc).__name__}: {exc})\n")
@@ -143,7 +144,8 @@ def ingest(model: ModelOpt,
             bad += 1
             sys.stderr.write(f"warning: {where}: no {id_from} to name the item by\n")
             continue
-        st.add_analysis(item, feats, title=title or item, artist=artist, source=meta.get("filename", ""))
+        st.add_analysis(item, feats, title=title or item, artist=artist, source=meta.get("filename", ""),
+                        audio_terms=heard)
         n += 1
     sys.stderr.write(f"{n} analyses ingested, {bad} skipped; model folder {model}: {st.counts()}\n")
     if n == 0:

@@ -29,6 +29,9 @@ class Dataset:
         Listeners x items: how often a listener tagged an item (HetRec); empty where there are none.
     audio, audio_present : numpy.ndarray or None
         Items x d audio features (analyses or CNN embeddings) and which items have them.
+    audio_term_counts : scipy.sparse.csr_matrix or None
+        Items x terms (the columns of `term_counts`): the probability of each term the analyzer's
+        taggers heard in the item's audio (audio-derived, kept apart from what people wrote).
     """
 
     users: list[str]
@@ -41,6 +44,7 @@ class Dataset:
     user_tags: sp.csr_matrix
     audio: np.ndarray | None = None
     audio_present: np.ndarray | None = None
+    audio_term_counts: sp.csr_matrix | None = None
 
     @classmethod
     def from_hetrec(cls, h) -> Dataset:

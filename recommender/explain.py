@@ -41,10 +41,15 @@ def explain(rec, row: int, picks: list[Pick]) -> list[dict]:
         if rec.terms is not None and rec.terms.has_terms[p.item] and len(played):
             prof = np.asarray(rec.terms.vectors[played].multiply(weights[:, None]).sum(axis=0)).ravel()
             mine = rec.terms.vectors[p.item].toarray().ravel()
-            shared = np.argsort(-(prof * mine))[:2]
-            shared = [d.terms[t] for t in shared if prof[t] * mine[t] > 0]
-            if shared:
-                reason += ("; " if reason else "") + "tagged " + ", ".join(repr(t) for t in shared) + " like music you play"
+            shared = [t for t in np.argsort(-(prof * mine))[:2] if prof[t] * mine[t] > 0]
+            # a term people gave the item, or one only its audio carries (the taggers heard it)
+            tagged = [d.terms[t] for t in shared if d.term_counts[p.item, t] > 0]
+            heard = [d.terms[t] for t in shared if d.term_counts[p.item, t] <= 0]
+            if tagged:
+                reason += ("; " if reason else "") + "tagged " + ", ".join(repr(t) for t in tagged) + " like music you play"
+            if heard:
+                reason += ("; " if reason else "") + "sounds " + ", ".join(repr(t) for t in heard) + \
+                          " (heard in its audio) like music you play"
         if p.fresh:
             reason += ("; " if reason else "") + "few listeners yet"
         out.append({
@@ -75,14 +80,31 @@ def similar_items(rec, item: str, n: int) -> list[dict]:
 
 
 def top_terms(rec, item: str, n: int) -> list[dict]:
+    """The item's strongest terms, like the Echo Nest's artist terms.
+
+    Each entry: `term`; `weight` (in the item's term vector, the strongest 1); `source`: "tags"
+    (people's terms), "audio" (heard by the analyzer's taggers only) or "both"; `frequency`: how
+    often people gave it, or for a term heard only in the audio the tagger's probability.
+    """
     i = _item_index(rec, item)
     if rec.terms is None:
-        raise AnalyzerError("the model has no term vectors (import terms, then refit)")
-    row = rec.terms.raw[i]
+        raise AnalyzerError("the model has no term vectors (import terms or ingest analyses with terms, then refit)")
+    d = rec.data
+    # the fitted vector (the audio part in it with the weight chosen on the validation split); its
+    # order within one part is the BM25 order of that part
+    row = rec.terms.vectors[i]
     if row.nnz == 0:
         return []
-    order = np.argsort(-row.data)[:n]
+    order = np.argsort(-row.data, kind="stable")[:n]
     top = row.data[order]
-    # weights scaled so the item's strongest term is 1, as the Echo Nest's artist terms were
-    return [{"term": rec.data.terms[row.indices[k]], "weight": round(float(w / top[0]), 4),
-             "frequency": round(float(rec.data.term_counts[i, row.indices[k]]), 4)} for k, w in zip(order, top)]
+    heard = d.audio_term_counts if rec.terms.audio_weight > 0 else None
+    out = []
+    for k, w in zip(order, top):
+        t = row.indices[k]
+        people = float(d.term_counts[i, t])
+        audio = float(heard[i, t]) if heard is not None else 0.0
+        source = "both" if people and audio else "tags" if people else "audio"
+        # weights scaled so the item's strongest term is 1, as the Echo Nest's artist terms were
+        out.append({"term": d.terms[t], "weight": round(float(w / top[0]), 4),
+                    "frequency": round(people if people else audio, 4), "source": source})
+    return out

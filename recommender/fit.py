@@ -9,7 +9,7 @@ import numpy as np
 from .dataset import Dataset
 from .evaluate import drop_pairs, held_out_matrix, ndcg_at_k, split_per_user
 from .fusion import FusionWeights, tune_weights
-from .model import ALS_GRID, FitParams, Recommender
+from .model import ALS_GRID, AUDIO_TERM_GRID, FitParams, Recommender
 from .models import ALS, EASE, AudioVectors, ItemKNN, TermVectors
 
 
@@ -44,7 +44,8 @@ def fit(data: Dataset, params: FitParams = FitParams(), *, tune: bool = True,
 
 
 def _tune(data: Dataset, params: FitParams) -> tuple[FitParams, FusionWeights, dict]:
-    """The best ALS setting of the grid, then the best fusion weights, by NDCG@10 on a validation split."""
+    """The best ALS setting of the grid, then the best fusion weights (and, where the catalog has terms
+    heard in the audio, the best weight of those beside people's terms), by NDCG@10 on a validation split."""
     train, val = split_per_user(data.plays, share=params.validation_share, min_items=10, seed=params.seed + 1)
     sub_data = data.with_plays(train, user_tags=drop_pairs(data.user_tags, held_out_matrix(val, data.plays.shape)))
     rows = np.array([u for u, v in enumerate(val) if len(v)])
@@ -62,9 +63,22 @@ def _tune(data: Dataset, params: FitParams) -> tuple[FitParams, FusionWeights, d
     params = replace(params, als=replace(als_trail[k][0], seed=params.seed))
     every = FusionWeights(cf=1, ease=1, knn=1, terms=1, audio=1 if data.audio is not None else 0)
     sub = fit_parts(sub_data, params, every, als=fitted[k], exposure=False)
-    chosen, best, trail = tune_weights(sub.source_scores(rows), heard, truth, np.ones(train.shape[1], bool))
-    validation = {"ndcg10": best, "users": int(len(rows)), "grid": len(trail),
+    parts = sub.source_scores(rows)
+    everywhere = np.ones(train.shape[1], bool)
+    audio_terms = data.audio_term_counts is not None and data.audio_term_counts.nnz > 0
+    # only the term source changes with the audio terms' weight: the others are scored once
+    tried = []
+    for a in AUDIO_TERM_GRID if audio_terms else (params.audio_term_weight,):
+        if audio_terms:
+            sub.terms = TermVectors().fit(sub_data.term_counts, sub_data.audio_term_counts, a)
+            parts = {**parts, "terms": sub.source_scores(rows)["terms"]}
+        tried.append((a, *tune_weights(parts, heard, truth, everywhere)))
+    a, chosen, best, trail = max(tried, key=lambda t: t[2])  # the first of equals: the smaller weight
+    params = replace(params, audio_term_weight=a)
+    validation = {"ndcg10": best, "users": int(len(rows)), "grid": sum(len(t[3]) for t in tried),
                   "als": [{"params": c.__dict__, "ndcg10": v} for c, v in als_trail]}
+    if audio_terms:
+        validation["audio_term_weight"] = [{"weight": w, "ndcg10": v} for w, _, v, _ in tried]
     return params, chosen, validation
 
 
@@ -102,7 +116,9 @@ def fit_parts(data: Dataset, params: FitParams, weights: FusionWeights, *, als: 
         weights = replace(weights, ease=0.0)
     ease = EASE(params.ease_lambda, params.ease_min_listeners).fit(x) if weights.ease else None
     knn = ItemKNN(params.knn_k).fit(x) if weights.knn else None
-    terms = TermVectors().fit(data.term_counts) if weights.terms and data.term_counts.nnz else None
+    terms = None
+    if weights.terms and (data.term_counts.nnz or (data.audio_term_counts is not None and data.audio_term_counts.nnz)):
+        terms = TermVectors().fit(data.term_counts, data.audio_term_counts, params.audio_term_weight)
     audio = None
     if weights.audio and data.audio is not None:
         audio = AudioVectors().fit(data.audio, data.audio_present)

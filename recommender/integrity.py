@@ -152,6 +152,8 @@ def _manifest(m: object) -> None:
     for key in ("ann_min_items", "ann_candidates"):  # optional: models written before the ANN path
         if key in p:
             _int(p, key, "params ", 1)
+    if "audio_term_weight" in p:  # optional: models written before the audio terms
+        _real(p, "audio_term_weight", "params ", 0.0)
     w = _get(m, "weights", "")
     _need(isinstance(w, dict) and set(w) == set(SOURCES), f"'weights' must give exactly {', '.join(SOURCES)}")
     for key in SOURCES:
@@ -216,6 +218,8 @@ def _arrays(arrays: dict, m: dict) -> None:
     _csr(arrays, "plays", (n_users, n_items), 0.0, MAX_VALUE)
     _csr(arrays, "user_tags", (n_users, n_items), 0.0, MAX_VALUE)
     _csr(arrays, "term_counts", (n_items, n_terms), 0.0, MAX_VALUE)
+    if any(name.startswith("audio_term_counts.") for name in arrays):
+        _csr(arrays, "audio_term_counts", (n_items, n_terms), 0.0, 1.0)  # the taggers' probabilities
     if "ease.B" in arrays or "ease.items" in arrays:
         cols = _array(arrays, "ease.items", "i", (None,))
         _within(_array(arrays, "ease.B", "f", (len(cols), len(cols))), "ease.B", -MAX_FACTOR, MAX_FACTOR)

@@ -27,6 +27,12 @@ ALS_GRID = (
     ALSParams(factors=128, regularization=5.0, alpha=5.0, weighting="binary"),
 )
 
+# weights of the audio-derived terms tried on the validation split.  0 is not among them: the split
+# holds out plays of items people already play (and mostly tagged), so it cannot see the items the
+# audio part is for (nobody tagged or played them) and could only ever take it away; it chooses
+# the balance between the two parts where an item has both
+AUDIO_TERM_GRID = (0.25, 0.5, 1.0, 2.0)
+
 
 @dataclass(frozen=True)
 class PlaylistParams:
@@ -62,6 +68,10 @@ class FitParams:
     knn_k: int = 100
     # a listener's own tags count as this many plays' worth of interest in their term profile
     user_tag_weight: float = 1.0
+    # weight of the terms heard in the audio beside the terms people wrote, both parts unit vectors
+    # (`TermVectors`): equal by default; `fit(tune=True)` chooses it from AUDIO_TERM_GRID on the
+    # validation split whenever the catalog has audio terms
+    audio_term_weight: float = 1.0
     validation_share: float = 0.1
     seed: int = 0
 

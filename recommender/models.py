@@ -222,13 +222,49 @@ class TermVectors:
     """Per item, BM25-weighted term vectors (the Echo Nest's "top terms"), L2-normalized rows.
 
     A term's weight for an item is its BM25 score given how often the item was described with
-    it (tag counts, or word counts of its texts), against how many items carry the term."""
+    it (tag counts, or word counts of its texts), against how many items carry the term.
+
+    Terms heard in the audio (the analyzer's taggers) are a second, audio-derived part over the
+    same vocabulary, weighted by their probability: each part is BM25-weighted against its own
+    document frequencies and L2-normalized, and an item's vector is the normalized sum
+    ``tags + audio_weight * audio``.  An item nobody tagged is then described by its audio terms
+    alone, so term similarity reaches it; `audio_weight` (0 leaves the audio part out) is chosen
+    on the validation split by `recommender.fit`."""
 
     def __init__(self, k1: float = 1.2, b: float = 0.75):
         self.k1, self.b = k1, b
 
-    def fit(self, counts: sp.csr_matrix) -> TermVectors:
-        """counts: items x terms."""
+    def fit(self, counts: sp.csr_matrix, audio: sp.csr_matrix | None = None, audio_weight: float = 0.0) -> TermVectors:
+        """Fit the item vectors.
+
+        Parameters
+        ----------
+        counts : scipy.sparse.csr_matrix
+            Items x terms: how often people described an item with a term.
+        audio : scipy.sparse.csr_matrix, optional
+            Items x terms (the same columns): the taggers' probability of each term heard in the
+            item's audio.
+        audio_weight : float
+            Weight of the audio part beside the tags (each part a unit vector).
+
+        Returns
+        -------
+        TermVectors
+            `vectors` (unit rows), `has_terms` per item, `audio_weight` (0 where there is no
+            audio part).
+        """
+        tags = self._bm25(counts)
+        self.audio_weight = float(audio_weight) if audio is not None and audio.nnz else 0.0
+        if self.audio_weight > 0:
+            w = (_unit_rows(tags) + self.audio_weight * _unit_rows(self._bm25(audio))).tocsr()
+        else:
+            w = tags
+        norms = np.sqrt(np.asarray(w.multiply(w).sum(axis=1)).ravel())
+        self.vectors = (sp.diags(1.0 / np.maximum(norms, 1e-12)) @ w).tocsr().astype(np.float32)
+        self.has_terms = norms > 0
+        return self
+
+    def _bm25(self, counts: sp.csr_matrix) -> sp.csr_matrix:
         c = counts.tocsr().astype(np.float64)
         n_items = c.shape[0]
         df = np.bincount(c.indices, minlength=c.shape[1]).astype(np.float64)
@@ -239,12 +275,7 @@ class TermVectors:
         tf = c.data
         norm = self.k1 * (1 - self.b + self.b * length[rows] / avg)
         data = tf * (self.k1 + 1) / (tf + norm) * idf[c.indices]
-        w = sp.csr_matrix((data, c.indices, c.indptr), shape=c.shape)
-        norms = np.sqrt(np.asarray(w.multiply(w).sum(axis=1)).ravel())
-        self.raw = w.astype(np.float32)  # unnormalized weights, for "top terms"
-        self.vectors = (sp.diags(1.0 / np.maximum(norms, 1e-12)) @ w).tocsr().astype(np.float32)
-        self.has_terms = norms > 0
-        return self
+        return sp.csr_matrix((data, c.indices, c.indptr), shape=c.shape)
 
     def profiles(self, rows: sp.csr_matrix, extra: sp.csr_matrix | None = None) -> sp.csr_matrix:
         """A listener's term profile: the term vectors of what they play, weighted by log plays."""
@@ -281,3 +312,9 @@ class AudioVectors:
         prof /= np.maximum(np.linalg.norm(prof, axis=1, keepdims=True), 1e-12)
         vectors = self.vectors if items is None else self.vectors[items]
         return (prof @ vectors.T).astype(np.float32)
+
+
+def _unit_rows(m: sp.csr_matrix) -> sp.csr_matrix:
+    """Each row divided by its L2 norm (empty rows stay empty)."""
+    norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1)).ravel())
+    return (sp.diags(1.0 / np.maximum(norms, 1e-12)) @ m).tocsr()

@@ -57,6 +57,8 @@ def save(rec: Recommender, folder) -> None:
         arrays["ease.B"], arrays["ease.items"] = rec.ease.B, rec.ease.items.astype(np.int64)
     if rec.knn is not None:
         _put_csr(arrays, "knn.sim", rec.knn.sim)
+    if d.audio_term_counts is not None:
+        _put_csr(arrays, "audio_term_counts", d.audio_term_counts)
     if d.audio is not None:
         arrays["audio.features"], arrays["audio.present"] = d.audio, d.audio_present.astype(np.uint8)
     save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(folder / "arrays.safetensors"))
@@ -65,7 +67,8 @@ def save(rec: Recommender, folder) -> None:
         "users": d.users, "items": d.items, "item_names": d.item_names, "item_artists": d.item_artists, "terms": d.terms,
         "params": {"als": rec.params.als.__dict__, "ease_lambda": rec.params.ease_lambda,
                    "ease_min_listeners": rec.params.ease_min_listeners, "knn_k": rec.params.knn_k,
-                   "user_tag_weight": rec.params.user_tag_weight, "seed": rec.params.seed,
+                   "user_tag_weight": rec.params.user_tag_weight, "audio_term_weight": rec.params.audio_term_weight,
+                   "seed": rec.params.seed,
                    "ann_min_items": rec.params.ann_min_items, "ann_candidates": rec.params.ann_candidates},
         "weights": rec.weights.as_dict(),
         "validation": rec.validation,
@@ -111,6 +114,7 @@ def load(folder) -> Recommender:
     p = manifest["params"]
     params = FitParams(als=ALSParams(**p["als"]), ease_lambda=p["ease_lambda"], ease_min_listeners=p["ease_min_listeners"],
                        knn_k=p["knn_k"], user_tag_weight=p["user_tag_weight"], seed=p["seed"],
+                       audio_term_weight=p.get("audio_term_weight", 1.0),
                        ann_min_items=p.get("ann_min_items", 100_000), ann_candidates=p.get("ann_candidates", 1000))
     weights = FusionWeights(**manifest["weights"])
     als = ALS.from_factors(arrays["als.user_factors"], arrays["als.item_factors"], params.als)
@@ -122,7 +126,9 @@ def load(folder) -> Recommender:
     if "knn.sim.data" in arrays:
         knn = ItemKNN(params.knn_k)
         knn.sim = _get_csr(arrays, "knn.sim")
-    terms = TermVectors().fit(data.term_counts) if weights.terms and data.term_counts.nnz else None
+    terms = None
+    if weights.terms and (data.term_counts.nnz or (data.audio_term_counts is not None and data.audio_term_counts.nnz)):
+        terms = TermVectors().fit(data.term_counts, data.audio_term_counts, params.audio_term_weight)
     audio = AudioVectors().fit(data.audio, data.audio_present) if data.audio is not None and weights.audio else None
     rec = Recommender(data, params, als, ease, knn, terms, audio, weights, manifest.get("validation", {}),
                       exposure=arrays["exposure"])
@@ -140,6 +146,7 @@ def _dataset(manifest: dict, arrays: dict) -> Dataset:
         _get_csr(arrays, "plays"), manifest["terms"], _get_csr(arrays, "term_counts"), _get_csr(arrays, "user_tags"),
         arrays["audio.features"] if has_audio else None,
         arrays["audio.present"].astype(bool) if has_audio else None,
+        _get_csr(arrays, "audio_term_counts") if "audio_term_counts.data" in arrays else None,
     )
 
 

@@ -48,12 +48,20 @@ CREATE TABLE IF NOT EXISTS analyses (item INTEGER PRIMARY KEY REFERENCES items(i
 CREATE TABLE IF NOT EXISTS models (version TEXT PRIMARY KEY, created REAL NOT NULL, summary TEXT NOT NULL);
 """
 
+# terms the analyzer's taggers heard in an item's audio (`recommend ingest`), apart from the terms
+# people wrote: added after format 1 was released, so an older catalog gains the table when opened
+# (older programs ignore it)
+_AUDIO_TERMS = """
+CREATE TABLE IF NOT EXISTS audio_terms (item INTEGER NOT NULL REFERENCES items(id), term TEXT NOT NULL,
+                                        probability REAL NOT NULL, PRIMARY KEY (item, term)) WITHOUT ROWID;
+"""
+
 
 STORE_KIND = DatabaseKind(
     name="recommender catalog",
     version_key="format_version",
     version=FORMAT_VERSION,
-    schema=_SCHEMA,
+    schema=_SCHEMA + _AUDIO_TERMS,
     made_by="`recommend import-plays` (or import-hetrec)",
 )
 
@@ -71,6 +79,8 @@ class Store:
         # one opener for every versioned SQLite file of the project: another program's database
         # (an identification catalog, say) is refused untouched, SQLite's errors are one line
         self.db = open_database(db, STORE_KIND, create=create)
+        with self.db:
+            self.db.executescript(_AUDIO_TERMS)
 
     def close(self) -> None:
         self.db.close()
@@ -122,18 +132,39 @@ class Store:
             self.db.executemany("UPDATE items SET title = ?, artist = ? WHERE id = ?",
                                 ((t, a, ids[n]) for n, (t, a) in info.items()))
 
-    def add_analysis(self, item: str, features: list[float], *, title: str, artist: str, source: str) -> None:
+    def add_analysis(self, item: str, features: list[float], *, title: str, artist: str, source: str,
+                     audio_terms: dict[str, float] | None = None) -> None:
+        """Store an item's audio vector and, where given, the terms heard in its audio.
+
+        Parameters
+        ----------
+        item : str
+            The item's id (created if new).
+        features : list of float
+            Its audio vector.
+        title, artist : str
+            Set where the item has no title yet.
+        source : str
+            Where the analysis came from (the audio file's name).
+        audio_terms : dict, optional
+            Term -> probability (0..1]; replaces the item's earlier audio terms.  None leaves
+            them as they are (an analysis without terms says nothing about them).
+        """
         with self.db:
             iid = self._ids("items", [item])[item]
             self.db.execute("UPDATE items SET title = ?, artist = ? WHERE id = ? AND title = ''", (title, artist, iid))
             self.db.execute("INSERT OR REPLACE INTO analyses VALUES (?, ?, ?, ?)",
                             (iid, json.dumps(features), source, time.time()))
+            if audio_terms is not None:
+                self.db.execute("DELETE FROM audio_terms WHERE item = ?", (iid,))
+                self.db.executemany("INSERT INTO audio_terms VALUES (?, ?, ?)",
+                                    ((iid, t, float(p)) for t, p in audio_terms.items()))
 
     # --- reading ----------------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
         return {t: int(self.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0])
-                for t in ("users", "items", "plays", "terms", "user_tags", "analyses")}
+                for t in ("users", "items", "plays", "terms", "user_tags", "analyses", "audio_terms")}
 
     def dataset(self):
         """Everything as a Dataset (ids dense, in database order)."""
@@ -157,10 +188,18 @@ class Store:
                               shape=(len(users), len(items)), dtype=np.float32)
         t = self.db.execute("SELECT item, term, weight FROM terms").fetchall()
         self._check_values("term weight", np.array([x[2] for x in t], dtype=np.float64))
-        terms = sorted({x[1] for x in t})
+        h = self.db.execute("SELECT item, term, probability FROM audio_terms").fetchall()
+        self._check_values("audio term probability", np.array([x[2] for x in h], dtype=np.float64), top=1.0)
+        # one vocabulary for what people wrote and what the taggers heard, so a listener's "rock"
+        # from tags reaches a song whose audio says "rock"
+        terms = sorted({x[1] for x in t} | {x[1] for x in h})
         ti = {x: i for i, x in enumerate(terms)}
         term_counts = sp.csr_matrix(([x[2] for x in t], ([iid[x[0]] for x in t], [ti[x[1]] for x in t])),
                                     shape=(len(items), len(terms)), dtype=np.float32)
+        audio_term_counts = None
+        if h:
+            audio_term_counts = sp.csr_matrix(([x[2] for x in h], ([iid[x[0]] for x in h], [ti[x[1]] for x in h])),
+                                              shape=(len(items), len(terms)), dtype=np.float32)
         g = self.db.execute("SELECT user, item, n FROM user_tags").fetchall()
         self._check_values("tag count", np.array([x[2] for x in g], dtype=np.float64))
         user_tags = sp.csr_matrix(([x[2] for x in g], ([uid[x[0]] for x in g], [iid[x[1]] for x in g])),
@@ -176,15 +215,16 @@ class Store:
                 if len(v) == d:
                     audio[iid[k]] = v
                     present[iid[k]] = True
-        return Dataset(users, items, titles, artists, plays, terms, term_counts, user_tags, audio, present)
+        return Dataset(users, items, titles, artists, plays, terms, term_counts, user_tags, audio, present,
+                       audio_term_counts)
 
-    def _check_values(self, what: str, values: np.ndarray) -> None:
+    def _check_values(self, what: str, values: np.ndarray, *, top: float = MAX_VALUE) -> None:
         """Refuse counts the importers would not take (catalogs written before they checked): one
         of 1e39 is inf as float32, and fit then failed with NaN factors."""
-        bad = ~((values > 0) & (values <= MAX_VALUE))
+        bad = ~((values > 0) & (values <= top))
         if bad.any():
             raise InputError(f"{self.folder / 'catalog.db'}: {int(bad.sum())} {what}(s) out of range (e.g. "
-                             f"{values[bad][0]:g}; 0 < value <= {MAX_VALUE:g}); import the data into a new model folder")
+                             f"{values[bad][0]:g}; 0 < value <= {top:g}); import the data into a new model folder")
 
     # --- model versions ---------------------------------------------------------------------
 
