@@ -142,7 +142,25 @@ def mel_basis(front: FrontEnd = FrontEnd()) -> np.ndarray:
     return out
 
 
-def log_mel(samples: np.ndarray, sr: int, front: FrontEnd = FrontEnd()) -> np.ndarray:
+def at_front_rate(samples: np.ndarray, sr: int, front: FrontEnd = FrontEnd()) -> np.ndarray:
+    """Mono float32 samples at ``front.sample_rate`` (16 kHz), resampled with soxr's HQ filter where needed."""
+    y = np.asarray(samples, dtype=np.float32).reshape(-1)
+    if sr == front.sample_rate:
+        return y
+    import soxr
+
+    if sr <= 0:
+        raise ParameterError(f"sample rate must be positive, got {sr}")
+    return soxr.resample(y, sr, front.sample_rate, quality="HQ").astype(np.float32, copy=False)
+
+
+def frame_count(n_samples: int, front: FrontEnd = FrontEnd()) -> int:
+    """How many frames ``log_mel`` gives for ``n_samples`` samples at the front end's rate."""
+    return 1 + n_samples // front.hop_length
+
+
+def log_mel(samples: np.ndarray, sr: int, front: FrontEnd = FrontEnd(), *,
+            frames: np.ndarray | None = None) -> np.ndarray:
     """musicnn's input representation of mono audio: (frames, n_mels) ``log10(10000 x + 1)`` of the mel power.
 
     Parameters
@@ -153,12 +171,15 @@ def log_mel(samples: np.ndarray, sr: int, front: FrontEnd = FrontEnd()) -> np.nd
         Their sample rate, Hz; resampled to ``front.sample_rate`` (16 kHz) when different.
     front : FrontEnd
         The settings; the default is musicnn's.
+    frames : numpy.ndarray of int, optional
+        Only these frames (indices below ``frame_count`` of the 16 kHz samples), in this order: each
+        frame's values depend on its own samples only, so they are those of the whole spectrogram.
 
     Returns
     -------
     numpy.ndarray
-        float32, (1 + n // hop_length, n_mels) for n samples at 16 kHz: frame i centred on sample
-        i * hop_length.
+        float32, (1 + n // hop_length, n_mels) for n samples at 16 kHz (or (len(frames), n_mels)):
+        frame i centred on sample i * hop_length.
 
     Notes
     -----
@@ -172,20 +193,21 @@ def log_mel(samples: np.ndarray, sr: int, front: FrontEnd = FrontEnd()) -> np.nd
     float16 too) then ``log10(10000 x + 1)`` in float32.  Values past float16's range (65504) are clipped
     there instead of becoming infinite.
     """
-    y = np.asarray(samples, dtype=np.float32).reshape(-1)
-    if sr != front.sample_rate:
-        import soxr
-
-        if sr <= 0:
-            raise ParameterError(f"sample rate must be positive, got {sr}")
-        y = soxr.resample(y, sr, front.sample_rate, quality="HQ").astype(np.float32, copy=False)
+    y = at_front_rate(samples, sr, front)
     n_fft, hop = front.n_fft, front.hop_length
     pad = n_fft // 2
     if len(y) <= pad:  # too short to reflect: zeros (only an input far shorter than a patch gets here)
         y = np.pad(y, pad)
     else:
         y = np.pad(y, pad, mode="reflect")
-    frames = np.lib.stride_tricks.sliding_window_view(y, n_fft)[::hop]
+    every = np.lib.stride_tricks.sliding_window_view(y, n_fft)[::hop]
+    if frames is None:
+        frames = every
+    else:
+        idx = np.asarray(frames, dtype=np.int64).reshape(-1)
+        if len(idx) and (idx.min() < 0 or idx.max() >= len(every)):
+            raise ParameterError(f"frames must lie within 0..{len(every) - 1}")
+        frames = every[idx]  # a copy of the chosen frames only
     window = (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)  # periodic Hann
     basis = mel_basis(front).T
     mel = np.empty((len(frames), basis.shape[1]), dtype=np.float32)

@@ -12,6 +12,7 @@ from analyzer import descriptors as D
 from analyzer import tagging
 from analyzer.cli import catalog_app
 from analyzer.document import PERCEPTUAL_FEATURES, audio_features_object, track_id, validate
+from analyzer.errors import ParameterError
 from fixtures import synth
 
 SR = 22050
@@ -116,12 +117,28 @@ def test_top_terms_merge_by_name_and_weigh_by_the_strongest():
     assert terms[1].weight == pytest.approx(0.4)
 
 
-def test_spread_patches_bounds_the_cost_per_track():
-    spec = np.arange(187 * 40 * 2, dtype=np.float32).reshape(-1, 2)
-    out = tagging._spread_patches(spec, 187, 10)
-    assert out.shape == (187 * 10, 2)
-    assert out[0, 0] == spec[0, 0] and out[-1, 0] == spec[187 * 39 + 186, 0]
-    assert tagging._spread_patches(spec[: 187 * 5], 187, 10).shape == (187 * 5, 2)
+def test_patches_scale_with_the_length_and_sit_at_the_centres_of_equal_parts():
+    # one per 15 s, rounded, at least one, never more than the track has
+    assert list(tagging.patch_indices(10, 30.0, 15.0)) == [2, 7]
+    assert list(tagging.patch_indices(1, 4.0, 15.0)) == [0]
+    assert len(tagging.patch_indices(68, 204.0, 15.0)) == 14
+    assert list(tagging.patch_indices(10, 30.0, 3.0)) == list(range(10))
+    assert list(tagging.patch_indices(3, 300.0, 15.0)) == [0, 1, 2]
+    assert len(tagging.patch_indices(0, 2.0, 15.0)) == 0
+    with pytest.raises(ParameterError):
+        tagging.patch_indices(10, 30.0, 0.0)
+
+
+def test_the_chosen_frames_are_those_of_the_whole_spectrogram():
+    from analyzer import musicnn
+
+    rng = np.random.default_rng(5)
+    y = rng.normal(0, 0.1, 16000 * 7).astype(np.float32)
+    whole = musicnn.log_mel(y, 16000)
+    idx = np.r_[0:3, 100:120, len(whole) - 4 : len(whole)]
+    np.testing.assert_allclose(musicnn.log_mel(y, 16000, frames=idx), whole[idx], rtol=0, atol=1e-6)
+    with pytest.raises(ParameterError):
+        musicnn.log_mel(y, 16000, frames=np.array([len(whole)]))
 
 
 def test_track_id_is_22_base62_and_stable():
