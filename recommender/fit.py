@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import scipy.sparse as sp
 
 from .dataset import Dataset
 from .evaluate import drop_pairs, held_out_matrix, ndcg_at_k, split_per_user
-from .fusion import FusionWeights, tune_weights
-from .model import ALS_GRID, AUDIO_TERM_GRID, FitParams, Recommender
+from .fusion import ColdObjective, FusionWeights, tune_weights
+from .model import ALS_GRID, AUDIO_TERM_GRID, FitParams, PlaylistParams, Recommender
 from .models import ALS, EASE, AudioVectors, ItemKNN, TermVectors
 
 
@@ -45,26 +46,50 @@ def fit(data: Dataset, params: FitParams = FitParams(), *, tune: bool = True,
 
 def _tune(data: Dataset, params: FitParams) -> tuple[FitParams, FusionWeights, dict]:
     """The best ALS setting of the grid, then the best fusion weights (and, where the catalog has terms
-    heard in the audio, the best weight of those beside people's terms), by NDCG@10 on a validation split."""
-    train, val = split_per_user(data.plays, share=params.validation_share, min_items=10, seed=params.seed + 1)
-    sub_data = data.with_plays(train, user_tags=drop_pairs(data.user_tags, held_out_matrix(val, data.plays.shape)))
+    heard in the audio, the best weight of those beside people's terms), by NDCG@10 on a validation split.
+
+    Where the catalog has songs nobody played but whose audio was analysed, the split also hides
+    every play of a share of the played songs with audio, and the objective weighs how the hidden
+    songs rank among themselves by `PlaylistParams.fresh_share` (the playlist's share for songs with
+    few listeners): otherwise the split could only see warm songs, and would weigh the audio
+    sources by what they do for songs people already play, which is not what they are for."""
+    hidden = validation_cold_items(data, share=params.validation_share, seed=params.seed + 2)
+    plays = data.plays if hidden is None else drop_pairs(data.plays, sp.csr_matrix(
+        data.plays.multiply(hidden[None, :].astype(np.float32))))
+    train, val = split_per_user(plays, share=params.validation_share, min_items=10, seed=params.seed + 1)
+    held = held_out_matrix(val, data.plays.shape)
+    if hidden is not None:
+        held = held + (data.plays.multiply(hidden[None, :].astype(np.float32)) > 0)
+    sub_data = data.with_plays(train, user_tags=drop_pairs(data.user_tags, held.tocsr()))
+    if hidden is not None:
+        # a song nobody has played has nobody's terms either: the hidden songs lose theirs, as the
+        # cold songs they stand for have none (their audio terms stay: the analyzer gives those)
+        sub_data = replace(sub_data, term_counts=(sp.diags((~hidden).astype(np.float32)) @ data.term_counts).tocsr())
     rows = np.array([u for u, v in enumerate(val) if len(v)])
     # the grid is scored on at most 800 listeners: the ranking of settings is stable well below that
     rows = np.random.default_rng(params.seed).choice(rows, size=min(800, len(rows)), replace=False)
     rows.sort()
     truth = [val[u] for u in rows]
     heard = ((sub_data.plays[rows] + sub_data.user_tags[rows]) > 0).tocsr()
+    # with hidden songs, the warm ranking is over the songs the split's listeners play (the songs
+    # nobody plays in it, hidden or cold, cannot be in its truth) and the cold one over the hidden
+    warm = None if hidden is None else np.asarray((train > 0).sum(axis=0)).ravel() > 0
     als_trail, fitted = [], []
     for cand in ALS_GRID:
         m = ALS(replace(cand, seed=params.seed)).fit(train)
         fitted.append(m)
-        als_trail.append((cand, ndcg_at_k(m.scores(m.user_factors[rows]), heard, truth)[0]))
+        als_trail.append((cand, ndcg_at_k(m.scores(m.user_factors[rows]), heard, truth, allowed=warm)[0]))
     k = int(np.argmax([v for _, v in als_trail]))
     params = replace(params, als=replace(als_trail[k][0], seed=params.seed))
     every = FusionWeights(cf=1, ease=1, knn=1, terms=1, audio=1 if data.audio is not None else 0)
     sub = fit_parts(sub_data, params, every, als=fitted[k], exposure=False)
     parts = sub.source_scores(rows)
-    everywhere = np.ones(train.shape[1], bool)
+    cold = None
+    if hidden is not None:
+        x = data.plays[rows].tocsr()
+        truth_cold = [x.indices[x.indptr[i] : x.indptr[i + 1]][hidden[x.indices[x.indptr[i] : x.indptr[i + 1]]]]
+                      for i in range(len(rows))]
+        cold = ColdObjective(truth_cold, hidden, PlaylistParams().fresh_share)
     audio_terms = data.audio_term_counts is not None and data.audio_term_counts.nnz > 0
     # only the term source changes with the audio terms' weight: the others are scored once
     tried = []
@@ -72,14 +97,47 @@ def _tune(data: Dataset, params: FitParams) -> tuple[FitParams, FusionWeights, d
         if audio_terms:
             sub.terms = TermVectors().fit(sub_data.term_counts, sub_data.audio_term_counts, a)
             parts = {**parts, "terms": sub.source_scores(rows)["terms"]}
-        tried.append((a, *tune_weights(parts, heard, truth, everywhere)))
+        tried.append((a, *tune_weights(parts, heard, truth, np.ones(train.shape[1], bool), allowed=warm, cold=cold)))
     a, chosen, best, trail = max(tried, key=lambda t: t[2])  # the first of equals: the smaller weight
     params = replace(params, audio_term_weight=a)
     validation = {"ndcg10": best, "users": int(len(rows)), "grid": sum(len(t[3]) for t in tried),
                   "als": [{"params": c.__dict__, "ndcg10": v} for c, v in als_trail]}
+    if hidden is not None:
+        validation["hidden_items"] = int(hidden.sum())
+        validation["cold_share"] = cold.share
     if audio_terms:
         validation["audio_term_weight"] = [{"weight": w, "ndcg10": v} for w, _, v, _ in tried]
     return params, chosen, validation
+
+
+def validation_cold_items(data: Dataset, *, share: float, seed: int) -> np.ndarray | None:
+    """Played songs with audio whose plays the validation split hides, so it can see cold songs.
+
+    Parameters
+    ----------
+    data : Dataset
+    share : float
+        Share of the played songs with audio (an audio vector or audio terms) to hide.
+    seed : int
+
+    Returns
+    -------
+    numpy.ndarray of bool or None
+        Per item, hidden; None where the catalog has no song with audio and no plays (nothing the
+        audio sources are needed for) or fewer than 10 played songs with audio to hide from.
+    """
+    has_audio = np.zeros(data.plays.shape[1], dtype=bool)
+    if data.audio is not None:
+        has_audio |= data.audio_present
+    if data.audio_term_counts is not None:
+        has_audio |= np.diff(data.audio_term_counts.tocsr().indptr) > 0
+    listeners = np.asarray((data.plays > 0).sum(axis=0)).ravel()
+    played = np.flatnonzero(has_audio & (listeners > 0))
+    if not (has_audio & (listeners == 0)).any() or len(played) < 10:
+        return None
+    hidden = np.zeros(len(has_audio), dtype=bool)
+    hidden[np.random.default_rng(seed).choice(played, size=max(1, int(round(share * len(played)))), replace=False)] = True
+    return hidden
 
 
 def fit_parts(data: Dataset, params: FitParams, weights: FusionWeights, *, als: ALS | None = None,

@@ -18,6 +18,16 @@ SOURCES = ("cf", "ease", "knn", "terms", "audio")
 
 
 @dataclass(frozen=True)
+class ColdObjective:
+    """The validation's second half where a catalog has songs nobody played: how the songs whose plays
+    it hid rank among themselves, weighed by `share` beside the warm ranking (1 - share)."""
+
+    truth: list[np.ndarray]  # per validation listener, the hidden songs they played
+    items: np.ndarray  # bool per item: hidden
+    share: float
+
+
+@dataclass(frozen=True)
 class FusionWeights:
     """Weight of each source's per-listener z-scores in the fused relevance (0: the source is not fitted)."""
 
@@ -91,7 +101,8 @@ def fuse(parts: dict[str, np.ndarray | None], weights: FusionWeights,
 
 def tune_weights(parts: dict[str, np.ndarray], seen: sp.csr_matrix, truth: list[np.ndarray],
                  candidates: np.ndarray, grid: dict[str, tuple[float, ...]] | None = None,
-                 allowed: np.ndarray | None = None) -> tuple[FusionWeights, float, list[tuple[dict, float]]]:
+                 allowed: np.ndarray | None = None,
+                 cold: ColdObjective | None = None) -> tuple[FusionWeights, float, list[tuple[dict, float]]]:
     """Grid search of the fusion weights by NDCG@10 on a validation split (cf's weight fixed at 1).
 
     Parameters
@@ -108,12 +119,15 @@ def tune_weights(parts: dict[str, np.ndarray], seen: sp.csr_matrix, truth: list[
         Source name -> weights tried (default: the grid the model's weights were chosen on).
     allowed : numpy.ndarray of bool, optional
         Items that may be ranked.
+    cold : ColdObjective, optional
+        Where the split hid songs' plays: the score is then (1 - cold.share) x the NDCG@10 above
+        + cold.share x the NDCG@10 of the hidden songs ranked among themselves.
 
     Returns
     -------
     best : FusionWeights
     best_score : float
-        Its NDCG@10.
+        Its NDCG@10 (the weighted one with `cold`).
     trail : list
         (weights as a dict, NDCG@10) for every combination tried.
     """
@@ -125,6 +139,8 @@ def tune_weights(parts: dict[str, np.ndarray], seen: sp.csr_matrix, truth: list[
         w = {"cf": 1.0, **{n: 0.0 for n in SOURCES if n != "cf"}, **dict(zip(names, combo))}
         total = sum(w[n] * z[n] for n in z if w.get(n, 0.0) != 0.0)
         score, _ = ndcg_at_k(total, seen, truth, allowed=allowed)
+        if cold is not None:
+            score = (1.0 - cold.share) * score + cold.share * ndcg_at_k(total, seen, cold.truth, allowed=cold.items)[0]
         trail.append((w, score))
         if score > best_score:
             best, best_score = FusionWeights(**w), score

@@ -27,11 +27,10 @@ ALS_GRID = (
     ALSParams(factors=128, regularization=5.0, alpha=5.0, weighting="binary"),
 )
 
-# weights of the audio-derived terms tried on the validation split.  0 is not among them: the split
-# holds out plays of items people already play (and mostly tagged), so it cannot see the items the
-# audio part is for (nobody tagged or played them) and could only ever take it away; it chooses
-# the balance between the two parts where an item has both
-AUDIO_TERM_GRID = (0.25, 0.5, 1.0, 2.0)
+# weights of the audio-derived terms tried on the validation split (0: people's terms only); where the
+# catalog has songs nobody played, the split hides some played ones to see what the audio part does
+# for such songs (`recommender.fit._tune`)
+AUDIO_TERM_GRID = (0.0, 0.25, 0.5, 1.0, 2.0)
 
 
 @dataclass(frozen=True)

@@ -181,3 +181,27 @@ def test_audio_term_probabilities_outside_0_1_are_refused_on_load(tmp_path):
     save_file(arrays, str(tmp_path / "arrays.safetensors"))
     with pytest.raises(InputError, match="audio_term_counts"):
         load(tmp_path)
+
+
+def test_the_validation_hides_played_songs_with_audio_only_where_the_catalog_has_cold_songs():
+    from dataclasses import replace
+
+    from recommender.fit import fit, validation_cold_items
+
+    ds, _, first_cold = _world()
+    listeners = np.asarray((ds.plays > 0).sum(axis=0)).ravel()
+    hidden = validation_cold_items(ds, share=0.1, seed=0)
+    # a tenth of the 120 played songs (all have audio terms), every one of them played
+    assert hidden is not None and hidden.sum() == 12 and (listeners[hidden] > 0).all()
+    assert not hidden[first_cold:].any()
+    assert (validation_cold_items(ds, share=0.1, seed=0) == hidden).all()  # seeded
+    # no song without plays: nothing the audio sources are needed for, the split is the plain one
+    played_only = replace(ds, audio_term_counts=ds.audio_term_counts[:first_cold].tocsr(), plays=ds.plays[:, :first_cold].tocsr(),
+                          items=ds.items[:first_cold], item_names=ds.item_names[:first_cold],
+                          item_artists=ds.item_artists[:first_cold], term_counts=ds.term_counts[:first_cold].tocsr(),
+                          user_tags=ds.user_tags[:, :first_cold].tocsr())
+    assert validation_cold_items(played_only, share=0.1, seed=0) is None
+    # without audio of any kind: None too
+    assert validation_cold_items(replace(ds, audio_term_counts=None), share=0.1, seed=0) is None
+    rec = fit(ds)
+    assert rec.validation["hidden_items"] == 12 and rec.validation["cold_share"] == pytest.approx(0.1)
