@@ -103,7 +103,10 @@ def _version(value: bool) -> None:
     "A file named index, identify or serve: write ./index.",
 )
 def main_command(
-    paths: Annotated[list[Path], typer.Argument(help="Audio files or folders (searched recursively).", show_default=False)],
+    # str, not Path: a Hadoop URI (hdfs://nn/music) would lose its "//" to Path
+    paths: Annotated[list[str], typer.Argument(
+        help="Audio files or folders (searched recursively); with --engine spark also Hadoop file system URIs "
+        "(hdfs://namenode/music, s3a://bucket/dir, file:///abs/path).", show_default=False)],
     out_dir: Annotated[
         Optional[Path], typer.Option("--out", "-o", help="Write OUT/<relative path>.json per file instead of stdout.")
     ] = None,
@@ -166,21 +169,28 @@ def main_command(
         # a bad model file is one error now, not one per input
         _or_exit(lambda: resources.embedder)
     table = fmt is Format.parquet
-    job_list = _jobs(paths, out_dir=None if table else out_dir, plot_dir=plot_dir, plot=plot, plot_html=plot_html,
-                     plot_format=plot_format, unique=table)
-    single = len(job_list) == 1 and not paths[0].is_dir() and out_dir is None and engine is Engine.local
-    if single:
-        raise typer.Exit(_run_single(job_list[0], options, resources, fmt, debug))
-    if out_dir is None and fmt is Format.json:
-        _usage("several inputs need -o OUT_DIR or --format jsonl (one document per line on stdout)")
-    workers = jobs or _cores()
     if engine is Engine.local:
-        raise typer.Exit(_run_batch(job_list, options, resources, out_dir, fmt, workers, force, debug))
+        job_list = _jobs(paths, out_dir=None if table else out_dir, plot_dir=plot_dir, plot=plot, plot_html=plot_html,
+                         plot_format=plot_format, unique=table)
+        single = len(job_list) == 1 and not Path(paths[0]).is_dir() and out_dir is None
+        if single:
+            raise typer.Exit(_run_single(job_list[0], options, resources, fmt, debug))
+        _check_stdout_format(out_dir, fmt)
+        raise typer.Exit(_run_batch(job_list, options, resources, out_dir, fmt, jobs or _cores(), force, debug))
     from .spark_engine import DEFAULT_MASTER, SparkEngine  # pyspark is optional: imported for --engine spark only
 
     with _or_exit(lambda: SparkEngine(spark_master or DEFAULT_MASTER, partitions)) as spark:
-        code = _run_batch(job_list, options, resources, out_dir, fmt, workers, force, debug, spark=spark)
+        # a URI is listed by the session's Hadoop file systems (the session starts for it)
+        job_list = _jobs(paths, out_dir=None if table else out_dir, plot_dir=None, plot=None, plot_html=None,
+                         plot_format=plot_format, unique=table, list_uri=spark.list_uri)
+        _check_stdout_format(out_dir, fmt)
+        code = _run_batch(job_list, options, resources, out_dir, fmt, jobs or _cores(), force, debug, spark=spark)
     raise typer.Exit(code)
+
+
+def _check_stdout_format(out_dir: Optional[Path], fmt: Format) -> None:
+    if out_dir is None and fmt is Format.json:
+        _usage("several inputs need -o OUT_DIR or --format jsonl (one document per line on stdout)")
 
 
 def _check_engine(engine: Engine, *, spark_master: Optional[str], partitions: int, fmt: Format,
@@ -235,16 +245,17 @@ def _run_options(*, jobs: int, offset: float, duration: float, max_duration: flo
     )
 
 
-def _jobs(paths: list[Path], *, out_dir: Optional[Path], plot_dir: Optional[Path], plot: Optional[Path],
-          plot_html: Optional[Path], plot_format: PlotFormat, unique: bool = False) -> list:
+def _jobs(paths: list, *, out_dir: Optional[Path], plot_dir: Optional[Path], plot: Optional[Path],
+          plot_html: Optional[Path], plot_format: PlotFormat, unique: bool = False, list_uri=None) -> list:
     """The inputs as jobs, each with the reports asked for; clashing or impossible targets exit here
-    (`unique`: outputs that would clash are refused without -o too: they are a table's ids)."""
+    (`unique`: outputs that would clash are refused without -o too: they are a table's ids; `list_uri`:
+    what lists a Hadoop URI, None where the local engine refuses them)."""
     from dataclasses import replace
 
     from .batch import check_output_clashes, collect_inputs, plot_paths
 
     def collect():
-        found = collect_inputs(paths)
+        found = collect_inputs(paths, list_uri=list_uri)
         if out_dir is not None or plot_dir is not None or unique:
             check_output_clashes(found.jobs)
         return found
