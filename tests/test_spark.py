@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins
 import os
 import shutil
+import time
 from pathlib import Path
 
 import orjson
@@ -302,3 +303,110 @@ def test_a_uri_with_the_local_engine_says_to_use_spark(tmp_path):
     code, err = _cli(["hdfs://namenode/music", "-o", str(tmp_path / "out")])
     assert code == 1 and err.count("\n") == 1, err
     assert err.startswith("error: hdfs://namenode/music: a Hadoop file system URI") and "--engine spark" in err
+
+
+# --- --format parquet: resume, and the two writers -------------------------------------------------------------
+
+def _has_pyarrow() -> bool:
+    from analyzer.tables import has_pyarrow
+
+    return has_pyarrow()
+
+
+needs_pyarrow = pytest.mark.skipif(not _has_pyarrow(), reason="pyarrow is not installed (pip install '.[test]')")
+WRITERS = [pytest.param(False, id="spark-writer"), pytest.param(True, id="pyarrow-writer", marks=needs_pyarrow)]
+
+
+def _table_rows(spark, table: Path) -> dict[str, dict]:
+    return {r["path"]: r.asDict() for r in spark.read.parquet(str(table)).collect()}
+
+
+@needs_spark
+@pytest.mark.spark
+@pytest.mark.parametrize("arrow", WRITERS)
+def test_parquet_rerun_keeps_unchanged_rows_and_analyses_the_rest(spark, music, tmp_path, monkeypatch, arrow):
+    import analyzer.tables as tables
+
+    monkeypatch.setattr(tables, "has_pyarrow", lambda: arrow)
+    src = tmp_path / "music"
+    shutil.copytree(music, src)
+    table = tmp_path / "tracks.parquet"
+    args = [str(src), "--format", "parquet", "-o", str(table), "--engine", "spark"]
+    code, err = _cli(args)
+    assert code == 0 and "3 analyzed, 0 failed, 0 up to date (skipped)" in err, err
+    assert table.is_file() == arrow  # pyarrow writes one file; Spark a folder of parts
+    first = _table_rows(spark, table)
+    click, chords, waltz = (str(src / n) for n in ("click.wav", "sub/chords.mp3", "waltz.ogg"))
+    assert sorted(first) == sorted([click, chords, waltz])
+    assert first[click]["source_mtime_ns"] == os.stat(click).st_mtime_ns
+    # nothing changed: nothing analysed, the table not rewritten
+    code, err = _cli(args)
+    assert code == 0 and "0 analyzed, 0 failed, 3 up to date (skipped)" in err, err
+    assert _table_rows(spark, table) == first
+    # a changed file and a new one are analysed; the others' rows are carried over as they were
+    later = time.time() + 60
+    os.utime(click, (later, later))
+    shutil.copy(waltz, src / "sub" / "waltz2.ogg")
+    code, err = _cli(args)
+    assert code == 0 and "2 analyzed, 0 failed, 2 up to date (skipped)" in err, err
+    second = _table_rows(spark, table)
+    assert sorted(second) == sorted([click, chords, waltz, str(src / "sub" / "waltz2.ogg")])
+    assert second[chords] == first[chords] and second[waltz] == first[waltz]  # (their analysis times too)
+    assert second[click]["source_mtime_ns"] == os.stat(click).st_mtime_ns != first[click]["source_mtime_ns"]
+    assert second[str(src / "sub" / "waltz2.ogg")]["id"] == "sub/waltz2"
+    # a file no longer among the inputs leaves the table
+    os.unlink(chords)
+    code, err = _cli(args)
+    assert code == 0 and "0 analyzed, 0 failed, 3 up to date (skipped)" in err, err
+    assert "1 row(s) of files no longer among the inputs are left out" in err
+    third = _table_rows(spark, table)
+    assert sorted(third) == sorted([click, waltz, str(src / "sub" / "waltz2.ogg")]) and third[waltz] == first[waltz]
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary table left
+
+
+@needs_spark
+@pytest.mark.spark
+@needs_pyarrow
+def test_both_table_writers_write_the_same_rows(spark, music, local_out, tmp_path):
+    import pyarrow.dataset as ds
+
+    from analyzer.batch import Job, source_stamp
+    from analyzer.tables import COLUMNS, TableWriter, document_row
+
+    rows = []
+    for out in sorted(local_out.rglob("*.json")):
+        document = out.read_bytes()
+        job = Job(Path(orjson.loads(document)["meta"]["filename"]), out.relative_to(local_out))
+        rows.append(document_row(job, document, source_stamp(job.source)))
+    tables = {}
+    for arrow in (True, False):
+        tables[arrow] = tmp_path / f"{'arrow' if arrow else 'spark'}.parquet"
+        with TableWriter(tables[arrow], spark=spark, use_pyarrow=arrow, batch_rows=2) as writer:
+            for row in rows:
+                writer.add(row)
+            writer.commit()
+    schemas = {arrow: ds.dataset(str(t), format="parquet").schema for arrow, t in tables.items()}
+    assert schemas[True].names == schemas[False].names == [name for name, _ in COLUMNS]
+    assert [f.type for f in schemas[True]] == [f.type for f in schemas[False]]
+    by_path = {r["path"]: r for r in rows}
+    doubles = {name for name, kind in COLUMNS if kind == "double"}
+    for arrow, t in tables.items():
+        # read by the other library than the one that wrote it
+        read = ([r.asDict() for r in spark.read.parquet(str(t)).collect()] if arrow
+                else ds.dataset(str(t), format="parquet").to_table().to_pylist())
+        assert sorted(r["path"] for r in read) == sorted(by_path)
+        for r in read:
+            want = by_path[r["path"]]
+            # doubles go through Parquet's 64 bits unchanged; the tolerance only guards a reader's conversion
+            assert {k: v for k, v in r.items() if k not in doubles} == {k: v for k, v in want.items() if k not in doubles}
+            assert [r[k] for k in sorted(doubles)] == pytest.approx([want[k] for k in sorted(doubles)], rel=1e-15)
+    # each writer carries rows over from the other's table, with the ids it is given
+    keep = {rows[0]["path"]: "renamed", rows[2]["path"]: rows[2]["id"]}
+    for arrow in (True, False):
+        copy = tmp_path / f"kept-{arrow}.parquet"
+        with TableWriter(copy, spark=spark, use_pyarrow=arrow) as writer:
+            writer.keep(tables[not arrow], keep)
+            writer.commit()
+        kept = {r["path"]: r.asDict() for r in spark.read.parquet(str(copy)).collect()}
+        assert sorted(kept) == sorted(keep) and {p: r["id"] for p, r in kept.items()} == keep
+        assert kept[rows[2]["path"]]["document"] == rows[2]["document"]
