@@ -233,6 +233,8 @@ def collect_inputs(paths: list[str | os.PathLike], *, list_uri: Callable[[str], 
             listing = list_uri(given)
             if not listing.folder:
                 (source, rel), = listing.files
+                if source.local_path is not None:
+                    check_regular_file(source.local_path)  # a FIFO given as file:// blocks Spark's reader as well
                 jobs.append(Job(source, Path(rel.name).with_suffix(".json")))
                 continue
             entries = ((f, rel, None if f.local_path is None else not_regular_reason(f.local_path))

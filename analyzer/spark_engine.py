@@ -1,9 +1,11 @@
 """`analyze --engine spark`: the same documents, analysed by a Spark cluster's Python workers.
 
 The driver (the `analyze` process) collects the inputs, skips what is up to date and writes
-every output, exactly as the local engine does; only the analysis moves.  Each file's bytes are
-read by Spark (`SparkContext.binaryFiles`: a local path, or any Hadoop file system URI such as
-``hdfs://`` or ``s3a://``), so executors need no shared mount for remote inputs; each Python
+every output, exactly as the local engine does; only the analysis moves.  An input given as a
+Hadoop file system URI (``hdfs://``, ``s3a://``, ``file://``) is listed on the driver through
+the session's Hadoop ``FileSystem`` (`list_hadoop`).  Each file's bytes are read by Spark
+(`SparkContext.binaryFiles`: a local path as ``file://``, or the file's URI), so executors need
+no shared mount for remote inputs; each Python
 worker loads the networks once (`worker_resources`) and keeps them for every task it runs
 (Spark reuses Python workers, `spark.python.worker.reuse`), and hands back each document as
 JSON text, or its file's one-line failure.

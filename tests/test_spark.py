@@ -229,6 +229,7 @@ def _file_uri(path: Path) -> str:
 @pytest.mark.spark
 def test_a_folder_given_as_a_uri_is_listed_by_the_local_folders_rules(spark, tmp_path):
     from analyzer.batch import HadoopFile, collect_inputs
+    from analyzer.errors import InputError
     from analyzer.spark_engine import SparkEngine
 
     src = tmp_path / "in put"  # a space: the URI is unescaped, as Hadoop's Path takes it
@@ -240,6 +241,8 @@ def test_a_folder_given_as_a_uri_is_listed_by_the_local_folders_rules(spark, tmp
     local = collect_inputs([src])
     with SparkEngine("local[2]") as engine:  # joins the tests' session
         remote = collect_inputs([_file_uri(src), _file_uri(src / "sub" / "b.FLAC")], list_uri=engine.list_uri)
+        with pytest.raises(InputError, match="a FIFO"):  # given alone: refused, as the local engine does
+            collect_inputs([_file_uri(src / "pipe.mp3")], list_uri=engine.list_uri)
     n = len(local.jobs)
     assert [j.output_rel for j in remote.jobs[:n]] == [j.output_rel for j in local.jobs]
     assert [j.output_rel.as_posix() for j in local.jobs] == [
