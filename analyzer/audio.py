@@ -178,8 +178,9 @@ def decode(path: str | os.PathLike, *, sr: int = ANALYSIS_SR, params: DecodePara
         raise ParameterError(
             f"offset {params.offset_s} s and duration {params.duration_s} s must be >= 0"
         )
-    path = Path(path)
-    name = quote_path(path)
+    # the name as given: a Hadoop URI (hdfs://nn/a.mp3, read elsewhere) keeps its "//", which Path would fold
+    path, shown = Path(path), (os.fsdecode(path) if data is not None else str(Path(path)))
+    name = quote_path(shown)
     if data is None:
         _check_path(path)
         size = None
@@ -215,7 +216,8 @@ def decode(path: str | os.PathLike, *, sr: int = ANALYSIS_SR, params: DecodePara
     return Audio(
         samples=samples,
         sr=sr,
-        source=_source_info(path, info, container_name=container_name, got_s=got_s, sr=sr, params=params, data=data),
+        source=_source_info(path, info, container_name=container_name, got_s=got_s, sr=sr, params=params, data=data,
+                            shown=shown),
         offset_s=float(params.offset_s),
         window_s=float(params.duration_s and len(samples) / sr),
     )
@@ -357,8 +359,8 @@ def _check_length(got_s: float, declared_s: float, *, want_end: float, params: D
 
 
 def _source_info(path: Path, info: _StreamInfo, *, container_name: str, got_s: float, sr: int,
-                 params: DecodeParams, data: bytes | None = None) -> SourceInfo:
-    """What the file declared and how it was decoded, for the document's ``meta``."""
+                 params: DecodeParams, data: bytes | None = None, shown: str | None = None) -> SourceInfo:
+    """What the file declared and how it was decoded, for the document's ``meta`` (`shown`: the path as given)."""
     import av
 
     process = (
@@ -366,7 +368,7 @@ def _source_info(path: Path, info: _StreamInfo, *, container_name: str, got_s: f
         f"soxr {params.resample_quality} {info.native_sr} -> {sr} Hz, float32"
     )
     return SourceInfo(
-        path=str(path),
+        path=str(path) if shown is None else shown,
         filename=path.name,
         sample_rate_hz=info.native_sr,
         channels=info.channels,

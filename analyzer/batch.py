@@ -6,6 +6,7 @@ Library code: raises AnalyzerError, never prints or exits.  The CLI reports.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import stat
 import time
@@ -13,7 +14,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -27,9 +28,86 @@ AUDIO_EXTENSIONS = frozenset(
 )
 
 
+# scheme://...: a Hadoop file system URI (hdfs://, s3a://, file://), listed and read by Spark
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_uri(path: str | os.PathLike) -> bool:
+    """Whether a command line's input names a Hadoop file system URI (``scheme://...``) rather than a local path.
+
+    Parameters
+    ----------
+    path : str or path-like
+        An input as given.  Only a `str` can be a URI: a `Path` has already folded ``//`` into ``/``.
+
+    Returns
+    -------
+    bool
+    """
+    return isinstance(path, str) and _URI.match(path) is not None
+
+
+@dataclass(frozen=True)
+class HadoopFile:
+    """A file on a Hadoop file system (``hdfs://``, ``s3a://``, ``file://``), as its listing described it.
+
+    It stands where a job's `Path` stands: ``os.fspath`` gives the URI (so messages, ``meta.filename``
+    and Spark's reader see it whole; `pathlib` would fold its ``//``), ``name`` the last part.
+    Nothing opens it but Spark.
+
+    Parameters
+    ----------
+    uri : str
+        ``scheme://authority/path``, unescaped (a space is a space), as Hadoop's ``Path`` parses it.
+    size : int
+        Bytes, from the listing.
+    mtime_ns : int
+        Modification time, nanoseconds since the epoch (Hadoop keeps milliseconds).
+    """
+
+    uri: str
+    size: int
+    mtime_ns: int
+
+    def __fspath__(self) -> str:
+        return self.uri
+
+    def __str__(self) -> str:
+        return self.uri
+
+    @property
+    def name(self) -> str:
+        """The last part of the path (``song.mp3``)."""
+        return self.uri.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def local_path(self) -> Path | None:
+        """The local path a ``file://`` URI names; None for any other scheme."""
+        scheme, _, rest = self.uri.partition("://")
+        if scheme.lower() != "file":
+            return None
+        return Path("/" + rest.split("/", 1)[1]) if "/" in rest else None
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What a Hadoop file system holds at a URI (`SparkEngine.list_uri` makes it).
+
+    Parameters
+    ----------
+    folder : bool
+        The URI names a folder (its files are listed, recursively) rather than one file.
+    files : list of (HadoopFile, PurePosixPath)
+        Each file with its path relative to the folder (for a file given alone: its own name).
+    """
+
+    folder: bool
+    files: list[tuple[HadoopFile, PurePosixPath]]
+
+
 @dataclass(frozen=True)
 class Job:
-    source: Path
+    source: Path | HadoopFile
     output_rel: Path  # relative path of the .json under the output folder
     plots: tuple[tuple[str, Path], ...] = ()  # (format "png"/"html", where to write the visual report)
 
@@ -115,57 +193,57 @@ def check_regular_file(path: Path) -> None:
         raise InputError(f"{quote_path(path)}: {why}")
 
 
-def collect_inputs(paths: list[Path]) -> Inputs:
+def collect_inputs(paths: list[str | os.PathLike], *, list_uri: Callable[[str], Listing] | None = None) -> Inputs:
     """Expand files and folders into jobs, and say which files found in folders are left out.
 
     Parameters
     ----------
-    paths : list of Path
+    paths : list of str or Path
         The command line's files and folders (folders are searched recursively; hidden
-        entries are left out).
+        entries are left out).  A `str` of the form ``scheme://...`` is a Hadoop file system
+        URI (``hdfs://nn/music``, ``s3a://bucket/dir``, ``file:///abs/path``), listed by `list_uri`.
+    list_uri : callable, optional
+        Lists a URI (`SparkEngine.list_uri`); None: URIs are refused (the local engine cannot
+        read them).
 
     Returns
     -------
     Inputs
         The jobs, with output names unique within a folder (a.mp3 and a.wav become a.mp3.json
         and a.wav.json), and one line per audio-named entry of a folder that is skipped
-        because it is not a regular file (a FIFO, socket, device or a link to one).
+        because it is not a regular file (a FIFO, socket, device or a link to one).  A folder
+        given as a URI follows the same rules, and its jobs' sources are `HadoopFile`.
 
     Raises
     ------
     InputError
         No paths; a path that does not exist; a path given directly that is not a regular file;
-        a folder without audio files.  See `check_output_clashes` for outputs that two inputs
-        would share.
+        a folder without audio files; a URI without `list_uri`, or one its file system cannot
+        list.  See `check_output_clashes` for outputs that two inputs would share.
     """
     if not paths:
         raise InputError("no input given (pass audio files or folders)")
     jobs: list[Job] = []
     skipped: list[str] = []
-    for p in paths:
+    for given in paths:
+        if is_uri(given):
+            if list_uri is None:
+                raise InputError(f"{quote_path(given)}: a Hadoop file system URI; the local engine reads local "
+                                 "paths only: add --engine spark to read it through Spark")
+            listing = list_uri(given)
+            if not listing.folder:
+                (source, rel), = listing.files
+                if source.local_path is not None:
+                    check_regular_file(source.local_path)  # a FIFO given as file:// blocks Spark's reader as well
+                jobs.append(Job(source, Path(rel.name).with_suffix(".json")))
+                continue
+            entries = ((f, rel, None if f.local_path is None else not_regular_reason(f.local_path))
+                       for f, rel in sorted(listing.files, key=lambda e: e[1]) if _wanted(rel))
+            jobs.extend(_folder_jobs(given, entries, skipped))
+            continue
+        p = Path(given)
         if p.is_dir():
-            found = []
-            n_skipped = len(skipped)
-            for f in sorted(p.rglob("*")):
-                if f.suffix.lower() not in AUDIO_EXTENSIONS or any(
-                    part.startswith(".") for part in f.relative_to(p).parts
-                ):
-                    continue
-                if f.is_dir() and not f.is_symlink():
-                    continue  # a folder named like a file: rglob looks inside it
-                why = not_regular_reason(f)
-                if why is None:
-                    found.append(f)  # (a broken link too: reported as failed, not dropped)
-                else:
-                    skipped.append(f"{quote_path(f)}: skipped: {why}")
-            if not found:
-                if len(skipped) > n_skipped:
-                    raise InputError(
-                        f"{quote_path(p)}: folder holds no audio files that are regular files "
-                        f"({len(skipped) - n_skipped} skipped; first: {skipped[n_skipped]})"
-                    )
-                raise InputError(f"{quote_path(p)}: folder holds no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))})")
-            jobs.extend(Job(f, f.relative_to(p).with_suffix(".json")) for f in found)
+            jobs.extend(_folder_jobs(p, _local_entries(p), skipped))
         elif p.exists() or p.is_symlink():
             check_regular_file(p)
             jobs.append(Job(p, Path(p.name).with_suffix(".json")))
@@ -179,6 +257,42 @@ def collect_inputs(paths: list[Path]) -> Inputs:
         Job(j.source, j.output_rel.with_name(j.source.name + ".json")) if seen[j.output_rel] > 1 else j for j in jobs
     ]
     return Inputs(jobs, skipped)
+
+
+def _wanted(rel) -> bool:
+    """A folder's entry is analysed: an audio extension, and no hidden part on the way to it."""
+    return rel.suffix.lower() in AUDIO_EXTENSIONS and not any(part.startswith(".") for part in rel.parts)
+
+
+def _local_entries(folder: Path) -> Iterator[tuple[Path, Path, str | None]]:
+    """A local folder's audio-named entries: (file, path relative to the folder, why it is not read or None)."""
+    for f in sorted(folder.rglob("*")):
+        rel = f.relative_to(folder)
+        if not _wanted(rel):
+            continue
+        if f.is_dir() and not f.is_symlink():
+            continue  # a folder named like a file: rglob looks inside it
+        # (a broken link passes: reported as failed, not dropped)
+        yield f, rel, not_regular_reason(f)
+
+
+def _folder_jobs(folder, entries, skipped: list[str]) -> list[Job]:
+    """One folder's jobs (output: its relative path, ``.json``); what is skipped goes to `skipped`."""
+    found = []
+    n_skipped = len(skipped)
+    for f, rel, why in entries:
+        if why is None:
+            found.append((f, rel))
+        else:
+            skipped.append(f"{quote_path(f)}: skipped: {why}")
+    if not found:
+        if len(skipped) > n_skipped:
+            raise InputError(
+                f"{quote_path(folder)}: folder holds no audio files that are regular files "
+                f"({len(skipped) - n_skipped} skipped; first: {skipped[n_skipped]})"
+            )
+        raise InputError(f"{quote_path(folder)}: folder holds no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))})")
+    return [Job(f, Path(rel).with_suffix(".json")) for f, rel in found]
 
 
 def check_output_clashes(jobs: list[Job]) -> None:
@@ -371,14 +485,39 @@ def run_one(resources: Resources, job: Job, options: RunOptions, data: bytes | N
         )
 
 
-def is_up_to_date(job: Job, out_dir: Path, embedding_model_id: str | None = None) -> bool:
-    """The JSON (and every report asked for) exists, is not empty and is newer than the source; with
-    an embedding model, the JSON also carries that model's embedding."""
+def source_stamp(source: Path | HadoopFile) -> tuple[int, int] | None:
+    """A source's (size in bytes, modification time in ns): what resume compares.
+
+    Parameters
+    ----------
+    source : Path or HadoopFile
+        A local file (looked at now), or a file as its Hadoop listing described it.
+
+    Returns
+    -------
+    (int, int) or None
+        None when a local file cannot be looked at (missing, a broken link).
+    """
+    if isinstance(source, HadoopFile):
+        return source.size, source.mtime_ns
     try:
-        src = job.source.stat().st_mtime
+        st = os.stat(source)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def is_up_to_date(job: Job, out_dir: Path, embedding_model_id: str | None = None) -> bool:
+    """The JSON (and every report asked for) exists, is not empty and is newer than the source (a
+    `HadoopFile`'s time is its listing's); with an embedding model, the JSON also carries that
+    model's embedding."""
+    stamp = source_stamp(job.source)
+    if stamp is None:
+        return False
+    try:
         for out in [out_dir / job.output_rel] + [p for _, p in job.plots]:
             st = out.stat()
-            if st.st_mtime < src or st.st_size == 0:
+            if st.st_mtime_ns < stamp[1] or st.st_size == 0:
                 return False
         if embedding_model_id is not None:
             import orjson

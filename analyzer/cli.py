@@ -103,7 +103,10 @@ def _version(value: bool) -> None:
     "A file named index, identify or serve: write ./index.",
 )
 def main_command(
-    paths: Annotated[list[Path], typer.Argument(help="Audio files or folders (searched recursively).", show_default=False)],
+    # str, not Path: a Hadoop URI (hdfs://nn/music) would lose its "//" to Path
+    paths: Annotated[list[str], typer.Argument(
+        help="Audio files or folders (searched recursively); with --engine spark also Hadoop file system URIs "
+        "(hdfs://namenode/music, s3a://bucket/dir, file:///abs/path).", show_default=False)],
     out_dir: Annotated[
         Optional[Path], typer.Option("--out", "-o", help="Write OUT/<relative path>.json per file instead of stdout.")
     ] = None,
@@ -166,21 +169,28 @@ def main_command(
         # a bad model file is one error now, not one per input
         _or_exit(lambda: resources.embedder)
     table = fmt is Format.parquet
-    job_list = _jobs(paths, out_dir=None if table else out_dir, plot_dir=plot_dir, plot=plot, plot_html=plot_html,
-                     plot_format=plot_format, unique=table)
-    single = len(job_list) == 1 and not paths[0].is_dir() and out_dir is None and engine is Engine.local
-    if single:
-        raise typer.Exit(_run_single(job_list[0], options, resources, fmt, debug))
-    if out_dir is None and fmt is Format.json:
-        _usage("several inputs need -o OUT_DIR or --format jsonl (one document per line on stdout)")
-    workers = jobs or _cores()
     if engine is Engine.local:
-        raise typer.Exit(_run_batch(job_list, options, resources, out_dir, fmt, workers, force, debug))
+        job_list = _jobs(paths, out_dir=None if table else out_dir, plot_dir=plot_dir, plot=plot, plot_html=plot_html,
+                         plot_format=plot_format, unique=table)
+        single = len(job_list) == 1 and not Path(paths[0]).is_dir() and out_dir is None
+        if single:
+            raise typer.Exit(_run_single(job_list[0], options, resources, fmt, debug))
+        _check_stdout_format(out_dir, fmt)
+        raise typer.Exit(_run_batch(job_list, options, resources, out_dir, fmt, jobs or _cores(), force, debug))
     from .spark_engine import DEFAULT_MASTER, SparkEngine  # pyspark is optional: imported for --engine spark only
 
     with _or_exit(lambda: SparkEngine(spark_master or DEFAULT_MASTER, partitions)) as spark:
-        code = _run_batch(job_list, options, resources, out_dir, fmt, workers, force, debug, spark=spark)
+        # a URI is listed by the session's Hadoop file systems (the session starts for it)
+        job_list = _jobs(paths, out_dir=None if table else out_dir, plot_dir=None, plot=None, plot_html=None,
+                         plot_format=plot_format, unique=table, list_uri=spark.list_uri)
+        _check_stdout_format(out_dir, fmt)
+        code = _run_batch(job_list, options, resources, out_dir, fmt, jobs or _cores(), force, debug, spark=spark)
     raise typer.Exit(code)
+
+
+def _check_stdout_format(out_dir: Optional[Path], fmt: Format) -> None:
+    if out_dir is None and fmt is Format.json:
+        _usage("several inputs need -o OUT_DIR or --format jsonl (one document per line on stdout)")
 
 
 def _check_engine(engine: Engine, *, spark_master: Optional[str], partitions: int, fmt: Format,
@@ -235,16 +245,17 @@ def _run_options(*, jobs: int, offset: float, duration: float, max_duration: flo
     )
 
 
-def _jobs(paths: list[Path], *, out_dir: Optional[Path], plot_dir: Optional[Path], plot: Optional[Path],
-          plot_html: Optional[Path], plot_format: PlotFormat, unique: bool = False) -> list:
+def _jobs(paths: list, *, out_dir: Optional[Path], plot_dir: Optional[Path], plot: Optional[Path],
+          plot_html: Optional[Path], plot_format: PlotFormat, unique: bool = False, list_uri=None) -> list:
     """The inputs as jobs, each with the reports asked for; clashing or impossible targets exit here
-    (`unique`: outputs that would clash are refused without -o too: they are a table's ids)."""
+    (`unique`: outputs that would clash are refused without -o too: they are a table's ids; `list_uri`:
+    what lists a Hadoop URI, None where the local engine refuses them)."""
     from dataclasses import replace
 
     from .batch import check_output_clashes, collect_inputs, plot_paths
 
     def collect():
-        found = collect_inputs(paths)
+        found = collect_inputs(paths, list_uri=list_uri)
         if out_dir is not None or plot_dir is not None or unique:
             check_output_clashes(found.jobs)
         return found
@@ -300,25 +311,50 @@ def _run_single(job, options, resources, fmt: Format, debug: bool) -> int:
 def _run_batch(job_list, options, resources, out_dir: Optional[Path], fmt: Format, workers: int, force: bool,
                debug: bool, spark=None) -> int:
     """Analyze the jobs (here, or on `spark`: a `spark_engine.SparkEngine`), write each document as it
-    comes (or the table at the end), report failures and the summary; the exit code."""
+    comes (to OUT/, stdout, or the table), report failures and the summary; the exit code."""
     from dataclasses import replace
 
     from rich.console import Console
 
-    from .batch import is_up_to_date, output_name_problem, run_jobs, write_atomic
+    from .batch import is_up_to_date, write_atomic
 
+    if fmt is Format.parquet:
+        return _run_table(job_list, options, resources, out_dir, workers, force, debug, spark)
     console = Console(stderr=True, highlight=False)
-    skipped = 0
     todo = job_list
-    table_path, rows = (out_dir, []) if fmt is Format.parquet else (None, None)
-    if table_path is not None:
-        out_dir = None  # one table, written whole: nothing to resume
     if out_dir is not None and not force:
         model_id = None if options.embedder is None else resources.embedder.model_id
         todo = [j for j in job_list if not is_up_to_date(j, out_dir, model_id)]
-        skipped = len(job_list) - len(todo)
     if out_dir is None:
         options = replace(options, pretty=False)
+
+    def emit(res) -> Optional[str]:
+        if out_dir is None:
+            sys.stdout.buffer.write(res.document + b"\n")
+            sys.stdout.flush()
+            return None
+        try:
+            write_atomic(out_dir / res.job.output_rel, res.document)
+        except OSError as exc:
+            # disk full, read-only folder, a file in the way: report it, keep going
+            return f"cannot write {quote_path(out_dir / res.job.output_rel)}: {exc.strerror or exc}"
+        return None
+
+    return _analyze(todo, len(job_list) - len(todo), options, resources, out_dir=out_dir, workers=workers,
+                    debug=debug, spark=spark, console=console, emit=emit)
+
+
+class _Abandon(Exception):
+    """The batch's one output (the table) cannot be written: stop analysing; the message says why."""
+
+
+def _analyze(todo, skipped: int, options, resources, *, out_dir: Optional[Path], workers: int, debug: bool, spark,
+             console, emit: Callable, finish: Optional[Callable[[], None]] = None,
+             on_stop: Optional[Callable[[], str]] = None) -> int:
+    """Run `todo`, hand each document to `emit` (a one-line reason back if it could not be written;
+    `_Abandon` stops the batch), then `finish`; failures, the summary line and the exit code.
+    `on_stop`: what Ctrl-C keeps, in words (after saving it)."""
+    from .batch import output_name_problem, run_jobs
 
     failed = internal = 0
     audio_s = 0.0
@@ -353,34 +389,28 @@ def _run_batch(job_list, options, resources, out_dir: Optional[Path], fmt: Forma
                     if res.plot_error:
                         failed += 1
                         _say(progress.console, f"error: {res.plot_error}")
-                    if rows is not None:
-                        rows.append(res)
-                    elif out_dir is not None:
-                        try:
-                            write_atomic(out_dir / res.job.output_rel, res.document)
-                        except OSError as exc:
-                            # disk full, read-only folder, a file in the way: report it, keep going
-                            failed += 1
-                            audio_s -= res.audio_s
-                            _say(progress.console, f"error: cannot write {quote_path(out_dir / res.job.output_rel)}: "
-                                 f"{exc.strerror or exc}")
-                    else:
-                        sys.stdout.buffer.write(res.document + b"\n")
-                        sys.stdout.flush()
+                    problem = emit(res)
+                    if problem is not None:
+                        failed += 1
+                        audio_s -= res.audio_s
+                        _say(progress.console, f"error: {problem}")
                 progress.update(task, advance=1, description=one_line(res.job.source.name[:40]))
+        if finish is not None:
+            finish()
     except KeyboardInterrupt as exc:
         # run_jobs has stopped the files in progress at once (closing it stops its workers):
         # waiting for them could take minutes per file
         word, code = _stopped(exc)
-        _err(f"{word}: stopped the files in progress (nothing of theirs is written); "
-             "finished outputs are kept, rerun to resume")
+        kept = on_stop() if on_stop is not None else "finished outputs are kept, rerun to resume"
+        _err(f"{word}: stopped the files in progress (nothing of theirs is written); {kept}")
         return code
     except BrokenPipeError:
         # the reader went away (e.g. `| head`): stop quietly
         quiet_stdout()
         return EXIT_OK
-    if rows:
-        failed, audio_s = _write_table(rows, table_path, spark, console, failed, audio_s)
+    except _Abandon as exc:
+        _say(console, f"error: {exc}")
+        failed, audio_s = len(todo), 0.0  # nothing of this run reached the output
     wall = time.perf_counter() - t0
     ok = len(todo) - failed
     rtf = audio_s / wall if wall > 0 else 0.0
@@ -394,20 +424,82 @@ def _run_batch(job_list, options, resources, out_dir: Optional[Path], fmt: Forma
     return EXIT_INPUT if failed else EXIT_OK
 
 
-def _write_table(results, path: Path, spark, console, failed: int, audio_s: float) -> tuple[int, float]:
-    """Write the documents of `results` as one Parquet table; (failed, audio seconds) after it."""
-    from .tables import document_row, write_parquet
+def _run_table(job_list, options, resources, path: Path, workers: int, force: bool, debug: bool, spark) -> int:
+    """`--format parquet`: keep the rows of unchanged files, analyse the rest, write the table beside the
+    old one as results come and swap it in at the end (or at Ctrl-C, with what is finished)."""
+    from dataclasses import replace
+
+    from rich.console import Console
+
+    from .tables import TableWriter, has_pyarrow, plan_table, table_session
+
+    console = Console(stderr=True, highlight=False)
+    options = replace(options, pretty=False)
+    model_id = None if options.embedder is None else resources.embedder.model_id
+
+    def engine_session():
+        # where pyarrow is missing, Spark writes the table: the engine's session (started now), or a local one
+        if spark is None or has_pyarrow():
+            return None
+        spark.start()
+        return spark.spark
 
     try:
-        write_parquet([document_row(r.job, r.document) for r in results], path,
-                      spark=None if spark is None else spark.spark)
-    except OSError as exc:
-        _say(console, f"error: cannot write {quote_path(path)}: {exc.strerror or exc}")
-        return failed + len(results), audio_s - sum(r.audio_s for r in results)
-    except AnalyzerError as exc:
-        _say(console, f"error: cannot write {quote_path(path)}: {exc}")
-        return failed + len(results), audio_s - sum(r.audio_s for r in results)
-    return failed, audio_s
+        with table_session(_or_exit(engine_session)) as session:
+            plan = plan_table(path, job_list, force=force, embedding_model_id=model_id, spark=session)
+            if plan.gone:
+                _say(console, f"{quote_path(path)}: {plan.gone} row(s) of files no longer among the inputs "
+                     "are left out of the table")
+            skipped = len(job_list) - len(plan.todo)
+            if plan.unchanged:  # the table is this run's already: not rewritten
+                return _analyze([], skipped, options, resources, out_dir=None, workers=workers, debug=debug,
+                                spark=spark, console=console, emit=lambda res: None)
+            with TableWriter(path, spark=session) as writer:
+                sink = _TableSink(writer, path, plan)
+                return _analyze(plan.todo, skipped, options, resources, out_dir=None, workers=workers, debug=debug,
+                                spark=spark, console=console, emit=sink.emit, finish=sink.finish,
+                                on_stop=sink.on_stop)
+    except _Abandon as exc:  # the old table could not be copied
+        _err(str(exc))
+        return EXIT_INPUT
+    except AnalyzerError as exc:  # the old table is not one of ours; no Spark to write with
+        _err(str(exc))
+        return getattr(exc, "exit_code", EXIT_INPUT)
+
+
+class _TableSink:
+    """A batch's documents into a `tables.TableWriter`: the rows of unchanged files first, then each
+    document as it comes; a failure to write stops the batch (`_Abandon`), and the old table stays."""
+
+    def __init__(self, writer, path: Path, plan) -> None:
+        self.writer, self.path, self.stamps = writer, path, plan.stamps
+        self._guard(lambda: writer.keep(path, plan.kept))
+
+    def _guard(self, step: Callable[[], None]) -> None:
+        try:
+            step()
+        except Exception as exc:  # noqa: BLE001 - disk full, a damaged old table, Spark's writer failed
+            text = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+            first = (text.strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise _Abandon(f"cannot write {quote_path(self.path)}: {first}; the old table is kept") from None
+
+    def emit(self, res) -> None:
+        from .tables import document_row
+
+        stamp = self.stamps.get(os.fsdecode(res.job.source))  # as it was before it was read
+        self._guard(lambda: self.writer.add(document_row(res.job, res.document, stamp)))
+
+    def finish(self) -> None:
+        self._guard(self.writer.commit)
+
+    def on_stop(self) -> str:
+        """Ctrl-C: the table with what is finished (a rerun does the rest), or the old one if that fails."""
+        try:
+            self.writer.commit()
+        except Exception:  # noqa: BLE001 - the old table stays as it was
+            self.writer.abort()
+            return f"the table {quote_path(self.path)} is unchanged, rerun to resume"
+        return f"the table {quote_path(self.path)} holds the files finished so far, rerun to resume"
 
 
 def _cores() -> int:

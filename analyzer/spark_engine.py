@@ -1,9 +1,11 @@
 """`analyze --engine spark`: the same documents, analysed by a Spark cluster's Python workers.
 
 The driver (the `analyze` process) collects the inputs, skips what is up to date and writes
-every output, exactly as the local engine does; only the analysis moves.  Each file's bytes are
-read by Spark (`SparkContext.binaryFiles`: a local path, or any Hadoop file system URI such as
-``hdfs://`` or ``s3a://``), so executors need no shared mount for remote inputs; each Python
+every output, exactly as the local engine does; only the analysis moves.  An input given as a
+Hadoop file system URI (``hdfs://``, ``s3a://``, ``file://``) is listed on the driver through
+the session's Hadoop ``FileSystem`` (`list_hadoop`).  Each file's bytes are read by Spark
+(`SparkContext.binaryFiles`: a local path as ``file://``, or the file's URI), so executors need
+no shared mount for remote inputs; each Python
 worker loads the networks once (`worker_resources`) and keeps them for every task it runs
 (Spark reuses Python workers, `spark.python.worker.reuse`), and hands back each document as
 JSON text, or its file's one-line failure.
@@ -27,10 +29,10 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from .batch import Job, Resources, Result, RunOptions
-from .errors import AnalyzerError, quote_path
+from .batch import HadoopFile, Job, Listing, Resources, Result, RunOptions
+from .errors import AnalyzerError, InputError, one_line, quote_path
 
 DEFAULT_MASTER = "local[*,2]"  # all cores; a task that fails is tried twice (local mode ignores spark.task.maxFailures)
 
@@ -150,9 +152,9 @@ def analyze_partition(rows, *, options: RunOptions, run: Callable, setup: Callab
 
     Parameters
     ----------
-    rows : iterable of (int, str, str, (str, bytes))
-        Each file's index in the batch, source and output path (as the driver names them), and
-        what `binaryFiles` read: (URI, content).
+    rows : iterable of (int, Job, (str, bytes))
+        Each file's index in the batch, its job (as the driver made it: a `HadoopFile` source
+        keeps its URI whole), and what `binaryFiles` read: (URI, content).
     options : RunOptions
         How each file is analysed.
     run, setup : callable
@@ -165,9 +167,100 @@ def analyze_partition(rows, *, options: RunOptions, run: Callable, setup: Callab
         a file's failure is a value, so one bad file does not fail the others of its partition.
     """
     resources = cached_resources(options, setup)
-    for index, source, output_rel, (_, content) in rows:
-        res = run(resources, Job(Path(source), Path(output_rel)), options, data=bytes(content))
+    for index, job, (_, content) in rows:
+        res = run(resources, job, options, data=bytes(content))
         yield index, res.document, res.audio_s, res.error, res.internal, res.detail
+
+
+def java_reason(exc: BaseException) -> str:
+    """One line from an exception raised through Spark's JVM gateway (Hadoop's, usually).
+
+    Parameters
+    ----------
+    exc : BaseException
+        A Py4JJavaError, or pyspark's translation of one (IllegalArgumentException, ...).
+
+    Returns
+    -------
+    str
+        ``ClassName: message`` of the Java exception (its first line), or of `exc` itself.
+    """
+    java = getattr(exc, "java_exception", None)
+    if java is not None:
+        try:
+            kind = str(java.getClass().getSimpleName())
+            text = str(java.getMessage() or "")
+        except Exception:  # noqa: BLE001 - the gateway itself failed: fall back to the Python text
+            kind, text = type(exc).__name__, str(exc)
+    else:
+        kind, text = type(exc).__name__, str(exc)
+    first = (text.strip().splitlines() or [""])[0]
+    return one_line(f"{kind}: {first}"[:300] if first else kind)
+
+
+def list_hadoop(spark, uri: str) -> Listing:
+    """List a Hadoop file system URI on the driver: a file, or every file under a folder.
+
+    Uses the file system Hadoop's configuration maps the URI's scheme to (``hdfs://`` through
+    ``HADOOP_CONF_DIR``'s namenode, ``s3a://`` through hadoop-aws and its credentials,
+    ``file://`` the driver's own disk).
+
+    Parameters
+    ----------
+    spark : SparkSession
+        A running session: its JVM and Hadoop configuration.
+    uri : str
+        ``scheme://authority/path`` of a file or folder.
+
+    Returns
+    -------
+    Listing
+        Each file (recursively, for a folder) as a `HadoopFile` (URI, size, modification time)
+        with its path relative to the folder; hidden entries and non-audio names are kept here
+        and filtered by `batch.collect_inputs`, as for a local folder.
+
+    Raises
+    ------
+    InputError
+        No such file or folder, or the file system cannot be reached or listed (no connector
+        for the scheme, an unknown host, no credentials): one line with Hadoop's reason.
+    """
+    sc = spark.sparkContext
+    jvm = sc._jvm
+    try:
+        path = jvm.org.apache.hadoop.fs.Path(uri)
+        fs = path.getFileSystem(sc._jsc.hadoopConfiguration())
+        status = fs.getFileStatus(path)
+        base = PurePosixPath(_path_part(status.getPath()))
+        if not status.isDirectory():
+            return Listing(folder=False, files=[(_hadoop_file(status), PurePosixPath(base.name))])
+        files = []
+        it = fs.listFiles(path, True)
+        while it.hasNext():
+            st = it.next()
+            files.append((_hadoop_file(st), PurePosixPath(_path_part(st.getPath())).relative_to(base)))
+    except Exception as exc:  # noqa: BLE001 - Hadoop's exceptions arrive through the gateway: one line
+        java = getattr(exc, "java_exception", None)
+        try:
+            missing = java is not None and str(java.getClass().getName()) == "java.io.FileNotFoundException"
+        except Exception:  # noqa: BLE001
+            missing = False
+        if missing:
+            raise InputError(f"{quote_path(uri)}: no such file or folder") from None
+        raise InputError(f"{quote_path(uri)}: cannot list it ({java_reason(exc)})") from None
+    return Listing(folder=True, files=files)
+
+
+def _path_part(hadoop_path) -> str:
+    """The path of a Hadoop ``Path``, unescaped (``/music/a b.mp3``)."""
+    return str(hadoop_path.toUri().getPath())
+
+
+def _hadoop_file(status) -> HadoopFile:
+    """A listed file as a `HadoopFile`: ``scheme://authority/path`` (``file:///abs/a.mp3``), its size and time."""
+    u = status.getPath().toUri()
+    uri = f"{u.getScheme()}://{u.getAuthority() or ''}{u.getPath()}"
+    return HadoopFile(uri=uri, size=int(status.getLen()), mtime_ns=int(status.getModificationTime()) * 1_000_000)
 
 
 def task_failure_reason(exc: BaseException) -> str:
@@ -237,6 +330,26 @@ class SparkEngine:
             self.spark.stop()
         self.spark = None
 
+    def list_uri(self, uri: str) -> Listing:
+        """List a Hadoop file system URI (`list_hadoop`) with this engine's session (started if needed).
+
+        Parameters
+        ----------
+        uri : str
+            ``hdfs://nn/music``, ``s3a://bucket/dir``, ``file:///abs/path``: a file or a folder.
+
+        Returns
+        -------
+        Listing
+
+        Raises
+        ------
+        AnalyzerError
+            The session cannot start, or the URI cannot be listed (`InputError`).
+        """
+        self.start()
+        return list_hadoop(self.spark, uri)
+
     @property
     def workers(self) -> int:
         """Tasks Spark runs at once (its default parallelism: the executors' cores)."""
@@ -299,9 +412,8 @@ class SparkEngine:
 
     def _collect(self, group: list[tuple[int, Job]], options: RunOptions, run, setup) -> dict[int, Result]:
         sc = self.spark.sparkContext
-        parts = [sc.binaryFiles(source_uri(job.source)).map(
-            lambda kv, i=index, s=os.fsdecode(job.source), o=os.fsdecode(job.output_rel): (i, s, o, kv))
-            for index, job in group]
+        parts = [sc.binaryFiles(source_uri(job.source)).map(lambda kv, i=index, j=job: (i, j, kv))
+                 for index, job in group]
         rdd = parts[0] if len(parts) == 1 else sc.union(parts).coalesce(1)
         rows = rdd.mapPartitions(lambda it: analyze_partition(it, options=options, run=run, setup=setup)).collect()
         by_index = dict(group)

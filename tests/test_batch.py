@@ -424,3 +424,59 @@ def test_a_worker_pool_setup_runs_once_per_worker_and_each_task_gets_its_result(
     assert all(made_in == ran_in for made_in, ran_in, _, _ in out)  # a worker's own resources
     tokens = {o[2] for o in out}
     assert len(list(tmp_path.glob("setup-*"))) == 2 and tokens <= {p.name[6:] for p in tmp_path.glob("setup-*")}
+
+
+@posix_only
+def test_interrupt_saves_the_table_with_the_files_finished_so_far(tmp_path):
+    from analyzer.tables import has_pyarrow
+
+    if not has_pyarrow():
+        pytest.skip("pyarrow is not installed (pip install '.[test]'); without it Spark writes the table")
+    import pyarrow.parquet as pq
+
+    src = tmp_path / "music"
+    a, b = _files(src, ["a.wav", "b_block.wav"])
+    table = tmp_path / "t.parquet"
+    # --jobs 1: each file is analysed in this process, in order, so a's row is in when b's task starts
+    proc, err = _start(FAKE_ANALYZE, tmp_path, [src, "--format", "parquet", "-o", table, "--jobs", "1"])
+    try:
+        _wait_for(lambda: marker(b, "started").exists(), "b's task to start")
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=DEADLINE_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stderr = err.read_text()
+    assert rc == 130 and "Traceback" not in stderr, stderr
+    lines = _error_lines(stderr)
+    assert len(lines) == 1 and lines[0].startswith("error: interrupted"), stderr
+    assert f"the table {table} holds the files finished so far" in lines[0]
+    assert pq.read_table(table).column("path").to_pylist() == [str(a)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["music", "stderr.txt", "t.parquet"]
+
+
+def test_a_table_that_cannot_be_written_stops_the_batch_and_keeps_the_old_one(tmp_path, monkeypatch):
+    import analyzer.tables as tables
+
+    if not tables.has_pyarrow():
+        pytest.skip("pyarrow is not installed (pip install '.[test]'); without it Spark writes the table")
+    src = tmp_path / "music"
+    _files(src, ["a.wav", "b.wav"])
+    table = tmp_path / "t.parquet"
+    code, _, err = inproc([src, "--format", "parquet", "-o", table], monkeypatch)
+    assert code == 0 and "2 analyzed" in err, err
+    before = table.read_bytes()
+    for f in src.glob("*.wav"):
+        os.utime(f, (time.time() + 60, time.time() + 60))  # both changed: both to do again
+
+    def disk_full(self, row):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tables.TableWriter, "add", disk_full)
+    code, _, err = inproc([src, "--format", "parquet", "-o", table], monkeypatch)
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert code == 1 and len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0] == f"error: cannot write {table}: No space left on device; the old table is kept"
+    assert "0 analyzed, 2 failed, 0 up to date (skipped)" in err
+    assert table.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["music", "t.parquet"]
