@@ -10,7 +10,8 @@ as a catalog's best-known songs are the tagged ones; cold tracks have none.  Eve
 analysed by the product's tagging stage (`analyzer.tagging.tag`: both musicnn taggers, the patches
 `TagParams` chooses) for its terms and its default embedding.
 
-Each row is `recommend fit` (tuned on its validation split, as the CLI runs it) on one dataset, and
+Each row is `recommend fit` (tuned on its validation split, as the CLI runs it, with the weight of
+the hidden songs' ranking in the validation objective given: `--cold-shares`) on one dataset, and
 NDCG@10 of its fused relevance ranking only the cold tracks (`bench.coldstart.ndcg_cold`), and over
 every track a listener has not heard (warm and cold: does the audio part cost the warm ranking
 anything?).  Two folds: two seeds, each its own listeners and cold split.
@@ -67,9 +68,10 @@ def ndcg_all(total: np.ndarray, truth_all: list[np.ndarray], k: int = 10) -> flo
 
 
 def run_fold(seed: int, tokens: list[set[str]], heard: list[dict[str, float]], emb: np.ndarray, n_users: int,
-             tag_share: float) -> dict:
+             tag_share: float, cold_shares: tuple[float, ...]) -> dict:
     from recommender.dataset import Dataset
     from recommender.fit import fit
+    from recommender.model import FitParams
 
     from .coldstart import ndcg_cold, simulate_listeners
 
@@ -95,18 +97,19 @@ def run_fold(seed: int, tokens: list[set[str]], heard: list[dict[str, float]], e
     ids = [f"t{i}" for i in range(n)]
     base = Dataset([f"u{u}" for u in range(n_users)], ids, ids, ids, train, vocab, people,
                    sp.csr_matrix((n_users, n), dtype=np.float32), emb, np.ones(n, dtype=bool))
-    variants = {
-        "people's tags + default embedding (before)": base,
-        "people's tags + default embedding + audio terms": replace(base, audio_term_counts=audio_terms),
-        "audio terms only (no tags, no embedding)": replace(base, audio=None, audio_present=None,
-                                                            term_counts=sp.csr_matrix((n, len(vocab)), dtype=np.float32),
-                                                            audio_term_counts=audio_terms),
-    }
+    with_terms = replace(base, audio_term_counts=audio_terms)
+    alone = replace(base, audio=None, audio_present=None, term_counts=sp.csr_matrix((n, len(vocab)), dtype=np.float32),
+                    audio_term_counts=audio_terms)
+    variants = {}
+    for c in cold_shares:
+        variants[f"people's tags + default embedding (before), cold share {c:g}"] = (base, c)
+        variants[f"people's tags + default embedding + audio terms, cold share {c:g}"] = (with_terms, c)
+    variants[f"audio terms only (no tags, no embedding), cold share {cold_shares[0]:g}"] = (alone, cold_shares[0])
     out = {}
     users = np.arange(n_users)
-    for name, ds in variants.items():
+    for name, (ds, c) in variants.items():
         t0 = time.perf_counter()
-        rec = fit(ds)
+        rec = fit(ds, FitParams(validation_cold_share=c))
         fit_s = time.perf_counter() - t0
         _, total = rec.relevance(users)
         heard_m = (train > 0).tocsr()
@@ -131,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tracks", type=int, default=2000)
     ap.add_argument("--users", type=int, default=1500)
     ap.add_argument("--tag-share", type=float, default=0.5)
+    ap.add_argument("--cold-shares", type=float, nargs="+", default=[0.1, 0.5],
+                    help="validation weights of the hidden songs' ranking to fit with (FitParams.validation_cold_share)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -142,10 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     load_s = time.perf_counter() - t0
     heard, emb, tag_s = tag_corpus(audio, SR)
     print(f"bench: {len(names)} tracks loaded in {load_s:.0f} s, tagged at {tag_s:.3f} s per track", file=sys.stderr)
-    folds = {seed: run_fold(seed, tokens, heard, emb, args.users, args.tag_share) for seed in (0, 1)}
+    folds = {seed: run_fold(seed, tokens, heard, emb, args.users, args.tag_share, tuple(args.cold_shares))
+             for seed in (0, 1)}
     print(f"## Audio terms as a recommender source (issue 19, {dt.date.today()})")
     print()
-    print(f"`python -m bench.audio_terms --tracks {args.tracks} --users {args.users} --tag-share {args.tag_share}` on "
+    print(f"`python -m bench.audio_terms --tracks {args.tracks} --users {args.users} --tag-share {args.tag_share} "
+          f"--cold-shares {' '.join(f'{c:g}' for c in args.cold_shares)}` on "
           f"{machine_text()}: {len(names)} tracks, {args.users} simulated listeners; per fold "
           f"{folds[0]['_']['cold_tracks']} cold tracks; people's tags on {folds[0]['_']['tagged_tracks']} / "
           f"{folds[1]['_']['tagged_tracks']} warm tracks; tagging {tag_s:.3f} s per 12 s track.")

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from .dataset import Dataset
 from .evaluate import drop_pairs, held_out_matrix, ndcg_at_k, split_per_user
 from .fusion import ColdObjective, FusionWeights, tune_weights
-from .model import ALS_GRID, AUDIO_TERM_GRID, FitParams, PlaylistParams, Recommender
+from .model import ALS_GRID, AUDIO_TERM_GRID, FitParams, Recommender
 from .models import ALS, EASE, AudioVectors, ItemKNN, TermVectors
 
 
@@ -50,8 +50,8 @@ def _tune(data: Dataset, params: FitParams) -> tuple[FitParams, FusionWeights, d
 
     Where the catalog has songs nobody played but whose audio was analysed, the split also hides
     every play of a share of the played songs with audio, and the objective weighs how the hidden
-    songs rank among themselves by `PlaylistParams.fresh_share` (the playlist's share for songs with
-    few listeners): otherwise the split could only see warm songs, and would weigh the audio
+    songs rank among themselves by `FitParams.validation_cold_share` (by default the playlist's share
+    for songs with few listeners): otherwise the split could only see warm songs, and would weigh the audio
     sources by what they do for songs people already play, which is not what they are for."""
     hidden = validation_cold_items(data, share=params.validation_share, seed=params.seed + 2)
     plays = data.plays if hidden is None else drop_pairs(data.plays, sp.csr_matrix(
@@ -89,7 +89,7 @@ def _tune(data: Dataset, params: FitParams) -> tuple[FitParams, FusionWeights, d
         x = data.plays[rows].tocsr()
         truth_cold = [x.indices[x.indptr[i] : x.indptr[i + 1]][hidden[x.indices[x.indptr[i] : x.indptr[i + 1]]]]
                       for i in range(len(rows))]
-        cold = ColdObjective(truth_cold, hidden, PlaylistParams().fresh_share)
+        cold = ColdObjective(truth_cold, hidden, params.validation_cold_share)
     audio_terms = data.audio_term_counts is not None and data.audio_term_counts.nnz > 0
     # only the term source changes with the audio terms' weight: the others are scored once
     tried = []

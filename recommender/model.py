@@ -72,6 +72,10 @@ class FitParams:
     # validation split whenever the catalog has audio terms
     audio_term_weight: float = 1.0
     validation_share: float = 0.1
+    # where the validation split hides played songs to stand for the catalog's cold ones, the weight
+    # of their ranking beside the warm one: the playlist's share for songs with few listeners
+    # (PlaylistParams.fresh_share), the share of a playlist they are picked for
+    validation_cold_share: float = 0.1
     seed: int = 0
 
 
