@@ -83,17 +83,46 @@ def tag(samples: np.ndarray, sr: int, *, mtt: musicnn.Tagger, msd: musicnn.Tagge
     """
     if mtt.front != msd.front:
         raise ParameterError("the two taggers read different spectrograms; tag them separately")
+    spec = read_patches(samples, sr, front=mtt.front, params=params)
+    a, b = run_tagger(mtt, spec), run_tagger(msd, spec)
+    if a is None or b is None:  # shorter than one patch: the taggers have nothing to say
+        return Tags(mtt=None, msd=None)
+    return Tags(mtt=a, msd=b, terms=top_terms({"mtt": a, "msd": b}, params))
+
+
+def read_patches(samples: np.ndarray, sr: int, *, front: musicnn.FrontEnd, params: TagParams = TagParams()) -> np.ndarray:
+    """The log-mel spectrogram a tagger reads: its whole 3 s patches, at most ``params.max_patches``
+    of them evenly spread, joined back into (frames, n_mels).
+
+    Parameters
+    ----------
+    samples : np.ndarray
+        Mono samples.
+    sr : int
+        Their rate, Hz (resampled to the front end's 16 kHz by ``musicnn.log_mel``).
+    front : musicnn.FrontEnd
+        The taggers' front end.
+    params : TagParams
+
+    Returns
+    -------
+    np.ndarray
+        (frames, n_mels) float32; fewer frames than one patch where the input is shorter than 3 s.
+    """
+    return _spread_patches(musicnn.log_mel(samples, sr, front), front.patch_frames, params.max_patches)
+
+
+def run_tagger(tagger: musicnn.Tagger, spec: np.ndarray) -> musicnn.TaggerOutput | None:
+    """One tagger on ``read_patches``'s spectrogram, as the analysis runs it; None where it is shorter than a patch."""
     from threadpoolctl import threadpool_limits
 
-    spec = _spread_patches(musicnn.log_mel(samples, sr, mtt.front), mtt.front.patch_frames, params.max_patches)
     try:
         # one BLAS thread: a matrix product's sums are then the same in every process (a batch worker,
         # a Spark executor, the CLI), so the same audio gives the same document byte for byte
         with threadpool_limits(limits=1, user_api="blas"):
-            a, b = musicnn.predict_spectrogram(mtt, spec), musicnn.predict_spectrogram(msd, spec)
-    except ParameterError:  # shorter than one patch: the taggers have nothing to say
-        return Tags(mtt=None, msd=None)
-    return Tags(mtt=a, msd=b, terms=top_terms({"mtt": a, "msd": b}, params))
+            return musicnn.predict_spectrogram(tagger, spec)
+    except ParameterError:
+        return None
 
 
 def _spread_patches(spec: np.ndarray, patch_frames: int, max_patches: int) -> np.ndarray:
