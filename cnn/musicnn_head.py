@@ -18,6 +18,10 @@ collaborative-filtering factors, both measured by ``bench.coldstart``:
     L2-normalised as the default embedding is, so at the start of training the head sees exactly what
     it sees on top.
 
+``cnn train --base musicnn`` trains ``backend``: on ``bench.coldstart`` (2026-11-30) it reached the lower
+validation loss (0.884 against 0.982) and ranked cold tracks better (NDCG@10 0.1834 against 0.1712);
+its embedding groups GTZAN genres less well than the untouched tagger's (precision@5 0.416 against 0.559).
+
 Inputs per track are (features, patches) arrays, so ``cnn.train.train`` (its loss, validation split,
 early stopping, learning-rate halving, checkpoints) trains them unchanged: the config's ``sr`` and
 ``hop`` make one "frame" one 3 s patch, and ``crop_s`` covers every patch a track can have (the whole
