@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from .audio import DecodeParams, decode
-from .embedding import Embedder, EmbedderSpec, load_embedder
+from .embedding import Embedder, EmbedderSpec, embed_analysis, load_embedder
 from .features import EnsembleSize
 from .errors import AnalyzerError, InputError, ParameterError, quote_path
 
@@ -415,7 +415,9 @@ def analyze_path(path: Path, options: RunOptions, resources: Resources, data: by
     embedding = None
     if options.embedder is not None:
         model = resources.embedder
-        embedding = (np.asarray(model.embed(audio.samples, audio.sr), dtype=np.float32).reshape(-1), model.model_id)
+        # a model on the musicnn tagger reads the analysis' tagger output: the tagger runs once
+        vector = embed_analysis(model, audio.samples, audio.sr, analysis.tags)
+        embedding = None if vector is None else (vector, model.model_id)
     doc = build_document(analysis, timestamp=stamp, analysis_time_s=time.perf_counter() - t0, embedding=embedding)
     return doc, audio
 

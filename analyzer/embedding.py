@@ -7,6 +7,10 @@ loader under the entry-point group ``echonest_analyzer.embedders`` (see pyprojec
 ``module:function`` path, for a loader that is not installed as a package.  So the
 analyzer depends on no model package (nor on torch): the dependency points from the
 model package to the analyzer, never back.
+
+A model built on the analysis' own musicnn tagger (``cnn train --base musicnn``) also
+implements `TagsEmbedder`: the analysis hands it the tagger's output, so the tagger runs
+once per track, not once for the document and again for the embedding.
 """
 
 from __future__ import annotations
@@ -14,11 +18,14 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
 from .errors import InputError, quote_path
+
+if TYPE_CHECKING:
+    from .tagging import Tags
 
 ENTRY_POINT_GROUP = "echonest_analyzer.embedders"
 DEFAULT_EMBEDDER = "cnn"
@@ -37,6 +44,39 @@ class Embedder(Protocol):
     def embed(self, samples: np.ndarray, sr: int) -> np.ndarray:
         """The track's embedding, a 1-D float vector."""
         ...
+
+
+@runtime_checkable
+class TagsEmbedder(Embedder, Protocol):
+    """An `Embedder` that reads the analysis' tagging output (``analyzer.tagging.Tags``) instead of
+    running the tagger on the samples again; ``embed`` stays for callers that have only samples."""
+
+    def embed_tags(self, tags: Tags) -> np.ndarray | None:
+        """The track's embedding from the taggers' outputs; None where the tagger did not read it
+        (shorter than one 3 s patch), as the default embedding is then absent too."""
+        ...
+
+
+def embed_analysis(embedder: Embedder, samples: np.ndarray, sr: int, tags: Tags) -> np.ndarray | None:
+    """The embedder's vector for an analysed track: from ``tags`` where it reads them, else from the samples.
+
+    Parameters
+    ----------
+    embedder : Embedder
+    samples : np.ndarray
+        The decoded mono samples the analysis read.
+    sr : int
+        Their rate, Hz.
+    tags : Tags
+        The analysis' tagging output.
+
+    Returns
+    -------
+    np.ndarray or None
+        1-D float32; None where a `TagsEmbedder` has nothing to read.
+    """
+    v = embedder.embed_tags(tags) if isinstance(embedder, TagsEmbedder) else embedder.embed(samples, sr)
+    return None if v is None else np.asarray(v, dtype=np.float32).reshape(-1)
 
 
 @dataclass(frozen=True)

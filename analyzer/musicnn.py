@@ -92,6 +92,9 @@ class TaggerOutput:
     patch_probabilities: np.ndarray  # (patches, tags) sigmoid outputs, musicnn's "taggram"
     patch_embeddings: np.ndarray  # (patches, 200) the back end's penultimate layer (after its batch norm)
     patch_s: float  # seconds between patch starts
+    # (patches, 1506) the back end's input: the mid end's max and mean over each patch's frames.  Kept so
+    # a model stacked on the back end (cnn's fine-tuned musicnn head) reads it without running the front end again
+    patch_pooled: np.ndarray | None = None
 
     @property
     def probabilities(self) -> np.ndarray:
@@ -311,8 +314,22 @@ def _conv_time(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarra
     return np.maximum(z, 0.0, out=z)
 
 
-def _forward(tagger: Tagger, spec_patches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(patches, frames, n_mels) -> (patches, tags) probabilities and (patches, 200) penultimate features."""
+def pool_patches(tagger: Tagger, spec_patches: np.ndarray) -> np.ndarray:
+    """The front and mid ends on each patch, pooled over its frames: the back end's input.
+
+    Parameters
+    ----------
+    tagger : Tagger
+        From ``load_tagger``.
+    spec_patches : numpy.ndarray
+        (patches, patch_frames, n_mels) from ``patches``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (patches, 1506): per mid-end feature its max and mean over the patch's frames, interleaved
+        as TensorFlow flattens their (753, 2) concatenation.  Nearly all of the network's cost is here.
+    """
     w = tagger.weights
     pooled = []
     for x in spec_patches:
@@ -325,9 +342,14 @@ def _forward(tagger: Tagger, spec_patches: np.ndarray) -> tuple[np.ndarray, np.n
             h = y if i == 0 else y + h  # the second and third layers are residual
             feats.append(h)
         m = np.concatenate(feats, axis=1)  # (frames, 753)
-        # max and mean over frames, interleaved as TensorFlow flattens their (753, 2) concatenation
         pooled.append(np.stack([m.max(axis=0), m.mean(axis=0, dtype=np.float32)], axis=1).reshape(-1))
-    z = _batch_norm(np.stack(pooled), w, "pool_bn")
+    return np.stack(pooled)
+
+
+def back_end(tagger: Tagger, pooled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(patches, 1506) pooled features -> (patches, tags) probabilities and (patches, 200) penultimate features."""
+    w = tagger.weights
+    z = _batch_norm(np.array(pooled, dtype=np.float32), w, "pool_bn")
     h = z @ w["dense.penultimate.kernel"]
     h += w["dense.penultimate.bias"]
     np.maximum(h, 0.0, out=h)
@@ -359,9 +381,10 @@ def predict_spectrogram(tagger: Tagger, spectrogram: np.ndarray) -> TaggerOutput
     s = np.asarray(spectrogram, dtype=np.float32)
     if s.ndim != 2 or s.shape[1] != tagger.front.n_mels:
         raise ParameterError(f"musicnn expects a (frames, {tagger.front.n_mels}) spectrogram, got {s.shape}")
-    probs, emb = _forward(tagger, patches(s, tagger.front))
+    pooled = pool_patches(tagger, patches(s, tagger.front))
+    probs, emb = back_end(tagger, pooled)
     return TaggerOutput(tags=tagger.tags, patch_probabilities=probs, patch_embeddings=emb,
-                        patch_s=tagger.front.patch_s)
+                        patch_s=tagger.front.patch_s, patch_pooled=pooled)
 
 
 def predict(tagger: Tagger, samples: np.ndarray, sr: int) -> TaggerOutput:

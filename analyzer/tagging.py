@@ -87,23 +87,51 @@ def tag(samples: np.ndarray, sr: int, *, mtt: musicnn.Tagger, msd: musicnn.Tagge
     """
     if mtt.front != msd.front:
         raise ParameterError("the two taggers read different spectrograms; tag them separately")
-    from threadpoolctl import threadpool_limits
+    spec = read_patches(samples, sr, front=mtt.front, params=params)
+    a, b = run_tagger(mtt, spec), run_tagger(msd, spec)
+    if a is None or b is None:  # shorter than one patch: the taggers have nothing to say
+        return Tags(mtt=None, msd=None)
+    return Tags(mtt=a, msd=b, terms=top_terms({"mtt": a, "msd": b}, params))
 
-    front = mtt.front
+
+def read_patches(samples: np.ndarray, sr: int, *, front: musicnn.FrontEnd, params: TagParams = TagParams()) -> np.ndarray:
+    """The log-mel spectrogram a tagger reads: the 3 s patches ``patch_indices`` chooses (one per
+    ``params.seconds_per_patch``), joined back into (frames, n_mels); only their frames are computed.
+
+    Parameters
+    ----------
+    samples : np.ndarray
+        Mono samples.
+    sr : int
+        Their rate, Hz (resampled to the front end's 16 kHz).
+    front : musicnn.FrontEnd
+        The taggers' front end.
+    params : TagParams
+
+    Returns
+    -------
+    np.ndarray
+        (frames, n_mels) float32; fewer frames than one patch where the input is shorter than 3 s.
+    """
     y = musicnn.at_front_rate(samples, sr, front)
     chosen = patch_indices(musicnn.frame_count(len(y), front) // front.patch_frames,
                            len(y) / front.sample_rate, params.seconds_per_patch)
     # the chosen patches' frames only: the same values as the whole spectrogram's
     frames = (chosen[:, None] * front.patch_frames + np.arange(front.patch_frames)).reshape(-1)
-    spec = musicnn.log_mel(y, front.sample_rate, front, frames=frames)
+    return musicnn.log_mel(y, front.sample_rate, front, frames=frames)
+
+
+def run_tagger(tagger: musicnn.Tagger, spec: np.ndarray) -> musicnn.TaggerOutput | None:
+    """One tagger on ``read_patches``'s spectrogram, as the analysis runs it; None where it is shorter than a patch."""
+    from threadpoolctl import threadpool_limits
+
     try:
         # one BLAS thread: a matrix product's sums are then the same in every process (a batch worker,
         # a Spark executor, the CLI), so the same audio gives the same document byte for byte
         with threadpool_limits(limits=1, user_api="blas"):
-            a, b = musicnn.predict_spectrogram(mtt, spec), musicnn.predict_spectrogram(msd, spec)
-    except ParameterError:  # shorter than one patch: the taggers have nothing to say
-        return Tags(mtt=None, msd=None)
-    return Tags(mtt=a, msd=b, terms=top_terms({"mtt": a, "msd": b}, params))
+            return musicnn.predict_spectrogram(tagger, spec)
+    except ParameterError:
+        return None
 
 
 def patch_indices(n_patches: int, duration_s: float, seconds_per_patch: float) -> np.ndarray:

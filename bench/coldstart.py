@@ -10,10 +10,13 @@ Semi-synthetic, in one run with its baselines beside it:
            is scored on the other half, ranking only the cold tracks.
 
 Methods: ALS trained on the warm plays + the CNN's predicted factors for the cold tracks; the same
-head on MFCC means and spreads (the baseline); random; and the ALS ceiling.  Then GTZAN genre
-precision@5 of the embeddings (genre never used in training) and speed.
+head on MFCC means and spreads (the baseline); random; and the ALS ceiling.  Beside them, musicnn's
+MSD tagger (the analyzer's default embedding): its embedding with `recommend fit`'s ridge map and no
+training; the factor head trained on top of the frozen embedding; and the head trained together with
+musicnn's back end started from the MSD weights (`cnn.musicnn_head`).  Then GTZAN genre precision@5
+of the embeddings (genre never used in training) and speed.
 
-    python -m bench.coldstart [--tracks 2000] [--epochs 40]
+    python -m bench.coldstart [--tracks 2000] [--epochs 40] [--no-logmel-cnn]
 """
 
 from __future__ import annotations
@@ -145,6 +148,89 @@ def mfcc_stats(audio: list[np.ndarray]) -> np.ndarray:
     return np.array(out, dtype=np.float32)
 
 
+def logmel_cnn(args, audio, cfg, params, factors, target, n, report, unit_scaled, als, ridge):
+    """The log-mel CNN (cnn.model.AudioCNN): trained, its two rows reported; (embeddings, history, front-end
+    seconds, embedding seconds, epoch seconds, model)."""
+    import torch  # noqa: F401 - the caller set its threads
+
+    from cnn.model import AudioCNN
+    from cnn.train import embed_mels, mels, train
+
+    model = AudioCNN(cfg)
+    t1 = time.perf_counter()
+    mel = mels(model, audio, device=args.device)
+    mel_s = time.perf_counter() - t1
+    epoch_times = []
+    last = [time.perf_counter()]
+
+    def progress(epoch, tr_loss, v_loss, step, steps):
+        if v_loss is not None:
+            epoch_times.append(time.perf_counter() - last[0])
+            last[0] = time.perf_counter()
+            print(f"bench: epoch {epoch + 1}: train {tr_loss:.4f} validation {v_loss:.4f} ({epoch_times[-1]:.1f} s)",
+                  file=sys.stderr)
+
+    # every other track's audio (cold tracks included: a new song's audio is there, its plays are not)
+    # takes part in the contrastive term only
+    others = np.setdiff1d(np.arange(n), target)
+    model, hist = train([mel[i] for i in target], factors[target], model, params, device=args.device, progress=progress,
+                        unlabeled=[mel[i] for i in others] if args.contrastive else None)
+    t1 = time.perf_counter()
+    emb, pred = embed_mels(model, mel, device=args.device)
+    embed_s = time.perf_counter() - t1
+    pred = unit_scaled(pred)
+    report("CNN on log-mel (predicted factors)", als.user_factors @ pred.T, best_epoch=hist.best_epoch + 1,
+           val_loss=min(hist.val_loss), epoch_s=float(np.median(epoch_times)))
+    # what `recommend fit` does with ingested embeddings: a ridge map from embedding to the ALS
+    # factors of the current fit (the factor head belongs to the fit the CNN was trained on)
+    report("CNN embedding + ridge onto the ALS factors (recommend fit)", ridge(emb))
+    return emb, hist, mel_s, embed_s, epoch_times, model
+
+
+def _msd_worker(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    from analyzer.musicnn import load_tagger
+    from analyzer.tagging import Tags
+    from cnn.musicnn_head import tagger_output
+
+    out = tagger_output(x, SR, tagger=load_tagger("msd"))
+    return Tags(mtt=None, msd=out).embedding(), out.patch_pooled
+
+
+def musicnn_outputs(audio: list[np.ndarray], jobs: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The MSD tagger on every track as the analysis runs it (22050 Hz in, resampled to 16 kHz by
+    ``musicnn.log_mel``; at most 10 patches; one BLAS thread): (tracks x 200 default embeddings,
+    per track its (patches, 1506) pooled mid-end features).  Kept in memory only."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawned workers: nothing of the parent's thread pools is inherited
+    with ProcessPoolExecutor(max(1, jobs), mp_context=mp.get_context("spawn")) as ex:
+        outs = list(ex.map(_msd_worker, audio, chunksize=16))
+    return np.stack([e for e, _ in outs]).astype(np.float32), [p for _, p in outs]
+
+
+def musicnn_head(base: str, inputs: list[np.ndarray], factors: np.ndarray, target: np.ndarray, params, seed: int) -> dict:
+    """A `cnn.musicnn_head` head of ``base`` trained on the target tracks (cnn.train's loss, validation
+    split and early stopping); its embeddings and predicted factors for every track."""
+    import torch
+
+    from cnn.musicnn_head import HeadConfig, build, predict, standardize_from
+    from cnn.train import train
+
+    torch.manual_seed(seed)
+    cfg = HeadConfig(base=base, n_factors=factors.shape[1])
+    model = build(cfg)
+    tr = [inputs[i] for i in target]
+    standardize_from(model, tr)
+    t0 = time.perf_counter()
+    model, hist = train(tr, factors[target], model, replace(params, crop_s=cfg.crop_s), device="cpu")
+    train_s = time.perf_counter() - t0
+    emb, pred = predict(model, inputs)
+    print(f"bench: musicnn head ({base}): {len(hist.val_loss)} epochs, best {hist.best_epoch + 1}, validation "
+          f"{min(hist.val_loss):.4f}, {train_s:.0f} s", file=sys.stderr)
+    return {"emb": emb, "pred": pred, "hist": hist, "train_s": train_s, "model": model}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     default = Path(os.environ.get("ANALYZER_EVAL_DIR", Path(__file__).resolve().parents[2] / "shared" / "eval"))
@@ -159,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-input-norm", action="store_true", help="leave out the per-band input normalization")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--save", type=Path, help="also write the trained CNN here (safetensors)")
+    ap.add_argument("--no-logmel-cnn", action="store_true",
+                    help="leave out the log-mel CNN (its rows, P@5 and speed); the musicnn rows and baselines stay")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     import torch
@@ -172,6 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     names, audio, tokens, genre = load_corpus(args.eval_dir, args.tracks, args.jobs)
     n = len(names)
     print(f"bench: {n} tracks ({sum(g is not None for g in genre)} GTZAN) in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    t1 = time.perf_counter()
+    mnn_emb, mnn_pooled = musicnn_outputs(audio, args.jobs)
+    mnn_s = time.perf_counter() - t1
+    print(f"bench: musicnn MSD tagger on {n} tracks in {mnn_s:.0f} s ({args.jobs} processes)", file=sys.stderr)
     plays = simulate_listeners(tokens, args.users, args.seed)
     rng = np.random.default_rng(args.seed)
     cold = np.zeros(n, dtype=bool)
@@ -208,40 +300,20 @@ def main(argv: list[str] | None = None) -> int:
     params = TrainParams(crop_s=3.0, batch=32, epochs=args.epochs, lr=1e-3, seed=args.seed,
                          contrastive=args.contrastive)
 
-    # the CNN
     torch.set_num_threads(args.threads)
-    model = AudioCNN(cfg)
-    t1 = time.perf_counter()
-    mel = mels(model, audio, device=args.device)
-    mel_s = time.perf_counter() - t1
-    epoch_times = []
-    last = [time.perf_counter()]
-
-    def progress(epoch, tr_loss, v_loss, step, steps):
-        if v_loss is not None:
-            epoch_times.append(time.perf_counter() - last[0])
-            last[0] = time.perf_counter()
-            print(f"bench: epoch {epoch + 1}: train {tr_loss:.4f} validation {v_loss:.4f} ({epoch_times[-1]:.1f} s)",
-                  file=sys.stderr)
-
-    # every other track's audio (cold tracks included: a new song's audio is there, its plays are not)
-    # takes part in the contrastive term only
-    others = np.setdiff1d(np.arange(n), target)
-    model, hist = train([mel[i] for i in target], factors[target], model, params, device=args.device, progress=progress,
-                        unlabeled=[mel[i] for i in others] if args.contrastive else None)
-    t1 = time.perf_counter()
-    emb, pred = embed_mels(model, mel, device=args.device)
-    embed_s = time.perf_counter() - t1
-    pred = scale * pred / np.maximum(np.linalg.norm(pred, axis=1, keepdims=True), 1e-12)
-    report("CNN on log-mel (predicted factors)", als.user_factors @ pred.T, best_epoch=hist.best_epoch + 1,
-           val_loss=min(hist.val_loss), epoch_s=float(np.median(epoch_times)))
-    # what `recommend fit` does with ingested embeddings: a ridge map from embedding to the ALS
-    # factors of the current fit (the factor head belongs to the fit the CNN was trained on)
     from recommender.fit import place_cold_items
 
-    placed, _ = place_cold_items(factors, emb, np.ones(n, dtype=bool), np.where(cold, 0, np.maximum(listeners, 0)))
-    report("CNN embedding + ridge onto the ALS factors (recommend fit)", als.user_factors @ placed.T)
+    def ridge(vectors):
+        """`recommend fit`'s placement of the cold tracks from their audio vectors."""
+        placed, _ = place_cold_items(factors, vectors, np.ones(n, dtype=bool), np.where(cold, 0, np.maximum(listeners, 0)))
+        return als.user_factors @ placed.T
 
+    def unit_scaled(pred):
+        return scale * pred / np.maximum(np.linalg.norm(pred, axis=1, keepdims=True), 1e-12)
+
+    # the MFCC baseline and the musicnn rows come before the log-mel CNN (the long part: a stopped run still
+    # has them); the global torch generator is put back afterwards, so the CNN draws what it would alone
+    rng_state = torch.get_rng_state()
     # the baseline: the same head on MFCC statistics
     t1 = time.perf_counter()
     stats = mfcc_stats(audio)
@@ -259,27 +331,59 @@ def main(argv: list[str] | None = None) -> int:
     report("MFCC mean/std + the same head (baseline)", als.user_factors @ bpred.T, best_epoch=bhist.best_epoch + 1,
            val_loss=min(bhist.val_loss))
 
+    # musicnn: the analyzer's default embedding, untrained, through `recommend fit`'s ridge map; then the
+    # two heads (each seeds torch itself)
+    report("musicnn embedding + ridge onto the ALS factors (recommend fit, no training)", ridge(mnn_emb))
+    head_params = replace(params, epochs=max(args.epochs, 60), contrastive=0.0)
+    heads = {}
+    for kind, label in (("embedding", "on top of the frozen musicnn embedding"),
+                        ("backend", "musicnn back end fine-tuned from the MSD weights")):
+        inputs = [e[:, None] for e in mnn_emb] if kind == "embedding" else [p.T.copy() for p in mnn_pooled]
+        heads[kind] = musicnn_head(kind, inputs, factors, target, head_params, args.seed)
+        h = heads[kind]
+        report(f"head {label} (predicted factors)", als.user_factors @ unit_scaled(h["pred"]).T,
+               best_epoch=h["hist"].best_epoch + 1, val_loss=min(h["hist"].val_loss), epochs=len(h["hist"].val_loss),
+               train_s=h["train_s"])
+        report(f"head {label}: embedding + ridge (recommend fit)", ridge(h["emb"]))
+    torch.set_rng_state(rng_state)
+    head_speed = measure_head_speed(args.eval_dir, {k: h["model"] for k, h in heads.items()})
+
     # GTZAN: do the embeddings group clips by genre (never a training signal)?
     gi = [i for i, g in enumerate(genre) if g is not None]
     labels = [genre[i] for i in gi]
     z = (stats - stats.mean(0)) / (stats.std(0) + 1e-9)
-    p5 = {"CNN embedding": precision_at_5(emb[gi], labels),
-          "MFCC statistics (standardized)": precision_at_5(z[gi], labels),
-          "MFCC + head embedding": precision_at_5(bemb.numpy()[gi], labels)}
+    p5 = {"MFCC statistics (standardized)": precision_at_5(z[gi], labels),
+          "MFCC + head embedding": precision_at_5(bemb.numpy()[gi], labels),
+          "musicnn embedding (the analyzer's default)": precision_at_5(mnn_emb[gi], labels),
+          "head on top of the frozen musicnn embedding": precision_at_5(heads["embedding"]["emb"][gi], labels),
+          "head with the fine-tuned musicnn back end": precision_at_5(heads["backend"]["emb"][gi], labels)}
+    train_cost = {k: {"epochs": len(h["hist"].val_loss), "best_epoch": h["hist"].best_epoch + 1, "train_s": h["train_s"]}
+                  for k, h in heads.items()}
+    if args.json:  # what is measured so far, in case the log-mel CNN (the long part) is stopped
+        args.json.write_text(json.dumps({"rows": rows, "p5": p5, "musicnn_speed": head_speed, "musicnn_tagger_s": mnn_s,
+                                         "musicnn_training": train_cost, "logmel_cnn": "not yet"}, indent=1))
+
+    emb = hist = None
+    if not args.no_logmel_cnn:
+        emb, hist, mel_s, embed_s, epoch_times, model = logmel_cnn(args, audio, cfg, params, factors, target, n,
+                                                                   report, unit_scaled, als, ridge)
+
+    if emb is not None:
+        p5 = {"CNN embedding": precision_at_5(emb[gi], labels), **p5}
 
     # speed: the embedding beside a full analysis of the same GTZAN clips (30 s each)
-    speed = measure_speed(args.eval_dir, model, args.device)
+    speed = None if emb is None else measure_speed(args.eval_dir, model, args.device)
 
-    if args.save:
+    if args.save and emb is not None:
         save(model, args.save, training={"tracks": int(len(target)), "corpus": "music21 renders + GTZAN, simulated listeners",
                                          "als": als_p.__dict__, "epochs_run": len(hist.train_loss)},
              metrics={"cold_ndcg10": rows["CNN on log-mel (predicted factors)"]["ndcg10"], "gtzan_p5": p5["CNN embedding"]})
 
     ceiling_v = rows["ALS ceiling (trained with half the cold plays)"]["ndcg10"]
-    print(f"## Cold start: audio CNN ({datetime.date.today().isoformat()})")
+    print(f"## Cold start: audio CNN and musicnn ({datetime.date.today().isoformat()})")
     print()
     print(f"Command: `python -m bench.coldstart --tracks {args.tracks} --users {args.users} --epochs {args.epochs} "
-          f"--contrastive {args.contrastive} --seed {args.seed}`. {n} tracks ({n - len(gi)} music21 renders of {CLIP_S:.0f} s, {len(gi)} GTZAN clips), "
+          f"--contrastive {args.contrastive} --seed {args.seed}{' --no-logmel-cnn' if emb is None else ''}`. {n} tracks ({n - len(gi)} music21 renders of {CLIP_S:.0f} s, {len(gi)} GTZAN clips), "
           f"{args.users} simulated listeners, {plays.nnz} plays; {int(cold.sum())} cold tracks; the CNN trained on "
           f"{len(target)} warm tracks with >= 3 listeners (ALS {als_p.factors} factors, fitted in {als_s:.1f} s).")
     print()
@@ -294,17 +398,52 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in p5.items():
         print(f"| {k} | {v:.3f} |")
     print()
-    cnn_row = rows["CNN on log-mel (predicted factors)"]
-    print(f"Training ({args.device}): {len(hist.train_loss)} epochs, best {cnn_row['best_epoch']}, median "
-          f"{cnn_row['epoch_s']:.1f} s per epoch of {len(target) - int(round(0.2 * len(target)))} tracks; "
-          f"log-mel front end for all {n} tracks {mel_s:.1f} s, embedding them {embed_s:.1f} s "
-          f"({n / max(embed_s, 1e-9):.0f} tracks/s); MFCC statistics {mfcc_s:.1f} s.")
-    print(f"Speed on {speed['files']} GTZAN clips (30 s): analysis {speed['analysis_s']:.2f} s/clip, embedding "
-          f"(decoded audio -> vector) {speed['embed_s']:.3f} s/clip = {100 * speed['embed_s'] / speed['analysis_s']:.1f} % "
-          f"of the analysis.")
+    if emb is not None:
+        cnn_row = rows["CNN on log-mel (predicted factors)"]
+        print(f"Training ({args.device}): {len(hist.train_loss)} epochs, best {cnn_row['best_epoch']}, median "
+              f"{cnn_row['epoch_s']:.1f} s per epoch of {len(target) - int(round(0.2 * len(target)))} tracks; "
+              f"log-mel front end for all {n} tracks {mel_s:.1f} s, embedding them {embed_s:.1f} s "
+              f"({n / max(embed_s, 1e-9):.0f} tracks/s); MFCC statistics {mfcc_s:.1f} s.")
+        print(f"Speed on {speed['files']} GTZAN clips (30 s): analysis {speed['analysis_s']:.2f} s/clip, embedding "
+              f"(decoded audio -> vector) {speed['embed_s']:.3f} s/clip = {100 * speed['embed_s'] / speed['analysis_s']:.1f} % "
+              f"of the analysis.")
+    print(f"musicnn: the MSD tagger on all {n} tracks {mnn_s:.0f} s ({args.jobs} processes); heads trained "
+          + "; ".join(f"{k}: {len(h['hist'].val_loss)} epochs (best {h['hist'].best_epoch + 1}) in {h['train_s']:.1f} s"
+                      for k, h in heads.items())
+          + f". Per GTZAN clip (30 s, {head_speed['files']} clips): the MSD tagger alone {head_speed['tagger_s']:.3f} s; "
+          + ", ".join(f"head ({k}) given its output {v:.4f} s" for k, v in head_speed["head_s"].items()) + ".")
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "p5": p5, "speed": speed, "epochs": len(hist.train_loss)}, indent=1))
+        args.json.write_text(json.dumps({"rows": rows, "p5": p5, "speed": speed, "musicnn_speed": head_speed,
+                                         "musicnn_tagger_s": mnn_s, "musicnn_training": train_cost,
+                                         "epochs": None if hist is None else len(hist.train_loss),
+                                         "logmel_cnn": emb is not None}, indent=1))
     return 0
+
+
+def measure_head_speed(eval_dir: Path, heads: dict, files: int = 6) -> dict:
+    """Seconds per 30 s GTZAN clip: the MSD tagger alone (what a head's embedder pays when the analysis
+    does not hand it the tagger's output) and each head given that output."""
+    from analyzer.audio import decode
+    from analyzer.musicnn import load_tagger
+    from cnn.musicnn_head import features, predict, tagger_output
+
+    paths = sorted((eval_dir / "gtzan").glob("*.flac"))[::8][:files]
+    msd = load_tagger("msd")
+    first = decode(paths[0])
+    out = tagger_output(first.samples, first.sr, tagger=msd)  # warm up
+    for model in heads.values():
+        predict(model, [features(out, model.cfg.base)])
+    t_tag, t_head = 0.0, dict.fromkeys(heads, 0.0)
+    for p in paths:
+        audio = decode(p)
+        t0 = time.perf_counter()
+        out = tagger_output(audio.samples, audio.sr, tagger=msd)
+        t_tag += time.perf_counter() - t0
+        for k, model in heads.items():
+            t0 = time.perf_counter()
+            predict(model, [features(out, model.cfg.base)])
+            t_head[k] += time.perf_counter() - t0
+    return {"files": len(paths), "tagger_s": t_tag / len(paths), "head_s": {k: v / len(paths) for k, v in t_head.items()}}
 
 
 def measure_speed(eval_dir: Path, model, device: str, files: int = 6) -> dict:

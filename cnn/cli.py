@@ -12,6 +12,13 @@ import typer
 from analyzer.errors import AnalyzerError, InputError, run_app
 
 EXIT_INPUT = 1
+# --base: the log-mel CNN (None), or a cnn.musicnn_head base.  bench.coldstart measured both musicnn ways
+# (RESULTS.md, "Cold start from the musicnn embedding", 2026-11-30): the back end fine-tuned from the MSD
+# weights had the lower validation loss (0.884 vs 0.982) and ranked cold tracks better (NDCG@10 0.1834 vs
+# 0.1712 on top of the frozen embedding), so `musicnn` is that one
+BASES = {"logmel": None, "musicnn": "backend"}
+MUSICNN_BASE_HELP = ("its back end (dense 200 and batch norms) fine-tuned from the MSD weights with the head, its "
+                     "convolutions frozen")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="The audio CNN: learns to predict a recommender model's item factors from audio, so songs "
@@ -49,6 +56,9 @@ def train_command(
                                                "audio file in AUDIO takes part in it. 0: off.")] = 0.5,
     device: Annotated[str, typer.Option("--device", help="cpu, or cuda where a GPU exists.")] = "cpu",
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    base: Annotated[str, typer.Option("--base", help="What the model learns from: logmel (the log-mel CNN, trained "
+                                      "from scratch) or musicnn (a factor head on the analyzer's musicnn MSD tagger, "
+                                      f"{MUSICNN_BASE_HELP}; --crop and --contrastive do not apply).")] = "logmel",
 ) -> None:
     import torch
     from analyzer.console import progress_bar
@@ -62,6 +72,8 @@ def train_command(
 
     if epochs < 1 or batch < 1 or crop <= 0 or max_seconds <= 0 or contrastive < 0:
         raise typer.BadParameter("--epochs and --batch must be >= 1, --crop and --max-seconds > 0, --contrastive >= 0")
+    if base not in BASES:
+        raise typer.BadParameter(f"--base must be one of {', '.join(BASES)}, got {base!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"--device {device}: no CUDA device on this machine")
     st = Store(model)
@@ -77,6 +89,10 @@ def train_command(
         raise InputError(f"{audio}: {len(files)} audio files named after items with >= {min_listeners} listeners "
                          f"in {model}; at least 10 are needed")
     out = out or model / "cnn.safetensors"
+    if BASES[base] is not None:
+        _train_musicnn(BASES[base], files, index, rec.als.item_factors, out, epochs=epochs, batch=batch,
+                       max_seconds=max_seconds, seed=seed, model=model, version=version.name, min_listeners=min_listeners)
+        return
     cfg = CNNConfig(n_factors=rec.als.item_factors.shape[1])
     torch.manual_seed(seed)
     net = AudioCNN(cfg)
@@ -117,6 +133,67 @@ def train_command(
     ckpt.unlink(missing_ok=True)
     sys.stderr.write(f"cnn: {out} trained on {len(rows)} tracks, {len(hist.train_loss)} epochs (best {hist.best_epoch + 1}, "
                      f"validation loss {min(hist.val_loss):.4f}) in {training['seconds']} s\n")
+
+
+def _train_musicnn(head_base: str, files: list[Path], index: dict, item_factors, out: Path, *, epochs: int, batch: int,
+                   max_seconds: float, seed: int, model: Path, version: str, min_listeners: int) -> None:
+    """`cnn train --base musicnn`: the MSD tagger once per file, then the head (cnn.musicnn_head) trained
+    with cnn.train's loss, validation split and early stopping; written as safetensors."""
+    import numpy as np
+    import torch
+    from analyzer.console import progress_bar
+
+    from analyzer.audio import DecodeParams, decode
+    from analyzer.musicnn import load_tagger
+
+    from . import musicnn_head as mh
+    from .train import TrainParams, train
+
+    msd = load_tagger("msd")
+    inputs, rows, skipped = [], [], 0
+    with progress_bar("musicnn") as bar:
+        task = bar.add_task("", total=len(files))
+        for f in files:
+            try:
+                a = decode(f, params=DecodeParams(duration_s=max_seconds))
+                x = mh.features(mh.tagger_output(a.samples, a.sr, tagger=msd), head_base)
+                if x is None:
+                    raise InputError(f"{f}: shorter than one musicnn patch (3 s)")
+                inputs.append(x)
+                rows.append(index[f.stem])
+            except AnalyzerError as exc:
+                skipped += 1
+                sys.stderr.write(f"warning: {exc}\n")
+            bar.advance(task)
+        if len(rows) < 10:
+            raise InputError(f"{len(rows)} files could be read by the musicnn tagger; at least 10 are needed")
+        factors = item_factors[rows]
+        torch.manual_seed(seed)
+        cfg = mh.HeadConfig(base=head_base, n_factors=item_factors.shape[1])
+        net = mh.build(cfg, tagger=msd)
+        n_val = int(round(TrainParams().val_share * len(rows)))
+        # standardised with the tracks it trains on (the validation split's are not seen before it scores)
+        order = np.random.default_rng(seed).permutation(len(rows))
+        mh.standardize_from(net, [inputs[i] for i in order[n_val:]])
+        params = TrainParams(crop_s=cfg.crop_s, batch=batch, epochs=epochs, seed=seed, contrastive=0.0)
+        steps = max(1, -(-(len(rows) - n_val) // batch))
+        task = bar.add_task("epoch 1", total=epochs * steps)
+        t0 = time.perf_counter()
+
+        def progress(epoch, tr_loss, v_loss, step, n_steps):
+            bar.update(task, completed=epoch * n_steps + step,
+                       description=f"epoch {epoch + 1}: loss {tr_loss:.3f}" + (f" val {v_loss:.3f}" if v_loss is not None else ""))
+
+        ckpt = out.with_name(out.name + ".ckpt")
+        net, hist = train(inputs, factors, net, params, progress=progress, checkpoint=ckpt)
+    training = {"tracks": len(rows), "skipped": skipped, "model": str(model), "version": version,
+                "min_listeners": min_listeners, "epochs_run": len(hist.train_loss), "best_epoch": hist.best_epoch + 1,
+                "params": params.__dict__, "seconds": round(time.perf_counter() - t0, 1)}
+    mh.save(net, out, training=training, metrics={"val_loss": min(hist.val_loss) if hist.val_loss else None})
+    ckpt.unlink(missing_ok=True)
+    sys.stderr.write(f"cnn: {out} ({cfg.base} head on musicnn) trained on {len(rows)} tracks, {len(hist.train_loss)} "
+                     f"epochs (best {hist.best_epoch + 1}, validation loss {min(hist.val_loss):.4f}) in "
+                     f"{training['seconds']} s\n")
 
 
 @app.command("embed", help="Print each file's embedding as JSON lines: {\"file\": ..., \"embedding\": [...]}.")
