@@ -198,7 +198,7 @@ def _msd_worker(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def musicnn_outputs(audio: list[np.ndarray], jobs: int) -> tuple[np.ndarray, list[np.ndarray]]:
     """The MSD tagger on every track as the analysis runs it (22050 Hz in, resampled to 16 kHz by
-    ``musicnn.log_mel``; at most 10 patches; one BLAS thread): (tracks x 200 default embeddings,
+    ``musicnn.at_front_rate``; the patches ``analyzer.tagging`` reads: one per 15 s; one BLAS thread): (tracks x 200 default embeddings,
     per track its (patches, 1506) pooled mid-end features).  Kept in memory only."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
