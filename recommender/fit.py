@@ -54,12 +54,15 @@ def _tune(data: Dataset, params: FitParams) -> tuple[FitParams, FusionWeights, d
     for songs with few listeners): otherwise the split could only see warm songs, and would weigh the audio
     sources by what they do for songs people already play, which is not what they are for."""
     hidden = validation_cold_items(data, share=params.validation_share, seed=params.seed + 2)
-    plays = data.plays if hidden is None else drop_pairs(data.plays, sp.csr_matrix(
-        data.plays.multiply(hidden[None, :].astype(np.float32))))
+    plays = data.plays
+    if hidden is not None:
+        hidden_plays = sp.csr_matrix(data.plays.multiply(hidden[None, :].astype(np.float32)))
+        hidden_plays.eliminate_zeros()  # the product keeps the other songs' entries as explicit zeros
+        plays = drop_pairs(data.plays, hidden_plays)
     train, val = split_per_user(plays, share=params.validation_share, min_items=10, seed=params.seed + 1)
     held = held_out_matrix(val, data.plays.shape)
     if hidden is not None:
-        held = held + (data.plays.multiply(hidden[None, :].astype(np.float32)) > 0)
+        held = held + (hidden_plays > 0)
     sub_data = data.with_plays(train, user_tags=drop_pairs(data.user_tags, held.tocsr()))
     if hidden is not None:
         # a song nobody has played has nobody's terms either: the hidden songs lose theirs, as the
@@ -86,9 +89,8 @@ def _tune(data: Dataset, params: FitParams) -> tuple[FitParams, FusionWeights, d
     parts = sub.source_scores(rows)
     cold = None
     if hidden is not None:
-        x = data.plays[rows].tocsr()
-        truth_cold = [x.indices[x.indptr[i] : x.indptr[i + 1]][hidden[x.indices[x.indptr[i] : x.indptr[i + 1]]]]
-                      for i in range(len(rows))]
+        x = hidden_plays[rows].tocsr()
+        truth_cold = [x.indices[x.indptr[i] : x.indptr[i + 1]] for i in range(len(rows))]
         cold = ColdObjective(truth_cold, hidden, params.validation_cold_share)
     audio_terms = data.audio_term_counts is not None and data.audio_term_counts.nnz > 0
     # only the term source changes with the audio terms' weight: the others are scored once

@@ -259,9 +259,8 @@ class TermVectors:
             w = (_unit_rows(tags) + self.audio_weight * _unit_rows(self._bm25(audio))).tocsr()
         else:
             w = tags
-        norms = np.sqrt(np.asarray(w.multiply(w).sum(axis=1)).ravel())
-        self.vectors = (sp.diags(1.0 / np.maximum(norms, 1e-12)) @ w).tocsr().astype(np.float32)
-        self.has_terms = norms > 0
+        self.vectors = _unit_rows(w).astype(np.float32)
+        self.has_terms = np.asarray(abs(w).sum(axis=1)).ravel() > 0
         return self
 
     def _bm25(self, counts: sp.csr_matrix) -> sp.csr_matrix:
@@ -282,8 +281,7 @@ class TermVectors:
         p = log_confidence(rows) @ self.vectors
         if extra is not None:
             p = p + extra
-        norms = np.sqrt(np.asarray(p.multiply(p).sum(axis=1)).ravel())
-        return (sp.diags(1.0 / np.maximum(norms, 1e-12)) @ p).tocsr()
+        return _unit_rows(p)
 
     def scores(self, rows: sp.csr_matrix, extra: sp.csr_matrix | None = None,
                items: np.ndarray | None = None) -> np.ndarray:
