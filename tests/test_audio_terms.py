@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from _worlds import taste_groups
 
 GENRES = ("metal", "jazz", "pop")
 # what a tagger might hear in each genre (the first is the genre's own name, which people use too)
@@ -75,14 +76,7 @@ def _world(seed: int = 3):
 
     rng = np.random.default_rng(seed)
     n_users, n_items, n_cold = 90, 150, 30
-    genre = np.arange(n_items) % 3
-    rows, cols = [], []
-    for u in range(n_users):
-        mine = np.flatnonzero((genre == u % 3) & (np.arange(n_items) < n_items - n_cold))
-        its = rng.choice(mine, size=15, replace=False)
-        rows += [u] * len(its)
-        cols += list(its)
-    x = sp.csr_matrix((rng.integers(1, 30, len(rows)).astype(np.float32), (rows, cols)), shape=(n_users, n_items))
+    x, genre = taste_groups(rng, n_users, n_items, n_cold)
     vocab = sorted({t for g in GENRES for t in HEARD[g]} | {"rock", "sad", "90s"})
     ti = {t: i for i, t in enumerate(vocab)}
     tags = sp.lil_matrix((n_items, len(vocab)), dtype=np.float32)

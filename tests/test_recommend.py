@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _worlds import taste_groups
 
 GENRES = {"metal": ["metal", "heavy", "guitar"], "jazz": ["jazz", "swing", "saxophone"], "pop": ["pop", "dance", "catchy"]}
 
@@ -358,14 +359,7 @@ def test_items_nobody_played_are_placed_by_their_audio():
 
     rng = np.random.default_rng(11)
     n_users, n_items, n_cold = 90, 150, 30
-    genre = np.arange(n_items) % 3
-    rows, cols = [], []
-    for u in range(n_users):
-        mine = np.flatnonzero((genre == u % 3) & (np.arange(n_items) < n_items - n_cold))
-        its = rng.choice(mine, size=15, replace=False)
-        rows += [u] * len(its)
-        cols += list(its)
-    x = sp.csr_matrix((rng.integers(1, 30, len(rows)).astype(np.float32), (rows, cols)), shape=(n_users, n_items))
+    x, genre = taste_groups(rng, n_users, n_items, n_cold)
     audio = (np.eye(3)[genre] * 2.0 + rng.normal(0, 0.5, (n_items, 3))).astype(np.float32)
     audio = np.hstack([audio, rng.normal(0, 1, (n_items, 13)).astype(np.float32)])  # and dimensions that say nothing
     ids = [f"i{i}" for i in range(n_items)]
