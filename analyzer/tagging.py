@@ -155,7 +155,11 @@ def patch_indices(n_patches: int, duration_s: float, seconds_per_patch: float) -
         raise ParameterError(f"seconds_per_patch must be positive, got {seconds_per_patch}")
     if n_patches <= 0:
         return np.zeros(0, dtype=np.int64)
-    k = min(n_patches, max(1, int(np.floor(duration_s / seconds_per_patch + 0.5))))
+    return centred_patches(n_patches, min(n_patches, max(1, int(np.floor(duration_s / seconds_per_patch + 0.5)))))
+
+
+def centred_patches(n_patches: int, k: int) -> np.ndarray:
+    """The indices of ``k`` of ``n_patches`` patches (1 <= k <= n_patches): the centres of k equal parts."""
     return np.floor((np.arange(k) + 0.5) * n_patches / k).astype(np.int64)
 
 

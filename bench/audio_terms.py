@@ -54,22 +54,10 @@ def tag_corpus(audio: list[np.ndarray], sr: int) -> tuple[list[dict[str, float]]
     return terms, np.array(emb, dtype=np.float32), (time.perf_counter() - t0) / max(len(audio), 1)
 
 
-def ndcg_all(total: np.ndarray, truth_all: list[np.ndarray], k: int = 10) -> float:
-    """NDCG@k of a fused relevance (heard items already at -inf) against each listener's held-out tracks."""
-    disc = 1.0 / np.log2(np.arange(2, k + 2))
-    vals = []
-    for u, t in enumerate(truth_all):
-        if not len(t):
-            continue
-        top = np.argpartition(-total[u], k)[:k]
-        top = top[np.argsort(-total[u, top], kind="stable")]
-        vals.append(float((np.isin(top, t) * disc).sum() / disc[: min(k, len(t))].sum()))
-    return float(np.mean(vals))
-
-
 def run_fold(seed: int, tokens: list[set[str]], heard: list[dict[str, float]], emb: np.ndarray, n_users: int,
              tag_share: float, cold_shares: tuple[float, ...]) -> dict:
     from recommender.dataset import Dataset
+    from recommender.evaluate import ndcg_at_k
     from recommender.fit import fit
     from recommender.model import FitParams
 
@@ -114,7 +102,7 @@ def run_fold(seed: int, tokens: list[set[str]], heard: list[dict[str, float]], e
         _, total = rec.relevance(users)
         heard_m = (train > 0).tocsr()
         out[name] = {"cold_ndcg10": ndcg_cold(total, cold, heard_m, truth_cold),
-                     "all_ndcg10": ndcg_all(total, truth_all),
+                     "all_ndcg10": ndcg_at_k(total, heard_m, truth_all)[0],
                      "weights": rec.weights.as_dict(), "audio_term_weight": rec.params.audio_term_weight
                      if ds.audio_term_counts is not None else None, "fit_s": fit_s}
         # the term source alone, to see what it reaches

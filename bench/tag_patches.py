@@ -33,7 +33,9 @@ def chosen(n: int, k: int, placement: str) -> np.ndarray:
         return np.arange(n)
     if placement == "ends":
         return np.unique(np.round(np.linspace(0, n - 1, k)).astype(int))
-    return np.unique(np.floor((np.arange(k) + 0.5) * n / k).astype(int))
+    from analyzer.tagging import centred_patches
+
+    return centred_patches(n, k)
 
 
 def main(argv: list[str] | None = None) -> int:
