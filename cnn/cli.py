@@ -114,17 +114,11 @@ def train_command(
             bar.advance(task)
         factors = rec.als.item_factors[rows]
         params = TrainParams(crop_s=crop, batch=batch, epochs=epochs, seed=seed, contrastive=contrastive)
-        steps = max(1, -(-int(round(len(rows) * (1 - params.val_share))) // batch))
-        task = bar.add_task("epoch 1", total=epochs * steps)
         t0 = time.perf_counter()
-
-        def progress(epoch, tr_loss, v_loss, step, n_steps):
-            bar.update(task, completed=epoch * n_steps + step,
-                       description=f"epoch {epoch + 1}: loss {tr_loss:.3f}" + (f" val {v_loss:.3f}" if v_loss is not None else ""))
-
         ckpt = out.with_name(out.name + ".ckpt")
-        net, hist = train(spectra, factors, net, params, unlabeled=unlabeled, device=device, progress=progress,
-                          checkpoint=ckpt)
+        steps = max(1, -(-int(round(len(rows) * (1 - params.val_share))) // batch))
+        net, hist = train(spectra, factors, net, params, unlabeled=unlabeled, device=device,
+                          progress=_epoch_progress(bar, epochs * steps), checkpoint=ckpt)
     training = {"tracks": len(rows), "unlabeled_tracks": len(unlabeled), "skipped": skipped, "model": str(model), "version": version.name,
                 "min_listeners": min_listeners, "epochs_run": len(hist.train_loss), "best_epoch": hist.best_epoch + 1,
                 "params": params.__dict__, "seconds": round(time.perf_counter() - t0, 1)}
@@ -133,6 +127,17 @@ def train_command(
     ckpt.unlink(missing_ok=True)
     sys.stderr.write(f"cnn: {out} trained on {len(rows)} tracks, {len(hist.train_loss)} epochs (best {hist.best_epoch + 1}, "
                      f"validation loss {min(hist.val_loss):.4f}) in {training['seconds']} s\n")
+
+
+def _epoch_progress(bar, total_steps: int):
+    """A `cnn.train.train` progress callback that moves a new task of `bar` (epoch, losses)."""
+    task = bar.add_task("epoch 1", total=total_steps)
+
+    def progress(epoch, tr_loss, v_loss, step, n_steps):
+        bar.update(task, completed=epoch * n_steps + step,
+                   description=f"epoch {epoch + 1}: loss {tr_loss:.3f}" + (f" val {v_loss:.3f}" if v_loss is not None else ""))
+
+    return progress
 
 
 def _train_musicnn(head_base: str, files: list[Path], index: dict, item_factors, out: Path, *, epochs: int, batch: int,
@@ -176,16 +181,10 @@ def _train_musicnn(head_base: str, files: list[Path], index: dict, item_factors,
         order = np.random.default_rng(seed).permutation(len(rows))
         mh.standardize_from(net, [inputs[i] for i in order[n_val:]])
         params = TrainParams(crop_s=cfg.crop_s, batch=batch, epochs=epochs, seed=seed, contrastive=0.0)
-        steps = max(1, -(-(len(rows) - n_val) // batch))
-        task = bar.add_task("epoch 1", total=epochs * steps)
         t0 = time.perf_counter()
-
-        def progress(epoch, tr_loss, v_loss, step, n_steps):
-            bar.update(task, completed=epoch * n_steps + step,
-                       description=f"epoch {epoch + 1}: loss {tr_loss:.3f}" + (f" val {v_loss:.3f}" if v_loss is not None else ""))
-
         ckpt = out.with_name(out.name + ".ckpt")
-        net, hist = train(inputs, factors, net, params, progress=progress, checkpoint=ckpt)
+        steps = max(1, -(-(len(rows) - n_val) // batch))
+        net, hist = train(inputs, factors, net, params, progress=_epoch_progress(bar, epochs * steps), checkpoint=ckpt)
     training = {"tracks": len(rows), "skipped": skipped, "model": str(model), "version": version,
                 "min_listeners": min_listeners, "epochs_run": len(hist.train_loss), "best_epoch": hist.best_epoch + 1,
                 "params": params.__dict__, "seconds": round(time.perf_counter() - t0, 1)}

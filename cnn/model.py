@@ -237,16 +237,24 @@ def _check_shapes(cfg: CNNConfig, tensors: dict[str, torch.Tensor]) -> None:
             raise ValueError(f"{k} is {list(got[k])}, the architecture needs {list(shape)}")
 
 
+def read_safetensors(path: str | Path, *, device: str = "cpu") -> tuple[dict, dict]:
+    """A safetensors file's metadata and every tensor in it, for the readers of this package's files
+    (models, musicnn heads, training checkpoints); safetensors' and the system's errors pass through
+    for each reader to say what the file should have been."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt", device=device) as f:
+        return f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}
+
+
 def load(path: str | Path, *, device: str = "cpu") -> tuple[AudioCNN, dict]:
     """The model and its manifest; InputError for anything that is not one of our safetensors files,
     and for a manifest whose config is out of range or does not fit the weights (checked before the
     network is built)."""
-    from safetensors import SafetensorError, safe_open
+    from safetensors import SafetensorError
 
     try:
-        with safe_open(str(path), framework="pt", device=device) as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        meta, tensors = read_safetensors(path, device=device)
     except (SafetensorError, OSError, ValueError) as exc:
         raise InputError(f"{path}: not a safetensors model file ({exc})") from None
     try:

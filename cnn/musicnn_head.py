@@ -43,7 +43,7 @@ from analyzer import musicnn
 from analyzer.errors import InputError
 from analyzer.tagging import TagParams, Tags, read_patches, run_tagger
 
-from .model import Head
+from .model import Head, read_safetensors
 
 FORMAT = "echonest-analyzer-musicnn-head/1"
 BASES = ("embedding", "backend")
@@ -267,12 +267,11 @@ def load(path: str | Path, *, tensors: dict | None = None, manifest: dict | None
     (EmbeddingHead or BackEndHead, dict)
     """
     if tensors is None or manifest is None:
-        from safetensors import SafetensorError, safe_open
+        from safetensors import SafetensorError
 
         try:
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                manifest = json.loads((f.metadata() or {})["manifest"])
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
+            meta, tensors = read_safetensors(path)
+            manifest = json.loads(meta["manifest"])
         except (SafetensorError, OSError, ValueError, KeyError) as exc:
             raise InputError(f"{path}: not a musicnn head file ({type(exc).__name__}: {exc})") from None
     try:

@@ -21,7 +21,7 @@ import torch
 
 from analyzer.errors import InputError
 
-from .model import AudioCNN, History
+from .model import AudioCNN, History, read_safetensors
 
 
 @dataclass(frozen=True)
@@ -121,12 +121,11 @@ def _save_checkpoint(path: Path, model, opt, best_state, meta: dict) -> None:
 
 
 def _load_checkpoint(path: Path, model, opt, signature: str):
-    from safetensors import SafetensorError, safe_open
+    from safetensors import SafetensorError
 
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = json.loads((f.metadata() or {})["checkpoint"])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        metadata, tensors = read_safetensors(path)
+        meta = json.loads(metadata["checkpoint"])
     except (SafetensorError, OSError, ValueError, KeyError) as exc:
         raise InputError(f"{path}: not a training checkpoint ({exc}); delete it to start over") from None
     if meta.get("signature") != signature:
