@@ -136,7 +136,10 @@ def test_the_chosen_frames_are_those_of_the_whole_spectrogram():
     y = rng.normal(0, 0.1, 16000 * 7).astype(np.float32)
     whole = musicnn.log_mel(y, 16000)
     idx = np.r_[0:3, 100:120, len(whole) - 4 : len(whole)]
-    np.testing.assert_allclose(musicnn.log_mel(y, 16000, frames=idx), whole[idx], rtol=0, atol=1e-6)
+    # the same frames; another BLAS may sum the mel product's rows in another order for another batch of
+    # rows, and a last-bit difference can move the float16 rounding by one step (2^-11 relative: 2.1e-4
+    # after the log10)
+    np.testing.assert_allclose(musicnn.log_mel(y, 16000, frames=idx), whole[idx], rtol=0, atol=5e-4)
     with pytest.raises(ParameterError):
         musicnn.log_mel(y, 16000, frames=np.array([len(whole)]))
 
