@@ -81,21 +81,18 @@ def _analyze(audio: Audio, *, models: F.Models, config: AnalysisConfig) -> Analy
     clock.lap("key")
 
     aud = auditory_spectrogram(y, sr, config.auditory)
-    # on the 22050 Hz STFT's frame grid: the loudness for the section features, the ear-weighted
-    # level (which follows a gain ramp dB for dB) for the fades
+    # on the 22050 Hz STFT's frame grid: the loudness for the section features and the fades
     factor, n_frames = config.features.hop_length // config.auditory.hop_length, spec.n_frames
     frame_db = pool_db(aud.loudness_db, factor, n_frames)
-    fades = detect_fades(frame_db=pool_db(aud.power_db, factor, n_frames), fps=spec.fps, duration_s=duration,
-                         params=config.fades)
+    fades = detect_fades(frame_db=frame_db, fps=spec.fps, duration_s=duration, params=config.fades)
     clock.lap("loudness")
 
     seg_starts = find_starts(aud=aud, onset_act=acts.onset, act_fps=acts.fps, chroma=spec.chroma,
                              chroma_fps=spec.fps, params=config.segments)
     segments = build_segments(starts=seg_starts, aud=aud, chroma=spec.chroma, chroma_fps=spec.fps,
                               duration_s=duration, params=config.segments)
+    loud = track_loudness(bands_db=aud.bands_db, fps=aud.fps, fades=fades)
     del aud
-    loud = track_loudness(segment_start_s=segments.start, loudness_max_db=segments.loudness_max, fades=fades,
-                          duration_s=duration)
     clock.lap("segments")
 
     sections = _sections(y, sr, spec=spec, frame_db=frame_db, onset_env=onset_env, rhythm=rhythm, key=key,

@@ -1,6 +1,6 @@
 """Echo Nest fidelity: our documents beside the Echo Nest's own analyses of the same audio files.
 
-    python -m bench.fidelity [--eval-dir DIR] [--json OUT.json] [--no-jukebox]
+    python -m bench.fidelity [--eval-dir DIR] [--json OUT.json] [--no-jukebox] [--loso]
 
 For every pair in ``EVAL/echonest-pairs/*/`` (an audio file and ``echonest.json``,
 the Echo Nest's analysis of exactly that file) the analyzer writes its
@@ -16,6 +16,9 @@ document, and three things judge it:
   beside the Echo Nest's on the pairs and on the Million Song Dataset
   documents, and the cross-check behind the timbre shapes of dims 2-4
   (``analyzer.timbre.TimbreParams``: fitted on one pair, scored on the other).
+
+With ``--loso``, every constant a layer fits is chosen leaving one song out
+(:mod:`bench.fidelity_loso`): the folds and their mean are printed after the table.
 
 Nothing of the pairs is copied: documents go to ``bench/.cache/fidelity/``.
 """
@@ -190,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-dir", type=Path, default=None)
     p.add_argument("--json", type=Path, default=None, help="write every figure here")
     p.add_argument("--no-jukebox", action="store_true", help="skip the Infinite Jukebox client (needs node)")
+    p.add_argument("--loso", action="store_true", help="also choose each fitted constant leaving one song out")
     args = p.parse_args(argv)
     eval_dir = resolve_eval_dir(args.eval_dir)
     pairs = find_pairs(eval_dir) if eval_dir.is_dir() else []
@@ -205,12 +209,13 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"),
                     "command": "python -m bench.fidelity " + " ".join(sys.argv[1:] if argv is None else argv),
                     "machine": machine_text(), "pairs": {}}
-    shifts = {}
+    shifts, docs = {}, {}
     for name, audio, ref in pairs:
         _, analysis, doc, error, wall = ours.run(audio)
         if doc is None:
             result["pairs"][name] = {"error": error}
             continue
+        docs[name] = doc
         path = out_dir / f"{name}.json"
         path.write_text(json.dumps(doc), encoding="utf-8")
         figs = run_scorer(scorer, path, ref)
@@ -224,8 +229,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench.fidelity: {name} done ({wall:.1f} s)", file=sys.stderr, flush=True)
     result["msd_timbre_sd"] = msd_spreads(eval_dir)
     result["timbre_shape_cross_check"] = shape_cross_check(pairs, shifts)
+    if args.loso:
+        from .fidelity_loso import report as loso_report
+        from .fidelity_loso import run as run_loso
+
+        result["loso"] = run_loso(pairs, docs, result["pairs"])
     result["wall_s"] = round(time.perf_counter() - t0, 1)
     print(report(result))
+    if args.loso:
+        print(loso_report(result["loso"], result["pairs"]))
     if args.json:
         args.json.write_text(json.dumps(_jsonable(result), indent=1) + "\n", encoding="utf-8")
     return 0
