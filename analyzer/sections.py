@@ -60,8 +60,11 @@ class SectionParams:
     # (0.6 s moved medley joins off by up to 0.6 s: F@0.5 0.84 -> 0.76; sargon unchanged)
     snap_to_bar_s: float = 0.3
     label_similarity: float = 0.8
-    # digital silence before the music starts or after it ends is a section of its own, as human
-    # annotations mark it (SALAMI's and Nieto's "Silence"): below this level, for at least this long
+    # digital silence before the music starts or after it ends: a section of its own where human
+    # annotations are the reference (SALAMI's and Nieto's "Silence"), but not in the Echo Nest's documents,
+    # whose first section takes the leading silence and last section the trailing one (all four pairs with
+    # sections); so off by default.  Silence: below this level, for at least this long
+    silence_sections: bool = False
     silence_db: float = -59.0  # (the loudness floor is -60; a hair above it is still silence)
     min_silence_s: float = 0.25
     fallback_step_s: float = 0.5  # feature step where there are no beats
@@ -260,7 +263,8 @@ def find_boundaries(
     times, confs = _place(chosen, from_tempo, nov=nov, grid=grid, cumulative=cumulative, fps=fps, step_s=step_s,
                           bar_times=bar_times, duration_s=duration_s, params=params)
     level_db = frames[2][0][0]  # the level group's one row
-    times, confs = _add_silence(times, confs, frame_db=level_db, fps=fps, duration_s=duration_s, params=params)
+    if params.silence_sections:
+        times, confs = _add_silence(times, confs, frame_db=level_db, fps=fps, duration_s=duration_s, params=params)
     starts = np.array(times)
     labels = label_sections(starts, duration_s, groups=groups, scales=scales, grid=grid,
                             threshold=params.label_similarity)

@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         from .fidelity_loso import report as loso_report
         from .fidelity_loso import run as run_loso
 
-        result["loso"] = run_loso(pairs, docs, result["pairs"])
+        result["loso"] = run_loso(pairs, docs, result["pairs"], ours.models)
     result["wall_s"] = round(time.perf_counter() - t0, 1)
     print(report(result))
     if args.loso:

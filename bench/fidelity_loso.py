@@ -34,21 +34,45 @@ FADE_GRID = {
     "fade_out_window_s": (1.5, 1.75, 2.0, 2.25, 2.5, 2.75, 3.0, 3.5),
 }
 LOUDNESS_DEFINITIONS = ("segment_mean", "long_term_spectrum")
+SEGMENT_GRID = {
+    "rise_threshold_db": (0.75, 1.0, 1.25, 1.5, 2.0),
+    "sure_onset": (0.5, 0.7, 0.9),
+    "sure_onset_gap_s": (0.13, 0.2),
+}
+SECTION_GRID = {
+    "min_novelty": (0.10, 0.14, 0.18, 0.22),
+    "min_prominence_sd": (0.0, 0.5, 1.0),
+    "max_density_s": (12.0, 16.0, 20.0, 25.0),
+    "kernel_short_s": (8.0, 12.0),
+}
 
 
-def pair_inputs(audio: Path, doc: dict, shift_s: float, ref: dict) -> dict:
+def pair_inputs(audio: Path, doc: dict, shift_s: float, ref: dict, models=None) -> dict:
     """What the folds need of one pair: the loudness curve and bands as the pipeline makes them, our segments."""
     from analyzer.audio import decode
     from analyzer.auditory import auditory_spectrogram
     from analyzer.features import FeatureParams
     from analyzer.loudness import pool_db
 
+    from analyzer.features import SpectralFeatures
+
     a = decode(audio)
     aud = auditory_spectrogram(a.samples, a.sr)
-    hop = FeatureParams().hop_length
-    n_frames = 1 + len(a.samples) // hop
+    params = FeatureParams()
+    hop = params.hop_length
+    spec = SpectralFeatures(samples=a.samples, sr=a.sr, params=params)
+    n_frames = spec.n_frames
     ours_start = np.array([s["start"] for s in doc["segments"]])
+    onset = None
+    if models is not None:
+        from analyzer.features import network_activations
+
+        acts = network_activations(a.samples, a.sr, models=models, params=params)
+        onset = (acts.onset, acts.fps)
     return {
+        "aud": aud, "onset": onset,
+        "chroma": spec.chroma, "mfcc": spec.mfcc, "beat_times": np.array([b["start"] for b in doc["beats"]]),
+        "bar_times": np.array([b["start"] for b in doc["bars"]]),
         "frame_db": pool_db(aud.loudness_db, hop // 128, n_frames), "fps": a.sr / hop,
         "bands_db": aud.bands_db, "band_fps": aud.fps, "duration_s": a.duration_s,
         "seg_start": ours_start, "seg_loudness_max": np.array([s["loudness_max"] for s in doc["segments"]]),
@@ -123,6 +147,82 @@ def fade_and_loudness_folds(inputs: dict[str, dict]) -> dict:
     return {"folds": folds, "shipped": shipped_rows, "shipped_params": dict(zip(keys, g0))}
 
 
+def _section_f(inp: dict, **params) -> float:
+    """F@3 s of our boundaries with these SectionParams against the Echo Nest's sections (the scorer's measure)."""
+    import mir_eval
+
+    from analyzer.sections import SectionParams, find_boundaries
+
+    b = find_boundaries(chroma=inp["chroma"], mfcc=inp["mfcc"], frame_db=inp["frame_db"], fps=inp["fps"],
+                        beat_times=inp["beat_times"], bar_times=inp["bar_times"], duration_s=inp["duration_s"],
+                        params=SectionParams(**params))
+    ref = inp["ref"]["sections"]
+    ref_iv = np.array([[x["start"], x["start"] + x["duration"]] for x in ref])
+    starts = b.start + inp["shift_s"]
+    ends = np.append(starts[1:], inp["duration_s"] + inp["shift_s"])
+    est_iv = np.clip(np.c_[starts, ends], 0, None)
+    if len(est_iv) < 2:
+        return 0.0
+    return float(mir_eval.segment.detection(ref_iv, est_iv, window=3.0, trim=True)[2])
+
+
+def _segment_f(inp: dict, **params) -> tuple[float, float]:
+    """(onset F at 50 ms, count ratio) of segment starts with these SegmentParams against the Echo Nest's."""
+    import mir_eval
+
+    from analyzer.segments import SegmentParams, find_starts
+
+    act, act_fps = inp["onset"]
+    starts = find_starts(aud=inp["aud"], onset_act=act, act_fps=act_fps, chroma=inp["chroma"], chroma_fps=inp["fps"],
+                         params=SegmentParams(**params))
+    ours = starts.start_frames / inp["aud"].fps + inp["shift_s"]
+    ref = np.array([x["start"] for x in inp["ref"]["segments"]])
+    return float(mir_eval.onset.f_measure(ref, ours, window=0.05)[0]), len(ours) / len(ref)
+
+
+def segment_folds(inputs: dict[str, dict]) -> dict | None:
+    """Per held-out pair: the attack and sure-note constants chosen on the others (mean onset F), and its figures."""
+    from analyzer.segments import SegmentParams
+
+    names = [n for n, inp in inputs.items() if inp["onset"] is not None]
+    if len(names) < 2:
+        return None
+    keys = list(SEGMENT_GRID)
+    grid = list(itertools.product(*(SEGMENT_GRID[k] for k in keys)))
+    shipped = SegmentParams()
+    g0 = tuple(getattr(shipped, k) for k in keys)
+    f = {(n, g): _segment_f(inputs[n], **dict(zip(keys, g))) for n in names for g in set(grid) | {g0}}
+    folds = {}
+    for held in names:
+        train = [n for n in names if n != held]
+        g = _choose(grid, lambda g: -float(np.mean([f[(n, g)][0] for n in train])))
+        folds[held] = {"params": dict(zip(keys, g)), "onsetF": round(f[(held, g)][0], 3),
+                       "rate_ratio": round(f[(held, g)][1], 3), "shipped_onsetF": round(f[(held, g0)][0], 3),
+                       "shipped_rate_ratio": round(f[(held, g0)][1], 3)}
+    return {"folds": folds, "shipped_params": dict(zip(keys, g0))}
+
+
+def section_folds(inputs: dict[str, dict]) -> dict:
+    """Per held-out pair: the section constants chosen on the others (mean F@3 s), and its F@3 s."""
+    from analyzer.sections import SectionParams
+
+    names = [n for n, inp in inputs.items() if inp["ref"].get("sections")]
+    keys = list(SECTION_GRID)
+    grid = list(itertools.product(*(SECTION_GRID[k] for k in keys)))
+    f = {(n, g): _section_f(inputs[n], **dict(zip(keys, g))) for n in names for g in grid}
+    shipped = SectionParams()
+    g0 = tuple(getattr(shipped, k) for k in keys)
+    for n in names:
+        f.setdefault((n, g0), _section_f(inputs[n], **dict(zip(keys, g0))))
+    folds = {}
+    for held in names:
+        train = [n for n in names if n != held]
+        g = _choose(grid, lambda g: -float(np.mean([f[(n, g)] for n in train])))
+        folds[held] = {"params": dict(zip(keys, g)), "sectionF_3s": round(f[(held, g)], 3),
+                       "shipped_sectionF_3s": round(f[(held, g0)], 3)}
+    return {"folds": folds, "shipped_params": dict(zip(keys, g0))}
+
+
 def scale_folds(inputs: dict[str, dict], figures: dict[str, dict]) -> dict:
     """Loudness reference and per-dimension timbre scale fitted on four pairs, left on the fifth."""
     names = list(inputs)
@@ -163,6 +263,28 @@ def report(loso: dict, figures: dict[str, dict]) -> str:
             for k in ("fade_in_diff_s", "fade_out_diff_s", "loudness_diff_db")}
     lines.append(f"| mean abs | | | | {mean['fade_in_diff_s']} | {mean['fade_out_diff_s']} | "
                  f"{mean['loudness_diff_db']} | | |")
+    se = loso["sections"]
+    lines += ["", f"Sections: constants chosen on the other pairs by mean F@3 s (shipped: {se['shipped_params']}).", "",
+              "| held out | " + " | ".join(se["shipped_params"]) + " | F@3 s | shipped F@3 s |",
+              "|---|" + "---|" * (len(se["shipped_params"]) + 2)]
+    for n, f in se["folds"].items():
+        lines.append(f"| {n} | " + " | ".join(f"{v:g}" for v in f["params"].values())
+                     + f" | {f['sectionF_3s']} | {f['shipped_sectionF_3s']} |")
+    lines.append("| mean | " + " | " * len(se["shipped_params"])
+                 + f"{np.mean([f['sectionF_3s'] for f in se['folds'].values()]):.3f} | "
+                 + f"{np.mean([f['shipped_sectionF_3s'] for f in se['folds'].values()]):.3f} |")
+    sg = loso.get("segments")
+    if sg:
+        lines += ["", f"Segments: attack and sure-note constants chosen on the other pairs by mean onset F at 50 ms "
+                  f"(shipped: {sg['shipped_params']}).", "",
+                  "| held out | " + " | ".join(sg["shipped_params"]) + " | onset F | count ratio | shipped onset F "
+                  "| shipped count ratio |", "|---|" + "---|" * (len(sg["shipped_params"]) + 4)]
+        for n, f in sg["folds"].items():
+            lines.append(f"| {n} | " + " | ".join(f"{v:g}" for v in f["params"].values())
+                         + f" | {f['onsetF']} | {f['rate_ratio']} | {f['shipped_onsetF']} | {f['shipped_rate_ratio']} |")
+        lines.append("| mean | " + " | " * len(sg["shipped_params"])
+                     + f"{np.mean([f['onsetF'] for f in sg['folds'].values()]):.3f} | | "
+                     + f"{np.mean([f['shipped_onsetF'] for f in sg['folds'].values()]):.3f} | |")
     sc = loso["scales"]
     lines += ["", "Loudness scale and timbre spread: each pair's loudness_max offset (theirs - ours, dB) and what a "
               "reference fitted on the other pairs leaves; timbre dims whose spread is within 0.8-1.25 of the "
@@ -177,7 +299,7 @@ def report(loso: dict, figures: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def run(pairs: list[tuple[str, Path, Path]], docs: dict[str, dict], figures: dict[str, dict]) -> dict:
+def run(pairs: list[tuple[str, Path, Path]], docs: dict[str, dict], figures: dict[str, dict], models=None) -> dict:
     """Every fold of every fitted layer (see the module's docstring)."""
     inputs = {}
     for name, audio, ref_path in pairs:
@@ -185,5 +307,6 @@ def run(pairs: list[tuple[str, Path, Path]], docs: dict[str, dict], figures: dic
             continue
         ref = json.loads(ref_path.read_text(encoding="utf-8"))
         figures[name]["analyzer_version"] = (ref.get("meta") or {}).get("analyzer_version") or "API v3 (2009)"
-        inputs[name] = pair_inputs(audio, docs[name], figures[name]["aligned_shift_s"], ref)
-    return {"fades_loudness": fade_and_loudness_folds(inputs), "scales": scale_folds(inputs, figures)}
+        inputs[name] = pair_inputs(audio, docs[name], figures[name]["aligned_shift_s"], ref, models)
+    return {"fades_loudness": fade_and_loudness_folds(inputs), "scales": scale_folds(inputs, figures),
+            "sections": section_folds(inputs), "segments": segment_folds(inputs)}

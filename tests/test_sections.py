@@ -69,13 +69,34 @@ def test_too_short_or_beatless_input_is_one_section():
     assert b.start.tolist() == [0.0] and b.label == ("A",)
 
 
-def test_silence_before_and_after_the_music_is_a_section_without_key_or_pulse(fx, analyze_file, tmp_path):
+@pytest.fixture(scope="module")
+def padded_loop(fx, tmp_path_factory):
+    """1.5 s of digital silence, 40 s of the steady loop, 2 s of silence."""
     if "steady_loop" not in fx:
         pytest.skip("FluidSynth or its GM soundfont is not installed: no steady_loop fixture")
     loop, sr = _load(fx["steady_loop"]["path"])
-    path = tmp_path / "padded.wav"
+    path = tmp_path_factory.mktemp("padded") / "padded.wav"
     sf.write(path, np.concatenate([np.zeros(int(1.5 * sr)), loop[: 40 * sr], np.zeros(2 * sr)]), sr)
-    doc, _ = analyze_file(path)
+    return path
+
+
+def test_silence_before_and_after_the_music_belongs_to_the_first_and_last_section(padded_loop, analyze_file):
+    # the Echo Nest's convention: its first section takes the leading silence, its last the trailing one
+    doc, _ = analyze_file(padded_loop)
+    secs = doc["sections"]
+    assert len(secs) == 1, [s["start"] for s in secs]
+    assert secs[0]["key"] >= 0 and secs[0]["tempo"] > 0
+
+
+def test_silence_sections_on_request_have_no_key_or_pulse(padded_loop, models):
+    # as human annotations mark it (SALAMI's "Silence"): SectionParams(silence_sections=True)
+    from analyzer.audio import decode
+    from analyzer.document import build_document
+    from analyzer.pipeline import AnalysisConfig, analyze
+
+    config = AnalysisConfig(sections=SectionParams(silence_sections=True))
+    doc = build_document(analyze(decode(padded_loop), models=models, config=config), timestamp=0,
+                         analysis_time_s=0.0)
     secs = doc["sections"]
     assert secs[1]["start"] == pytest.approx(1.5, abs=0.1)
     assert secs[-1]["start"] == pytest.approx(41.5, abs=0.15)
