@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import platform
 import sys
 from importlib import resources
@@ -172,7 +173,9 @@ def _meta(analysis: Analysis, *, timestamp: int, analysis_time_s: float) -> dict
         "platform": platform_string(),
         "detailed_status": "OK",
         "status_code": 0,
-        "filename": src.path,
+        # a name that is not UTF-8 (its bytes as surrogates) with those bytes written \xNN: JSON holds text only
+        "filename": os.fsencode(src.path).decode("utf-8", "backslashreplace") if not src.path.isprintable()
+        else src.path,
         "artist": src.tags.get("artist", ""),
         "album": src.tags.get("album", ""),
         "title": src.tags.get("title", ""),

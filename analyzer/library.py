@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -33,8 +34,8 @@ from pathlib import Path
 from .batch import AUDIO_EXTENSIONS, Job, Resources, RunOptions, not_regular_reason, run_jobs
 from .document import TRACK_ID_LENGTH as ID_LENGTH
 from .document import track_id
-from .errors import AnalyzerError, InputError, quote_path
-from .sqlite_util import describe_sqlite_error
+from .errors import AnalyzerError, InputError, one_line, quote_path
+from .sqlite_util import describe_sqlite_error, os_path, text_path
 
 
 DEFAULT_DB = Path(".analyze") / "library.db"
@@ -67,6 +68,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX files_track ON files (track_id)",
     ),
+    (
+        # why a stored file cannot be seen now (its folder missing, empty or unreadable); NULL when it can
+        "ALTER TABLE files ADD COLUMN unavailable TEXT",
+        # paths are stored by `sqlite_util.text_path` from now on: a backslash is doubled
+        "UPDATE files SET path = REPLACE(path, '\\', '\\\\')",
+    ),
 )
 
 
@@ -76,6 +83,7 @@ class FileState:
     size: int
     track_id: str | None
     error: str | None
+    unavailable: str | None = None  # why the file cannot be seen now (kept, not forgotten)
 
 
 @dataclass(frozen=True)
@@ -85,7 +93,7 @@ class TrackInfo:
     artist: str
     album: str
     duration_ms: int
-    path: str  # relative to the library folder ("" when no file holds it any more)
+    path: str  # relative to the library folder, as `text_path` stores it ("" when no file holds it any more)
 
 
 class _Backend:
@@ -255,12 +263,17 @@ class LibraryStore:
 
     # --- writing ----------------------------------------------------------------------------
 
+    # Paths: the methods take and give a file's path relative to the library as `os.fsdecode` gives
+    # it (undecodable bytes as surrogates); the database holds its `text_path`, and what is shown
+    # (TrackInfo.path, failures) is that text.
+
     def put_document(self, path: str, *, mtime_ns: int, size: int, document: bytes, doc: dict) -> str:
         """Store a file's document (its track made or replaced) and point the file at it; the track id."""
         meta, track = doc["meta"], doc["track"]
         tid = track_id(track["sample_md5"])
-        name = meta.get("title") or Path(path).stem
-        search = " ".join((name, meta.get("artist", ""), meta.get("album", ""), path)).lower()
+        shown = text_path(path)
+        name = meta.get("title") or Path(shown).stem
+        search = " ".join((name, meta.get("artist", ""), meta.get("album", ""), shown)).lower()
         row = (tid, track["sample_md5"], document, '"' + hashlib.md5(document).hexdigest() + '"', name,
                meta.get("artist", ""), meta.get("album", ""), int(round(track["duration"] * 1000)), search, time.time())
         with self._tx():
@@ -288,16 +301,25 @@ class LibraryStore:
 
     def remove_files(self, paths: list[str]) -> None:
         """Forget files that left the folder, and the tracks no file holds any more."""
-        if not paths:
-            return
+        self.reconcile(paths, {})
+
+    def reconcile(self, gone: list[str], unavailable: dict[str, str]) -> None:
+        """After a scan, in one transaction: forget the files positively `gone` (and the tracks no
+        file holds any more); mark the `unavailable` ones (path -> why) and every other file seen."""
         with self._tx():
-            for p in paths:
-                self._x("DELETE FROM files WHERE path = ?", (p,))
-            self._drop_orphans()
+            for p in gone:
+                self._x("DELETE FROM files WHERE path = ?", (text_path(p),))
+            if gone:
+                self._drop_orphans()
+            self._x("UPDATE files SET unavailable = NULL WHERE unavailable IS NOT NULL")
+            for p, why in unavailable.items():
+                self._x("UPDATE files SET unavailable = ? WHERE path = ?", (why, text_path(p)))
 
     def _put_file(self, path: str, mtime_ns: int, size: int, tid: str | None, error: str | None) -> None:
+        path = text_path(path)
         self._x("DELETE FROM files WHERE path = ?", (path,))
-        self._x("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?)", (path, mtime_ns, size, tid, error, time.time()))
+        self._x("INSERT INTO files (path, mtime_ns, size, track_id, error, checked_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (path, mtime_ns, size, tid, error, time.time()))
 
     def _drop_orphans(self) -> None:
         self._x("DELETE FROM tracks WHERE id NOT IN (SELECT track_id FROM files WHERE track_id IS NOT NULL)")
@@ -306,8 +328,11 @@ class LibraryStore:
 
     def files(self) -> dict[str, FileState]:
         """Every file the database knows, by path relative to the library."""
-        return {r[0]: FileState(int(r[1]), int(r[2]), r[3], r[4])
-                for r in self._rows("SELECT path, mtime_ns, size, track_id, error FROM files")}
+        out = {}
+        for r in self._rows("SELECT path, mtime_ns, size, track_id, error, unavailable FROM files"):
+            name = os_path(r[0])
+            out[r[0] if name is None else name] = FileState(int(r[1]), int(r[2]), r[3], r[4], r[5])
+        return out
 
     def document(self, tid: str) -> tuple[bytes, str] | None:
         """(the stored document, its ETag) or None."""
@@ -354,17 +379,22 @@ class LibraryStore:
 
     def lookup(self, path: str) -> str | None:
         """The track id of a file (path relative to the library), or None."""
-        rows = self._rows("SELECT track_id FROM files WHERE path = ?", (path,))
+        rows = self._rows("SELECT track_id FROM files WHERE path = ?", (text_path(path),))
         return rows[0][0] if rows else None
 
     def counts(self) -> dict[str, int]:
-        r = self._rows("SELECT COUNT(*), COUNT(track_id), COUNT(error) FROM files")[0]
-        return {"files": int(r[0]), "analysed": int(r[1]), "failed": int(r[2]),
+        r = self._rows("SELECT COUNT(*), COUNT(track_id), COUNT(error), COUNT(unavailable) FROM files")[0]
+        return {"files": int(r[0]), "analysed": int(r[1]), "failed": int(r[2]), "unavailable": int(r[3]),
                 "tracks": int(self._rows("SELECT COUNT(*) FROM tracks")[0][0])}
 
     def failures(self, limit: int = 100) -> list[dict]:
         return [{"path": r[0], "reason": r[1]} for r in
                 self._rows("SELECT path, error FROM files WHERE error IS NOT NULL ORDER BY path LIMIT ?", (limit,))]
+
+    def unavailable(self, limit: int = 100) -> list[dict]:
+        """Files kept although the last scan could not see them, and why."""
+        return [{"path": r[0], "reason": r[1]} for r in self._rows(
+            "SELECT path, unavailable FROM files WHERE unavailable IS NOT NULL ORDER BY path LIMIT ?", (limit,))]
 
 
 def open_library(root: str | os.PathLike, db: str | None = None) -> LibraryStore:
@@ -381,23 +411,101 @@ def open_library(root: str | os.PathLike, db: str | None = None) -> LibraryStore
     return LibraryStore(db if db is not None else root / DEFAULT_DB, root)
 
 
-def scan(root: Path) -> dict[str, tuple[int, int]]:
-    """Audio files under `root` (hidden entries left out): relative POSIX path -> (mtime_ns, size)."""
-    found: dict[str, tuple[int, int]] = {}
-    for folder, dirs, files in os.walk(root, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if name.startswith(".") or Path(name).suffix.lower() not in AUDIO_EXTENSIONS:
-                continue
-            p = Path(folder) / name
-            if not_regular_reason(p) is not None:
-                continue
+@dataclass
+class Scan:
+    """What one look at the library folder saw.
+
+    Attributes
+    ----------
+    found : dict
+        Audio files (relative path as `os.fsdecode` gives it) -> (mtime_ns, size).
+    listed : dict
+        Each folder read (relative POSIX path, "" for the root) -> whether it holds anything
+        visible (an entry whose name does not start with ".").
+    unreadable : dict
+        Folders that could not be read (relative path -> why).
+    missing : str or None
+        Why the library folder itself could not be read, if it could not.
+    """
+
+    found: dict[str, tuple[int, int]] = field(default_factory=dict)
+    listed: dict[str, bool] = field(default_factory=dict)
+    unreadable: dict[str, str] = field(default_factory=dict)
+    missing: str | None = None
+
+    def why_unseen(self, rel: str) -> str | None:
+        """None if the file `rel` (not found) is positively gone; otherwise why it could not be seen.
+
+        A file is gone when the nearest of its folders that was read is readable and not empty
+        (a folder deleted from a readable folder is gone with its files); a folder that was empty
+        (an unmounted disk's mount point looks like this) or unreadable on the way hides it.
+        """
+        if self.missing is not None:
+            return self.missing
+        parts = rel.split("/")[:-1]
+        for i in range(len(parts) + 1):  # from the root down: an unreadable folder hides all below it
+            folder = "/".join(parts[:i])
+            if folder in self.unreadable:
+                return f"folder {text_path(folder) or '.'} cannot be read ({self.unreadable[folder]})"
+        for i in range(len(parts), -1, -1):  # the nearest folder that was read
+            folder = "/".join(parts[:i])
+            if folder in self.listed:
+                if self.listed[folder]:
+                    return None
+                return f"folder {text_path(folder) or '.'} is empty (an unmounted disk?)"
+        return "not seen"
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+def scan(root: Path) -> Scan:
+    """Look at the audio files under `root` (hidden entries left out), and note what could not be read.
+
+    Raises nothing: a folder that cannot be read is recorded in the result, so that what it
+    holds is not taken as gone.
+    """
+    out = Scan()
+    root = Path(root)
+    try:
+        st = os.stat(root)
+    except OSError as exc:
+        out.missing = f"the library folder {quote_path(root)} cannot be seen ({_why(exc)})"
+        return out
+    if not stat.S_ISDIR(st.st_mode):
+        out.missing = f"the library folder {quote_path(root)} is not a folder now"
+        return out
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        folder = root / rel if rel else root
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            out.unreadable[rel] = _why(exc)
+            continue
+        visible = [e for e in entries if not e.name.startswith(".")]
+        out.listed[rel] = bool(visible)
+        for e in visible:
+            child = f"{rel}/{e.name}" if rel else e.name
             try:
-                st = p.stat()
-            except OSError:
+                if e.is_dir(follow_symlinks=False):
+                    stack.append(child)
+                    continue
+                if Path(e.name).suffix.lower() not in AUDIO_EXTENSIONS:
+                    continue
+                if not_regular_reason(Path(e.path)) is not None:
+                    continue
+                st = os.stat(e.path)
+            except FileNotFoundError:
                 continue  # a broken link, or gone since the listing
-            found[p.relative_to(root).as_posix()] = (st.st_mtime_ns, st.st_size)
-    return found
+            except OSError as exc:  # a folder that lists but cannot be looked into (no x permission)
+                out.unreadable.setdefault(rel, _why(exc))
+                continue
+            out.found[child] = (st.st_mtime_ns, st.st_size)
+    return out
 
 
 @dataclass
@@ -410,6 +518,7 @@ class IndexStatus:
     current: str | None = None
     last_scan: float | None = None
     last_error: str | None = None
+    missing: str | None = None  # why the library folder could not be read at the last pass
 
 
 class Indexer:
@@ -472,19 +581,35 @@ class Indexer:
             try:
                 self.run_pass()
             except AnalyzerError as exc:  # the database went away or broke: say so, try again later
-                with self._status_lock:
-                    self._status.last_error = str(exc)
+                self._failed(str(exc))
+            except Exception as exc:  # noqa: BLE001 - a bug must not end indexing silently: shown in status
+                self._failed(f"internal error: {type(exc).__name__}: {exc}")
             self._wake.wait(self.poll_s)
             self._wake.clear()
+
+    def _failed(self, message: str) -> None:
+        with self._status_lock:
+            self._status.last_error = one_line(message)[:500]
+            self._status.current = None
 
     # --- one pass ---------------------------------------------------------------------------
 
     def run_pass(self) -> int:
         """List the folder and bring the database up to date; the number of files analysed or linked."""
         root = self.store.root
-        found = scan(root)
+        seen = scan(root)
+        found = seen.found
         known = self.store.files()
-        self.store.remove_files([p for p in known if p not in found])
+        gone, unavailable = [], {}
+        for p in known:
+            if p not in found:
+                why = seen.why_unseen(p)
+                if why is None:
+                    gone.append(p)
+                else:
+                    unavailable[p] = why
+        if gone or unavailable or any(k.unavailable for k in known.values()):
+            self.store.reconcile(gone, unavailable)
         now_ns = time.time_ns()
         todo = [p for p, (mtime, size) in found.items()
                 if (k := known.get(p)) is None or (k.mtime_ns, k.size) != (mtime, size)]
@@ -494,7 +619,10 @@ class Indexer:
             self._status.found = len(found)
             self._status.pending = list(todo)
             self._status.last_scan = time.time()
-            self._status.last_error = None
+            self._status.missing = seen.missing or (
+                f"{len(unavailable)} stored file(s) cannot be seen now and are kept, not forgotten "
+                f"(see unavailable_files; e.g. {text_path(next(iter(unavailable)))}: {next(iter(unavailable.values()))})"
+                if unavailable else None)
         done = 0
         analyse = []
         for p in settled:
@@ -503,6 +631,8 @@ class Indexer:
             else:
                 analyse.append(p)
         done += self._analyse(analyse, found)
+        with self._status_lock:
+            self._status.last_error = None  # this pass went through
         return done
 
     def _relink(self, rel: str, stat: tuple[int, int]) -> bool:
@@ -531,11 +661,11 @@ class Indexer:
 
         def on_start(job: Job) -> None:
             with self._status_lock:
-                self._status.current = rel_of[job.source]
+                self._status.current = text_path(rel_of[job.source])
 
         if self.workers > 1:
             with self._status_lock:
-                self._status.current = rels[0]
+                self._status.current = text_path(rels[0])
         with closing(run_jobs(jobs, self.options, workers=self.workers, resources=self.resources,
                               on_start=on_start)) as results:
             for res in results:
@@ -544,8 +674,15 @@ class Indexer:
                 if res.error:
                     self.store.put_failure(rel, mtime_ns=mtime, size=size, reason=res.error)
                 else:
-                    self.store.put_document(rel, mtime_ns=mtime, size=size, document=res.document,
-                                            doc=orjson.loads(res.document))
+                    try:
+                        doc = orjson.loads(res.document)
+                        track_id(doc["track"]["sample_md5"])
+                    except (orjson.JSONDecodeError, KeyError, TypeError, AnalyzerError) as exc:
+                        # a bug in the analysis: this file fails (tried again when it changes), the rest go on
+                        self.store.put_failure(rel, mtime_ns=mtime, size=size,
+                                               reason=f"internal error: {type(exc).__name__}: {exc}")
+                    else:
+                        self.store.put_document(rel, mtime_ns=mtime, size=size, document=res.document, doc=doc)
                 n += 1
                 self._done(rel)
                 if self._stop.is_set():
@@ -562,13 +699,16 @@ class Indexer:
     # --- status -------------------------------------------------------------------------------
 
     def status(self) -> dict:
-        """Files known, analysed, pending and failed (with reasons), the file in progress, the last pass."""
+        """Files known, analysed, pending, failed and unavailable (with reasons), the file in progress,
+        the last pass, and why the last pass or the folder failed (``error``; null when all is well)."""
         counts = self.store.counts()
+        failures, unavailable = self.store.failures(), self.store.unavailable()
         with self._status_lock:
             s = self._status
             return {
-                "root": str(self.store.root), "database": self.store.kind, "files": s.found,
+                "root": text_path(os.fsdecode(self.store.root)), "database": self.store.kind, "files": s.found,
                 "analysed": counts["analysed"], "tracks": counts["tracks"], "pending": len(s.pending),
-                "failed": counts["failed"], "failures": self.store.failures(), "current": s.current,
-                "scans": s.scans, "last_scan": s.last_scan, "poll_seconds": self.poll_s, "error": s.last_error,
+                "failed": counts["failed"], "failures": failures, "unavailable": counts["unavailable"],
+                "unavailable_files": unavailable, "current": s.current, "scans": s.scans, "last_scan": s.last_scan,
+                "poll_seconds": self.poll_s, "error": s.last_error or s.missing,
             }

@@ -21,6 +21,7 @@ import gzip
 import hashlib
 import hmac
 import ipaddress
+import os
 import re
 from collections import OrderedDict
 from collections.abc import Callable
@@ -30,6 +31,7 @@ import orjson
 
 from .document import audio_features_object
 from .library import ID_LENGTH, Indexer, LibraryStore, TrackInfo
+from .sqlite_util import os_path, text_path
 
 _ID = re.compile(rf"[0-9A-Za-z]{{{ID_LENGTH}}}")
 # uri "spotify:track:ID": the ids are not Spotify's, but clients parse only this scheme (spotipy refuses
@@ -286,16 +288,25 @@ def build_app(store: LibraryStore, indexer: Indexer | None = None, *, token: str
         return json(await run_in_threadpool(indexer.status), request)
 
     async def lookup(request: Request) -> Response:
-        path = request.query_params.get("path", "")
+        path = _raw_param(request, "path")
         if not path:
             raise HTTPException(400, "give path=FILE (relative to the library folder, or absolute inside it)")
         rel = _relative(store.root, path)
         if rel is None:
-            raise HTTPException(400, f"{path!r} is not inside the library folder")
-        tid = await run_in_threadpool(store.lookup, rel)
+            raise HTTPException(400, f"{text_path(path)!r} is not inside the library folder")
+
+        def find() -> tuple[str | None, str]:
+            # the name itself, or its text as status and track objects show it (a name that is not UTF-8)
+            for name in dict.fromkeys((rel, os_path(rel))):
+                if name is not None and (tid := store.lookup(name)) is not None:
+                    return tid, name
+            return None, rel
+
+        tid, rel = await run_in_threadpool(find)
         if tid is None:
-            raise HTTPException(404, f"no analysed file {rel!r} (see /v1/library/status: it may be pending or failed)")
-        return json({"id": tid, "path": rel, "uri": f"{URI_SCHEME}:track:{tid}"}, request)
+            raise HTTPException(404, f"no analysed file {text_path(rel)!r} "
+                                     "(see /v1/library/status: it may be pending or failed)")
+        return json({"id": tid, "path": text_path(rel), "uri": f"{URI_SCHEME}:track:{tid}"}, request)
 
     async def http_error(request: Request, exc: HTTPException) -> Response:
         return error(exc.status_code, exc.detail if isinstance(exc.detail, str) else str(exc.detail), exc.headers)
@@ -328,6 +339,18 @@ def build_app(store: LibraryStore, indexer: Indexer | None = None, *, token: str
 def _matches(request, etag: str) -> bool:
     wanted = request.headers.get("if-none-match", "")
     return wanted.strip() == "*" or etag in [w.strip().removeprefix("W/") for w in wanted.split(",")]
+
+
+def _raw_param(request, name: str) -> str:
+    """A query parameter with its percent-escaped bytes kept as they are (a file name need not be UTF-8:
+    its bytes come back as `os.fsdecode` gives them)."""
+    from urllib.parse import parse_qsl
+
+    query = request.scope.get("query_string", b"").decode("latin-1")  # as Starlette reads it
+    for key, value in parse_qsl(query, keep_blank_values=True, encoding="utf-8", errors="surrogateescape"):
+        if key == name:
+            return value
+    return ""
 
 
 def _int_param(request, name: str, default: int, lo: int, hi: int) -> int:

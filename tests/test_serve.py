@@ -411,7 +411,7 @@ def test_postgresql_holds_the_same_schema_and_answers_the_same(postgres_url, lib
         assert total == 1 and rows[0].name == synth.TAGS["title"]
         assert store.lookup("clicks.mp3") == tid
         store.remove_files(["clicks.mp3"])
-        assert store.counts() == {"files": 0, "analysed": 0, "failed": 0, "tracks": 0}
+        assert store.counts() == {"files": 0, "analysed": 0, "failed": 0, "unavailable": 0, "tracks": 0}
     finally:
         store.close()
     LibraryStore(postgres_url, library["dir"]).close()  # opened again: already at the latest version
