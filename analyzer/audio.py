@@ -174,6 +174,10 @@ def decode(path: str | os.PathLike, *, sr: int = ANALYSIS_SR, params: DecodePara
     import av
     import soxr
 
+    for what, value in (("offset", params.offset_s), ("duration", params.duration_s),
+                        ("maximum duration", params.max_duration_s), ("minimum duration", params.min_duration_s)):
+        if not np.isfinite(value):
+            raise ParameterError(f"{what} {value} s: give a finite number of seconds")
     if params.offset_s < 0 or params.duration_s < 0:
         raise ParameterError(
             f"offset {params.offset_s} s and duration {params.duration_s} s must be >= 0"
@@ -212,6 +216,10 @@ def decode(path: str | os.PathLike, *, sr: int = ANALYSIS_SR, params: DecodePara
     samples = buffer.result()
     got_s = decoded_native / info.native_sr
     _check_length(got_s, info.declared_s, want_end=want_end, params=params, name=name)
+    # a float file can hold NaN or infinity: no analysis can read them (checked in blocks: a whole-file
+    # mask would cost a byte per sample)
+    if any(not np.isfinite(samples[i : i + (1 << 20)]).all() for i in range(0, len(samples), 1 << 20)):
+        raise DecodeError(f"{name}: the audio holds samples that are not numbers (NaN or infinity): damaged")
     np.clip(samples, -1.0, 1.0, out=samples)
     return Audio(
         samples=samples,

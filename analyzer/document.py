@@ -111,6 +111,15 @@ def _audio_features(d: Descriptors) -> dict:
     return {k: None if (v := getattr(d, k)) is None else _c(v) for k in PERCEPTUAL_FEATURES}
 
 
+def path_text(path: str | os.PathLike) -> str:
+    """A file name as a JSON document gives it: as it is, except that bytes that are not UTF-8
+    (surrogates in Python) are written ``\\xNN`` (JSON holds text only)."""
+    text = os.fspath(path)
+    if isinstance(text, bytes) or not text.isprintable():
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+    return text
+
+
 def audio_features_object(doc: dict, *, track_id: str | None = None) -> dict:
     """Spotify's ``audio-features`` object of one document (its fields in Spotify's order).
 
@@ -173,9 +182,7 @@ def _meta(analysis: Analysis, *, timestamp: int, analysis_time_s: float) -> dict
         "platform": platform_string(),
         "detailed_status": "OK",
         "status_code": 0,
-        # a name that is not UTF-8 (its bytes as surrogates) with those bytes written \xNN: JSON holds text only
-        "filename": os.fsencode(src.path).decode("utf-8", "backslashreplace") if not src.path.isprintable()
-        else src.path,
+        "filename": path_text(src.path),
         "artist": src.tags.get("artist", ""),
         "album": src.tags.get("album", ""),
         "title": src.tags.get("title", ""),

@@ -21,6 +21,7 @@ Library code: raises AnalyzerError, never prints or exits.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import sqlite3
 import stat
@@ -34,11 +35,13 @@ from pathlib import Path
 from .batch import AUDIO_EXTENSIONS, Job, Resources, RunOptions, not_regular_reason, run_jobs
 from .document import TRACK_ID_LENGTH as ID_LENGTH
 from .document import track_id
-from .errors import AnalyzerError, InputError, one_line, quote_path
+from .errors import AnalyzerError, InputError, ParameterError, one_line, quote_path
 from .sqlite_util import describe_sqlite_error, os_path, text_path
 
 
 DEFAULT_DB = Path(".analyze") / "library.db"
+# a search holds at most this many words (SQLite's expression depth grows with them: 1000 fails)
+MAX_SEARCH_WORDS = 32
 KIND = "music library database"
 MADE_BY = "`analyze serve LIBRARY_DIR`"
 
@@ -112,6 +115,10 @@ class _Backend:
     def tables(self) -> set[str]:
         return {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
+    def ours(self) -> None:
+        """The file is (or will now be) this program's database: readers never block the writer."""
+        self.conn.execute("PRAGMA journal_mode = WAL")
+
     def error(self, exc: Exception) -> InputError:
         return InputError(f"{self.shown}: {KIND} {describe_sqlite_error(exc)}")
 
@@ -129,8 +136,38 @@ class _Postgres(_Backend):
         return {r[0] for r in self.conn.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")}
 
+    def ours(self) -> None:
+        pass
+
     def error(self, exc: Exception) -> InputError:
-        return InputError(f"{self.shown}: {KIND}: {type(exc).__name__}: {str(exc).strip().splitlines()[0]}")
+        first = (str(exc).strip().splitlines() or [""])[0]
+        return InputError(f"{self.shown}: {KIND}: {type(exc).__name__}: {first}")
+
+
+_SECRET_KEYS = ("password", "sslpassword", "passfile")
+
+
+def shown_url(url: str) -> str:
+    """A ``postgresql://`` URL as messages show it: no user or password, no secret query parameter."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit
+
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    query = [(k, "***" if k.lower() in _SECRET_KEYS else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+    return f"{parts.scheme}://{host}{parts.path}" + (f"?{urlencode(query, safe='/*')}" if query else "")
+
+
+def _hide_secrets(url: str, text: str) -> str:
+    """`text` with every password the URL holds replaced by ***."""
+    from urllib.parse import parse_qsl, unquote, urlsplit
+
+    parts = urlsplit(url)
+    secrets = [v for k, v in parse_qsl(parts.query, keep_blank_values=True) if k.lower() in _SECRET_KEYS]
+    if parts.password:
+        secrets += [parts.password, unquote(parts.password)]
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 def _connect(db: str, root: Path) -> _Backend:
@@ -140,22 +177,26 @@ def _connect(db: str, root: Path) -> _Backend:
         except ImportError:
             raise InputError("--db postgresql://...: psycopg is not installed "
                              "(pip install 'echonest-analyzer[postgres]')") from None
-        shown = db.split("@")[-1]  # never the password
+        shown = shown_url(db)
         try:
             conn = psycopg.connect(db, autocommit=True)
         except psycopg.Error as exc:
-            raise InputError(f"{shown}: cannot connect to PostgreSQL ({str(exc).strip().splitlines()[0]})") from None
+            reason = _hide_secrets(db, (str(exc).strip().splitlines() or [type(exc).__name__])[0])
+            raise InputError(f"{shown}: cannot connect to PostgreSQL ({reason})") from None
         backend = _Postgres(conn, shown)
         backend.errors = (psycopg.Error,)
         return backend
     path = Path(db)
-    if path.exists() and not path.is_file():
-        raise InputError(f"{quote_path(path)}: not a regular file, so not a {KIND}")
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        # autocommit (isolation_level None): transactions are explicit, below
+        if path.exists() and not path.is_file():
+            raise InputError(f"{quote_path(path)}: not a regular file, so not a {KIND}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a parent that is a file, a folder that cannot be written
+        raise InputError(f"{quote_path(path)}: cannot make the {KIND} there ({exc.strerror or exc})") from None
+    try:
+        # autocommit (isolation_level None): transactions are explicit, below.  Nothing is written
+        # here: WAL is switched on once the file is known to be ours (`LibraryStore._migrate`)
         conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA busy_timeout = 5000")
     except sqlite3.DatabaseError as exc:
         if "not a database" in str(exc):
@@ -236,6 +277,13 @@ class LibraryStore:
             if tables and "schema_version" not in tables:
                 listed = ", ".join(sorted(tables)[:6])
                 raise InputError(f"{self._b.shown}: not a {KIND}: another program's database (tables {listed})")
+            if tables:
+                # refused untouched where it is newer: checked before WAL rewrites the header
+                version = self._version()
+                if version > len(MIGRATIONS):
+                    raise InputError(f"{self._b.shown}: {KIND} schema version {version}, made by a newer analyze "
+                                     f"(this one reads up to {len(MIGRATIONS)})")
+            self._b.ours()
             if not tables:
                 with self._tx():
                     self._x("CREATE TABLE schema_version (version INTEGER NOT NULL)")
@@ -369,7 +417,9 @@ class LibraryStore:
         (list of TrackInfo, int)
             One page (ordered by name, then id) and the number of matches in all.
         """
-        words = query.lower().split()
+        words = list(dict.fromkeys(query.lower().split()))
+        if len(words) > MAX_SEARCH_WORDS:
+            raise InputError(f"a search of {len(words)} different words: at most {MAX_SEARCH_WORDS}")
         where = " AND ".join(["t.search LIKE ? ESCAPE '\\'"] * len(words)) or "1 = 1"
         params = tuple("%" + w.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%" for w in words)
         total = int(self._rows(f"SELECT COUNT(*) FROM tracks t WHERE {where}", params)[0][0])
@@ -546,6 +596,8 @@ class Indexer:
 
     def __init__(self, store: LibraryStore, options: RunOptions = RunOptions(), *, workers: int = 1,
                  poll_s: float = 5.0, settle_s: float = 2.0) -> None:
+        if not (math.isfinite(poll_s) and poll_s > 0 and math.isfinite(settle_s) and settle_s >= 0):
+            raise ParameterError(f"poll {poll_s} s must be a number > 0 and settle {settle_s} s one >= 0")
         self.store = store
         self.options = options
         self.workers = workers

@@ -224,8 +224,8 @@ def playlist(
         raise typer.BadParameter("give --user ID, --users all or --plays FILE")
     if users is not None and (users != "all" or user is not None):
         raise typer.BadParameter("--users takes 'all', without --user")
-    if n < 1 or not 0.0 <= fresh <= 1.0 or spread < 0:
-        raise typer.BadParameter("-n must be >= 1, --fresh within 0..1, --spread >= 0")
+    if n < 1 or not 0.0 <= fresh <= 1.0 or not 0 <= spread < float("inf"):  # NaN fails both comparisons
+        raise typer.BadParameter("-n must be >= 1, --fresh within 0..1, --spread a finite number >= 0")
     rec = _load(model)
     if plays is not None:
         rec, new = _fold_in(rec, plays)

@@ -292,7 +292,7 @@ def test_recommendations_map_library_ids_through_the_model_names(library):
         return ["demo", "not in the library", "clicks"]
 
     async def get(app, path, **params):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
             return await client.get(path, params=params)
 
     store = open_library(library["dir"])
