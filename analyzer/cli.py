@@ -759,6 +759,10 @@ def serve_command(
     max_duration: Annotated[
         float, typer.Option("--max-duration", help="Refuse files longer than this many seconds.")
     ] = 3600.0,
+    allow_truncated: Annotated[
+        bool, typer.Option("--allow-truncated", help="Analyze what decodes of a damaged or truncated file "
+                           "(its document says so in meta.detailed_status).")
+    ] = False,
 ) -> None:
     from .batch import RunOptions
     from .audio import DecodeParams
@@ -784,7 +788,9 @@ def serve_command(
     except BaseException:
         store.close()
         raise
-    indexer = Indexer(store, RunOptions(decode=DecodeParams(max_duration_s=max_duration)), workers=jobs, poll_s=poll)
+    indexer = Indexer(store, RunOptions(decode=DecodeParams(max_duration_s=max_duration,
+                                                            allow_truncated=allow_truncated)),
+                      workers=jobs, poll_s=poll)
     app_ = build_app(store, indexer, token=token, recommend=recommend, concurrency=concurrency,
                      hosts=(*LOOPBACK_NAMES, host))
     shown_host = f"[{host}]" if ":" in host else host

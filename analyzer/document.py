@@ -180,7 +180,8 @@ def _meta(analysis: Analysis, *, timestamp: int, analysis_time_s: float) -> dict
     return {
         "analyzer_version": __version__,
         "platform": platform_string(),
-        "detailed_status": "OK",
+        # a file cut short and analysed anyway (--allow-truncated) says so where the Echo Nest gave its status
+        "detailed_status": "OK" if not getattr(src, "truncated", None) else f"OK: truncated ({src.truncated})",
         "status_code": 0,
         "filename": path_text(src.path),
         "artist": src.tags.get("artist", ""),

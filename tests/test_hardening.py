@@ -136,18 +136,47 @@ def test_analyze_refuses_a_truncated_wav_in_one_line(tmp_path):
     one_line_error(proc.stderr, "truncated", "--allow-truncated")
 
 
-def test_the_document_of_a_truncated_file_analysed_anyway_says_so(analyze_file, tmp_path):
-    from analyzer.audio import DecodeParams, decode
-    from analyzer.document import build_document
-    from analyzer.pipeline import analyze
+def test_the_document_of_a_truncated_file_analysed_anyway_says_so():
+    from types import SimpleNamespace
 
-    doc, an = analyze_file(ROOT / "fixtures" / "demo" / "demo.ogg")
-    assert doc["meta"]["detailed_status"] == "OK"
-    cut = _truncated(ROOT / "fixtures" / "demo" / "demo.ogg", tmp_path / "cut.ogg", 0.42)
-    audio = decode(cut, params=DecodeParams(allow_truncated=True))
-    an2 = an.__class__(**{**an.__dict__, "audio": audio})
-    meta = build_document(an2, timestamp=0, analysis_time_s=0.0, validate=False)["meta"]
-    assert meta["detailed_status"].startswith("OK: truncated") and meta["seconds"] == 43
+    from analyzer.document import _meta
+
+    def meta(truncated):
+        source = SimpleNamespace(path="/m/a.wav", tags={}, bitrate_kbps=1411, sample_rate_hz=44100, channels=2,
+                                 file_duration_s=5.0, input_process="pcm_s16le", truncated=truncated)
+        return _meta(SimpleNamespace(audio=SimpleNamespace(source=source)), timestamp=0, analysis_time_s=0.0)
+
+    assert meta(None)["detailed_status"] == "OK"
+    assert meta("decoded 2.2 s of 5.0 s")["detailed_status"] == "OK: truncated (decoded 2.2 s of 5.0 s)"
+
+
+def test_an_ogg_cut_at_a_page_boundary_is_truncated_too(tmp_path):
+    from analyzer.audio import _cut_short
+
+    data = (ROOT / "fixtures" / "demo" / "demo.ogg").read_bytes()
+    at = data.rfind(b"OggS", 0, len(data) // 2)  # a page boundary mid-file
+    assert _cut_short(Path("x.ogg"), data[:at]) == ("no Ogg page ends the stream", None)
+    assert _cut_short(Path("x.ogg"), data) is None
+
+
+def test_serve_refuses_a_truncated_file_unless_allowed(tmp_path, quick):
+    from analyzer.audio import DecodeParams
+    from analyzer.batch import RunOptions
+
+    lib = tmp_path / "lib"
+    whole = wav(lib / "whole.wav", bpm=100, seconds=5)
+    cut = _truncated(whole, lib / "cut.wav", 0.45)
+    old = time.time() - 60
+    os.utime(cut, (old, old))
+    ix = Indexer(LibraryStore(tmp_path / "x.db", lib), settle_s=0)
+    ix.run_pass()
+    assert [f["path"] for f in ix.store.failures()] == ["cut.wav"] and "truncated" in ix.store.failures()[0]["reason"]
+    ix.store.close()
+    ix = Indexer(LibraryStore(tmp_path / "y.db", lib), RunOptions(decode=DecodeParams(allow_truncated=True)),
+                 settle_s=0)
+    ix.run_pass()
+    assert ix.store.counts()["analysed"] == 2
+    ix.store.close()
 
 
 # --- 5. a database where none can be made --------------------------------------------------------------------
