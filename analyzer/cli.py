@@ -472,6 +472,12 @@ def _run_table(job_list, options, resources, path: Path, workers: int, force: bo
     except _Abandon as exc:  # the old table could not be copied
         _err(str(exc))
         return EXIT_INPUT
+    except OSError as exc:  # its folder cannot be made or written (/proc, a parent that is a file, read-only)
+        why = os.strerror(exc.errno) if exc.errno else (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if isinstance(exc, (FileExistsError, NotADirectoryError)):
+            why = "a name on its path is a file, not a folder"
+        _err(f"cannot write {quote_path(path)}: {why}")
+        return EXIT_INPUT
     except AnalyzerError as exc:  # the old table is not one of ours; no Spark to write with
         _err(str(exc))
         return getattr(exc, "exit_code", EXIT_INPUT)
