@@ -188,6 +188,8 @@ def fit_command(
                    "validation_ndcg10": rec.validation.get("ndcg10")}
         st.publish(name, tmp, summary)
         removed = st.prune(keep=keep)
+    if rec.validation.get("skipped"):
+        sys.stderr.write(f"note: {rec.validation['skipped']}\n")
     sys.stderr.write(f"model {name} fitted in {summary['fit_s']} s ({engine.value}); weights {summary['weights']}\n")
     if removed:
         sys.stderr.write(f"removed old model version(s) {', '.join(removed)} (--keep {keep})\n")

@@ -308,7 +308,7 @@ def test_nan_samples_are_bad_input_everywhere(tmp_path):
 
 # --- 10. recommend fit on small data ---------------------------------------------------------------------------------
 
-def test_recommend_fit_on_small_data_fits_or_says_what_is_too_small(tmp_path):
+def test_recommend_fit_on_small_data_fits_and_says_what_is_too_small_to_tune(tmp_path):
     rng = np.random.default_rng(10)
     plays = tmp_path / "plays.tsv"
     rows = []
@@ -318,15 +318,16 @@ def test_recommend_fit_on_small_data_fits_or_says_what_is_too_small(tmp_path):
     plays.write_text("user\titem\tplays\n" + "\n".join(rows) + "\n")
     run = [sys.executable, "-c", "from recommender.cli import main; main()"]
     model = tmp_path / "model"
-    proc = subprocess.run([*run, "ingest", str(plays), "--model", str(model)], cwd=ROOT, capture_output=True,
+    proc = subprocess.run([*run, "import-plays", str(plays), "--model", str(model)], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     proc = subprocess.run([*run, "fit", "--model", str(model)], cwd=ROOT, capture_output=True, text=True,
                           timeout=600)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    if proc.returncode != 0:
-        one_line_error(proc.stderr, "too")
-        assert proc.returncode == 1
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "too little data to tune: no listener has 10 or more items" in proc.stderr
+    proc = subprocess.run([*run, "playlist", "--model", str(model), "--user", "u0", "-n", "3"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and len(json.loads(proc.stdout)["items"]) == 3
 
 
 # --- 11. features on a document with a bad sample_md5 -------------------------------------------------------------------
