@@ -170,7 +170,7 @@ def _hide_secrets(url: str, text: str) -> str:
     return text
 
 
-def _connect(db: str, root: Path) -> _Backend:
+def _connect(db: str, root: Path, busy_timeout_s: float = 5.0) -> _Backend:
     if db.startswith(("postgresql://", "postgres://")):
         try:
             import psycopg
@@ -197,7 +197,7 @@ def _connect(db: str, root: Path) -> _Backend:
         # autocommit (isolation_level None): transactions are explicit, below.  Nothing is written
         # here: WAL is switched on once the file is known to be ours (`LibraryStore._migrate`)
         conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
     except sqlite3.DatabaseError as exc:
         if "not a database" in str(exc):
             raise InputError(f"{quote_path(path)}: not a {KIND} (not an SQLite file)") from None
@@ -217,6 +217,9 @@ class LibraryStore:
         A file name (SQLite, created if missing) or a ``postgresql://`` URL.
     root : Path
         The library folder (file paths are stored relative to it).
+    busy_timeout_s : float
+        SQLite: how long a write waits for another program's lock before it fails (one line,
+        "in use by another program"; the indexer tries again at its next pass).
 
     Raises
     ------
@@ -225,9 +228,9 @@ class LibraryStore:
         version of this program.
     """
 
-    def __init__(self, db: str | os.PathLike, root: Path) -> None:
+    def __init__(self, db: str | os.PathLike, root: Path, *, busy_timeout_s: float = 5.0) -> None:
         self.root = Path(root)
-        self._b = _connect(os.fspath(db), self.root)
+        self._b = _connect(os.fspath(db), self.root, busy_timeout_s)
         self._lock = threading.RLock()
         try:
             self._migrate()
@@ -342,10 +345,14 @@ class LibraryStore:
             self._drop_orphans()
 
     def put_failure(self, path: str, *, mtime_ns: int, size: int, reason: str) -> None:
-        """Record why a file could not be analysed (tried again when it changes)."""
+        """Record why a file could not be analysed (tried again when it changes).
+
+        A file that had a document keeps it (a file cut short or damaged in place loses nothing
+        stored: its id still answers, status lists the failure) until a new analysis replaces it.
+        """
         with self._tx():
-            self._put_file(path, mtime_ns, size, None, reason)
-            self._drop_orphans()
+            row = self._x("SELECT track_id FROM files WHERE path = ?", (text_path(path),)).fetchone()
+            self._put_file(path, mtime_ns, size, row[0] if row else None, reason)
 
     def remove_files(self, paths: list[str]) -> None:
         """Forget files that left the folder, and the tracks no file holds any more."""
@@ -433,13 +440,16 @@ class LibraryStore:
         return rows[0][0] if rows else None
 
     def counts(self) -> dict[str, int]:
-        r = self._rows("SELECT COUNT(*), COUNT(track_id), COUNT(error), COUNT(unavailable) FROM files")[0]
-        return {"files": int(r[0]), "analysed": int(r[1]), "failed": int(r[2]), "unavailable": int(r[3]),
+        # analysed: files whose document is of their present content (a failed file may keep an older one)
+        r = self._rows("SELECT COUNT(*), SUM(CASE WHEN track_id IS NOT NULL AND error IS NULL THEN 1 ELSE 0 END), "
+                       "COUNT(error), COUNT(unavailable) FROM files")[0]
+        return {"files": int(r[0]), "analysed": int(r[1] or 0), "failed": int(r[2]), "unavailable": int(r[3]),
                 "tracks": int(self._rows("SELECT COUNT(*) FROM tracks")[0][0])}
 
     def failures(self, limit: int = 100) -> list[dict]:
-        return [{"path": r[0], "reason": r[1]} for r in
-                self._rows("SELECT path, error FROM files WHERE error IS NOT NULL ORDER BY path LIMIT ?", (limit,))]
+        """Files that failed: path, reason, and the id of the older document each keeps (null if none)."""
+        return [{"path": r[0], "reason": r[1], "id": r[2]} for r in self._rows(
+            "SELECT path, error, track_id FROM files WHERE error IS NOT NULL ORDER BY path LIMIT ?", (limit,))]
 
     def unavailable(self, limit: int = 100) -> list[dict]:
         """Files kept although the last scan could not see them, and why."""

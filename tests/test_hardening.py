@@ -269,8 +269,6 @@ def test_a_damaged_parquet_table_is_not_trusted_for_resume(tmp_path, quick):
 
 def test_recommend_ingest_refuses_a_damaged_table_in_one_line(tmp_path, quick):
     pytest.importorskip("pyarrow")
-    from recommender.cli import app as recommend_app
-
     src = tmp_path / "in"
     wav(src / "a.wav", bpm=100)
     table = tmp_path / "t.parquet"
@@ -285,7 +283,6 @@ def test_recommend_ingest_refuses_a_damaged_table_in_one_line(tmp_path, quick):
                           timeout=120)
     assert proc.returncode == 1, proc.stderr
     one_line_error(proc.stderr, "t.parquet")
-    del recommend_app
 
 
 # --- 9. NaN samples ----------------------------------------------------------------------------------------------

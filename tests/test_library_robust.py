@@ -18,7 +18,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from analyzer.library import Indexer, LibraryStore, open_library, scan
+from analyzer.library import Indexer, LibraryStore, scan
 from analyzer.sqlite_util import text_path
 from fixtures import synth
 
@@ -73,7 +73,7 @@ class DenyScandir:
         real = os.scandir
 
         def scandir(path="."):
-            if os.fspath(path) == self.folder:
+            if not isinstance(path, int) and os.fspath(path) == self.folder:
                 raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
             return real(path)
 
@@ -232,7 +232,7 @@ def test_old_databases_get_the_unavailable_column_and_escaped_backslashes(tmp_pa
     con.close()
     store = LibraryStore(db, tmp_path)
     assert set(store.files()) == {"a\\b.wav"} and store.schema_version() == len(MIGRATIONS)
-    assert store.failures() == [{"path": text_path("a\\b.wav"), "reason": "bad"}]
+    assert store.failures() == [{"path": text_path("a\\b.wav"), "reason": "bad", "id": None}]
     store.close()
 
 
