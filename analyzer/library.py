@@ -356,7 +356,12 @@ class LibraryStore:
 
     def remove_files(self, paths: list[str]) -> None:
         """Forget files that left the folder, and the tracks no file holds any more."""
-        self.reconcile(paths, {})
+        if not paths:
+            return
+        with self._tx():
+            for p in paths:
+                self._x("DELETE FROM files WHERE path = ?", (text_path(p),))
+            self._drop_orphans()
 
     def reconcile(self, gone: list[str], unavailable: dict[str, str]) -> None:
         """After a scan, in one transaction: forget the files positively `gone` (and the tracks no
