@@ -720,8 +720,6 @@ class Indexer:
     def _analyse(self, rels: list[str], found: dict[str, tuple[int, int]]) -> int:
         if not rels:
             return 0
-        import orjson
-
         jobs = [Job(self.store.root / r, Path(r).with_suffix(".json")) for r in rels]
         rel_of = {j.source: r for j, r in zip(jobs, rels)}
         n = 0
@@ -738,18 +736,14 @@ class Indexer:
             for res in results:
                 rel = rel_of[res.job.source]
                 mtime, size = found[rel]
-                if res.error:
-                    self.store.put_failure(rel, mtime_ns=mtime, size=size, reason=res.error)
-                else:
-                    try:
-                        doc = orjson.loads(res.document)
-                        track_id(doc["track"]["sample_md5"])
-                    except (orjson.JSONDecodeError, KeyError, TypeError, AnalyzerError) as exc:
-                        # a bug in the analysis: this file fails (tried again when it changes), the rest go on
-                        self.store.put_failure(rel, mtime_ns=mtime, size=size,
-                                               reason=f"internal error: {type(exc).__name__}: {exc}")
-                    else:
-                        self.store.put_document(rel, mtime_ns=mtime, size=size, document=res.document, doc=doc)
+                try:
+                    self._store(rel, mtime, size, res)
+                except AnalyzerError:
+                    raise  # the database's: no file can be stored now; the pass ends, status says why
+                except Exception as exc:  # noqa: BLE001 - a bug with this file: it fails (tried again when it
+                    # changes), status lists it, and the files after it are still stored
+                    self.store.put_failure(rel, mtime_ns=mtime, size=size,
+                                           reason=one_line(f"internal error: {type(exc).__name__}: {exc}")[:500])
                 n += 1
                 self._done(rel)
                 if self._stop.is_set():
@@ -757,6 +751,19 @@ class Indexer:
         with self._status_lock:
             self._status.current = None
         return n
+
+    def _store(self, rel: str, mtime: int, size: int, res) -> None:
+        import orjson
+
+        if res.error:
+            self.store.put_failure(rel, mtime_ns=mtime, size=size, reason=res.error)
+            return
+        try:
+            doc = orjson.loads(res.document)
+            track_id(doc["track"]["sample_md5"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, InputError) as exc:
+            raise RuntimeError(f"the analysis made an unreadable document ({exc})") from None
+        self.store.put_document(rel, mtime_ns=mtime, size=size, document=res.document, doc=doc)
 
     def _done(self, rel: str) -> None:
         with self._status_lock:

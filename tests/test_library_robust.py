@@ -12,6 +12,7 @@ import os
 import shutil
 import sqlite3
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -190,31 +191,70 @@ def test_names_that_are_not_utf8_or_hold_newlines_are_stored_losslessly(tmp_path
 def test_an_exception_in_the_indexer_is_reported_and_indexing_goes_on(tmp_path, monkeypatch):
     lib, db = tmp_path / "lib", tmp_path / "x.db"
     wav(lib / "a.wav", bpm=100)
+    wav(lib / "b.wav", bpm=120)
     ix = indexer(lib, db)
     real = ix.store.put_document
     calls = []
 
-    def flaky(*args, **kw):
-        calls.append(1)
+    def flaky(path, **kw):  # a bug that strikes the first file stored
+        calls.append(path)
         if len(calls) == 1:
             raise RuntimeError("a bug")
-        return real(*args, **kw)
+        return real(path, **kw)
 
     monkeypatch.setattr(ix.store, "put_document", flaky)
-    seen = []
     ix.start()
     try:
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            st = ix.status()
-            seen.append(st["error"])
-            if st["analysed"] == 1:
-                break
+        while ix.status()["analysed"] + ix.status()["failed"] < 2:
+            assert time.monotonic() < deadline, ix.status()
+            time.sleep(0.01)
+        # the file it struck fails with the bug's words; the file after it is stored in the same pass
+        status = ix.status()
+        assert status["analysed"] == 1 and status["failed"] == 1
+        assert status["failures"] == [{"path": "a.wav", "reason": "internal error: RuntimeError: a bug", "id": None}]
+        # changed, it is tried again, and the indexer is still running
+        wav(lib / "a.wav", bpm=100)
+        os.utime(lib / "a.wav", (time.time() - 30, time.time() - 30))
+        ix.rescan()
+        while ix.status()["analysed"] != 2:
+            assert time.monotonic() < deadline, ix.status()
             time.sleep(0.01)
     finally:
         ix.stop()
-    assert ix.status()["analysed"] == 1 and ix.status()["error"] is None
-    assert any(e and "internal error: RuntimeError: a bug" in e for e in seen) or len(calls) >= 2
+    assert ix.status()["failed"] == 0 and ix.status()["error"] is None
+    ix.store.close()
+
+
+def test_an_exception_in_a_pass_is_shown_in_status_and_the_loop_goes_on(tmp_path, monkeypatch):
+    import analyzer.library as library
+
+    lib, db = tmp_path / "lib", tmp_path / "x.db"
+    wav(lib / "a.wav", bpm=100)
+    ix = indexer(lib, db)
+    real = library.scan
+    broken = threading.Event()
+    broken.set()
+
+    def flaky(root):
+        if broken.is_set():
+            raise UnicodeEncodeError("utf-8", "x", 0, 1, "surrogates not allowed")
+        return real(root)
+
+    monkeypatch.setattr(library, "scan", flaky)
+    ix.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not (ix.status()["error"] or "").startswith("internal error: UnicodeEncodeError"):
+            assert time.monotonic() < deadline, ix.status()
+            time.sleep(0.01)
+        broken.clear()  # the bug is gone: the loop, still running, indexes the folder
+        while ix.status()["analysed"] != 1:
+            assert time.monotonic() < deadline, ix.status()
+            time.sleep(0.01)
+    finally:
+        ix.stop()
+    assert ix.status()["error"] is None
     ix.store.close()
 
 
