@@ -536,7 +536,9 @@ def listen(host: str, port: int):
 
     where = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        # IPv4 unless the address is IPv6 (as uvicorn binds: "localhost" is 127.0.0.1)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)[0]
     except (socket.gaierror, UnicodeError) as exc:
         raise InputError(f"--host {host!r}: not an address of this machine ({exc})") from None
     sock = socket.socket(family, kind, proto)
