@@ -60,6 +60,7 @@ class SourceInfo:
     decoder: str
     input_process: str
     tags: dict[str, str] = field(default_factory=dict)
+    truncated: str | None = None  # analysed with allow_truncated although cut short: how (else None)
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,10 @@ def decode(path: str | os.PathLike, *, sr: int = ANALYSIS_SR, params: DecodePara
     import av
     import soxr
 
+    for what, value in (("offset", params.offset_s), ("duration", params.duration_s),
+                        ("maximum duration", params.max_duration_s), ("minimum duration", params.min_duration_s)):
+        if not np.isfinite(value):
+            raise ParameterError(f"{what} {value} s: give a finite number of seconds")
     if params.offset_s < 0 or params.duration_s < 0:
         raise ParameterError(
             f"offset {params.offset_s} s and duration {params.duration_s} s must be >= 0"
@@ -204,20 +209,35 @@ def decode(path: str | os.PathLike, *, sr: int = ANALYSIS_SR, params: DecodePara
         # lied): a list of chunks joined at the end would hold the whole file twice
         expect_s = min(info.declared_s or 60.0, want_end - want_start, params.max_duration_s) + 1.0
         buffer = _SampleBuffer(int(expect_s * sr))
+        notes: list[str] = []  # how the file is cut short, where allow_truncated analyses it anyway
         decoded_native = _decode_window(container, info, buffer, resampler, want_start=want_start, want_end=want_end,
-                                        params=params, name=name)
+                                        params=params, name=name, notes=notes)
         buffer.append(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
         container_name = container.format.name if container.format else "unknown"
 
     samples = buffer.result()
     got_s = decoded_native / info.native_sr
-    _check_length(got_s, info.declared_s, want_end=want_end, params=params, name=name)
+    # WAV and Ogg: FFmpeg takes the length from what is there, so a cut file looks whole; their own
+    # headers and pages tell (unless the excerpt asked for ends before the cut)
+    cut = _cut_short(path, data)
+    if cut is not None and not (want_end < float("inf") and got_s >= want_end - want_start - 0.05):
+        why, declared_s = cut
+        if not params.allow_truncated:
+            of = f"of the {declared_s:.1f} s its header declares " if declared_s else ""
+            raise DecodeError(f"{name}: truncated: decoded {got_s:.1f} s {of}({why}; --allow-truncated analyses "
+                              "what decodes)")
+        notes.append(f"decoded {got_s:.1f} s" + (f" of {declared_s:.1f} s" if declared_s else "") + f", {why}")
+    _check_length(got_s, info.declared_s, want_end=want_end, params=params, name=name, notes=notes)
+    # a float file can hold NaN or infinity: no analysis can read them (checked in blocks: a whole-file
+    # mask would cost a byte per sample)
+    if any(not np.isfinite(samples[i : i + (1 << 20)]).all() for i in range(0, len(samples), 1 << 20)):
+        raise DecodeError(f"{name}: the audio holds samples that are not numbers (NaN or infinity): damaged")
     np.clip(samples, -1.0, 1.0, out=samples)
     return Audio(
         samples=samples,
         sr=sr,
         source=_source_info(path, info, container_name=container_name, got_s=got_s, sr=sr, params=params, data=data,
-                            shown=shown),
+                            shown=shown, truncated="; ".join(notes) or None),
         offset_s=float(params.offset_s),
         window_s=float(params.duration_s and len(samples) / sr),
     )
@@ -278,7 +298,7 @@ def _stream_info(container, path: Path, name: str, params: DecodeParams, *, size
 
 def _decode_window(
     container, info: _StreamInfo, buffer: _SampleBuffer, resampler, *, want_start: float, want_end: float,
-    params: DecodeParams, name: str,
+    params: DecodeParams, name: str, notes: list[str],
 ) -> int:
     """Decode the stream's samples from ``want_start`` to ``want_end`` (s), resampled, into ``buffer``.
 
@@ -332,10 +352,12 @@ def _decode_window(
                 f"{name}: damaged or truncated after {decoded_native / native_sr:.1f} s "
                 f"({_short(exc)}; --allow-truncated analyses what decodes)"
             ) from None
+        notes.append(f"damaged or truncated after {decoded_native / native_sr:.1f} s ({_short(exc)})")
     return decoded_native
 
 
-def _check_length(got_s: float, declared_s: float, *, want_end: float, params: DecodeParams, name: str) -> None:
+def _check_length(got_s: float, declared_s: float, *, want_end: float, params: DecodeParams, name: str,
+                  notes: list[str]) -> None:
     """Refuse, in one line, nothing decoded, an offset past the end, a truncated file or too short a one."""
     # the offset first: past the end, nothing decodes, and that is the reason to give
     if params.offset_s > 0 and declared_s and params.offset_s >= declared_s:
@@ -343,15 +365,14 @@ def _check_length(got_s: float, declared_s: float, *, want_end: float, params: D
     if got_s == 0:
         raise DecodeError(f"{name}: no audio could be decoded (not audio, or truncated to nothing)")
     expected_s = (min(declared_s, want_end) - params.offset_s) if declared_s else 0.0
-    if (
-        not params.allow_truncated
-        and expected_s > 0
-        and got_s < _TRUNCATION_RATIO * expected_s - _TRUNCATION_TOLERANCE_S
-    ):
-        raise DecodeError(
-            f"{name}: truncated: decoded {got_s:.1f} s of the {expected_s:.1f} s its header declares "
-            "(--allow-truncated analyses what decodes)"
-        )
+    if expected_s > 0 and got_s < _TRUNCATION_RATIO * expected_s - _TRUNCATION_TOLERANCE_S:
+        if not params.allow_truncated:
+            raise DecodeError(
+                f"{name}: truncated: decoded {got_s:.1f} s of the {expected_s:.1f} s its header declares "
+                "(--allow-truncated analyses what decodes)"
+            )
+        if not notes:
+            notes.append(f"decoded {got_s:.1f} s of the {expected_s:.1f} s its header declares")
     if got_s < params.min_duration_s:
         raise DecodeError(
             f"{name}: only {got_s:.2f} s of audio; the analyzer needs at least {params.min_duration_s:g} s"
@@ -359,7 +380,8 @@ def _check_length(got_s: float, declared_s: float, *, want_end: float, params: D
 
 
 def _source_info(path: Path, info: _StreamInfo, *, container_name: str, got_s: float, sr: int,
-                 params: DecodeParams, data: bytes | None = None, shown: str | None = None) -> SourceInfo:
+                 params: DecodeParams, data: bytes | None = None, shown: str | None = None,
+                 truncated: str | None = None) -> SourceInfo:
     """What the file declared and how it was decoded, for the document's ``meta`` (`shown`: the path as given)."""
     import av
 
@@ -379,6 +401,7 @@ def _source_info(path: Path, info: _StreamInfo, *, container_name: str, got_s: f
         decoder=f"PyAV {av.__version__} ({_ffmpeg_version()}, {info.codec})",
         input_process=process,
         tags=read_tags(path, data),
+        truncated=truncated,
     )
 
 
@@ -403,6 +426,102 @@ class _SampleBuffer:
         if self._n < 0.9 * len(self._data):
             return self._data[: self._n].copy()
         return self._data[: self._n]
+
+
+_TAIL_BYTES = 1 << 16  # an Ogg page is at most 65307 bytes
+
+
+def _cut_short(path: Path, data: bytes | None) -> tuple[str, float | None] | None:
+    """Whether a WAV or Ogg file lacks bytes at its end, by its own structure: (how, the seconds its
+    header declares or None), or None (whole, or another format: FFmpeg's checks apply)."""
+    try:
+        if data is not None:
+            head, tail, size = data[:_TAIL_BYTES], data[-_TAIL_BYTES:], len(data)
+        else:
+            with open(path, "rb") as f:
+                head = f.read(_TAIL_BYTES)
+                size = os.fstat(f.fileno()).st_size
+                f.seek(max(0, size - _TAIL_BYTES))
+                tail = f.read()
+    except OSError:
+        return None  # the decoder read it; a file that went away now is not this check's to report
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return _wav_cut(head, size)
+    if head[:4] == b"OggS":
+        return _ogg_cut(tail)
+    return None
+
+
+def _wav_cut(head: bytes, size: int) -> tuple[str, float | None] | None:
+    """A WAV whose data chunk declares more bytes than the file holds."""
+    byte_rate, pos = 0, 12
+    while pos + 8 <= len(head):
+        chunk, length = head[pos : pos + 4], int.from_bytes(head[pos + 4 : pos + 8], "little")
+        if chunk == b"fmt " and pos + 20 <= len(head):
+            byte_rate = int.from_bytes(head[pos + 16 : pos + 20], "little")
+        elif chunk == b"data":
+            if length in (0, 0xFFFFFFFF):  # a stream's placeholder: the length is unknown, not wrong
+                return None
+            missing = pos + 8 + length - size
+            if missing <= 0:
+                return None
+            declared = length / byte_rate if byte_rate else None
+            return f"{missing} bytes of its data chunk are missing", declared
+        pos += 8 + length + (length & 1)
+    return None
+
+
+def _ogg_crc_table() -> list[int]:
+    table = []
+    for i in range(256):
+        r = i << 24
+        for _ in range(8):
+            r = ((r << 1) ^ 0x04C11DB7) if r & 0x80000000 else (r << 1)
+        table.append(r & 0xFFFFFFFF)
+    return table
+
+
+_OGG_CRC = _ogg_crc_table()
+
+
+def _ogg_page_end(buf: bytes, at: int) -> int | None:
+    """Where the Ogg page starting at `at` ends: -1 if it is cut by the end of `buf`, None if no page
+    (with a right checksum) starts there."""
+    if buf[at : at + 4] != b"OggS"[: len(buf) - at] or (len(buf) - at >= 5 and buf[at + 4] != 0):
+        return None
+    if at + 27 > len(buf) or at + 27 + buf[at + 26] > len(buf):
+        return -1
+    end = at + 27 + buf[at + 26] + sum(buf[at + 27 : at + 27 + buf[at + 26]])
+    if end > len(buf):
+        return -1
+    page = bytearray(buf[at:end])
+    page[22:26] = b"\0\0\0\0"
+    crc = 0
+    for byte in page:
+        crc = ((crc << 8) & 0xFFFFFFFF) ^ _OGG_CRC[((crc >> 24) & 0xFF) ^ byte]
+    return end if crc == int.from_bytes(buf[at + 22 : at + 26], "little") else None
+
+
+def _ogg_cut(tail: bytes) -> tuple[str, float | None] | None:
+    """An Ogg file whose last page is cut, or whose last page does not end its stream.
+
+    The pages are followed from the first whole page (right checksum) in the file's last 64 KiB to
+    the end; bytes that are no page (junk after the stream) leave the decision to FFmpeg's checks.
+    """
+    at = tail.find(b"OggS")
+    while at >= 0 and (_ogg_page_end(tail, at) or -1) < 0:
+        at = tail.find(b"OggS", at + 1)
+    if at < 0:
+        return None
+    last_flags = 0
+    while at < len(tail):
+        end = _ogg_page_end(tail, at)
+        if end is None:
+            return None
+        if end < 0:
+            return "its last Ogg page is cut", None
+        last_flags, at = tail[at + 5], end
+    return None if last_flags & 0x04 else ("no Ogg page ends the stream", None)
 
 
 def _declared_duration(container, stream) -> float:

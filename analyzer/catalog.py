@@ -23,7 +23,7 @@ import numpy as np
 
 from .errors import quote_path
 from .fingerprint import FingerprintParams
-from .sqlite_util import DatabaseKind, open_database, sqlite_errors
+from .sqlite_util import DatabaseKind, open_database, sqlite_errors, text_path
 
 SCHEMA_VERSION = 2
 
@@ -116,8 +116,11 @@ class Catalog:
 
     def is_current(self, path: str, mtime_ns: int) -> bool:
         with sqlite_errors(self.path, CATALOG):
-            row = self.db.execute("SELECT mtime_ns FROM tracks WHERE path = ?", (path,)).fetchone()
-        return row is not None and int(row[0]) == mtime_ns
+            for stored in _stored_forms(path):
+                row = self.db.execute("SELECT mtime_ns FROM tracks WHERE path = ?", (stored,)).fetchone()
+                if row is not None:
+                    return int(row[0]) == mtime_ns
+        return False
 
     def add(
         self, *, path: str, times: np.ndarray, codes: np.ndarray, chroma: np.ndarray, duration_s: float,
@@ -126,11 +129,12 @@ class Catalog:
         """Insert or replace one track's codes in one transaction: a crash leaves the old rows or the new."""
         pairs = np.unique(np.stack([codes.astype(np.int64), times.astype(np.int64)], axis=1), axis=0)
         with sqlite_errors(self.path, CATALOG), self.db:
-            self.db.execute("DELETE FROM tracks WHERE path = ?", (path,))
+            for stored in _stored_forms(path):
+                self.db.execute("DELETE FROM tracks WHERE path = ?", (stored,))
             cur = self.db.execute(
                 "INSERT INTO tracks (path, title, artist, duration_s, n_codes, sample_md5, mtime_ns, added_at, chromaprint) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (path, title, artist, float(duration_s), int(len(pairs)), sample_md5, int(mtime_ns), time.time(),
+                (text_path(path), title, artist, float(duration_s), int(len(pairs)), sample_md5, int(mtime_ns), time.time(),
                  np.ascontiguousarray(chroma, dtype="<u4").tobytes()),
             )
             tid = int(cur.lastrowid)
@@ -232,6 +236,14 @@ class Catalog:
         out.sort(key=lambda m: (not m.matched, m.ber, -m.score))
         out = out[: params.top]
         return Lookup(out, n_q, time.perf_counter() - t0)
+
+
+def _stored_forms(path: str) -> list[str]:
+    """How a catalog may hold `path`: its `text_path` (a name that is not UTF-8 escaped, backslashes
+    doubled), and as it is where a catalog made before that holds a name with a backslash."""
+    text = text_path(path)
+    legacy = path if text != path and not any("\udc80" <= ch <= "\udcff" for ch in path) else None
+    return [text] if legacy is None else [text, legacy]
 
 
 def verify(q: np.ndarray, t: np.ndarray, *, offset_s: float, params: MatchParams) -> tuple[float, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
@@ -210,6 +211,14 @@ def _check_engine(engine: Engine, *, spark_master: Optional[str], partitions: in
             _usage(f"-o {quote_path(out_dir)}: holds analysis documents, not a table; give a new name")
 
 
+def _finite(**options: float) -> None:
+    """Refuse NaN and infinity in number options (a usage error): `--poll nan` would busy-loop,
+    `--max-duration nan` turn the limit off."""
+    for name, value in options.items():
+        if not math.isfinite(value):
+            _usage(f"--{name.replace('_', '-')} must be a finite number, got {value}")
+
+
 def _usage(message: str) -> NoReturn:
     _err(message)
     raise typer.Exit(EXIT_USAGE)
@@ -231,6 +240,7 @@ def _run_options(*, jobs: int, offset: float, duration: float, max_duration: flo
     from .batch import RunOptions
     from .embedding import EmbedderSpec
 
+    _finite(offset=offset, duration=duration, max_duration=max_duration)
     if jobs < 0:
         _usage(f"--jobs must be >= 0, got {jobs}")
     if offset < 0 or duration < 0 or max_duration <= 0:
@@ -462,6 +472,12 @@ def _run_table(job_list, options, resources, path: Path, workers: int, force: bo
     except _Abandon as exc:  # the old table could not be copied
         _err(str(exc))
         return EXIT_INPUT
+    except OSError as exc:  # its folder cannot be made or written (/proc, a parent that is a file, read-only)
+        why = os.strerror(exc.errno) if exc.errno else (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if isinstance(exc, (FileExistsError, NotADirectoryError)):
+            why = "a name on its path is a file, not a folder"
+        _err(f"cannot write {quote_path(path)}: {why}")
+        return EXIT_INPUT
     except AnalyzerError as exc:  # the old table is not one of ours; no Spark to write with
         _err(str(exc))
         return getattr(exc, "exit_code", EXIT_INPUT)
@@ -530,8 +546,9 @@ def index_command(
     from .catalog import Catalog
     from .workers import WorkerFailure
 
-    if jobs < 0:
-        _usage(f"--jobs must be >= 0, got {jobs}")
+    _finite(max_duration=max_duration)
+    if jobs < 0 or max_duration <= 0:
+        _usage(f"--jobs must be >= 0 and --max-duration > 0, got {jobs} and {max_duration}")
     found = _or_exit(lambda: collect_inputs(dirs))
     catalog = _or_exit(lambda: Catalog(db, create=True))
     for note in found.skipped:
@@ -619,6 +636,7 @@ def identify_command(
     from .catalog import Catalog, MatchParams, file_codes, match_to_dict
     from .fingerprint import CODE_UNIT_S
 
+    _finite(offset=offset, duration=duration)
     if top < 1 or offset < 0 or duration < 0:
         _usage("--top must be >= 1, --offset and --duration >= 0")
     catalog = _or_exit(lambda: Catalog(db))
@@ -672,7 +690,7 @@ def features_command(
     import orjson
 
     from .audio import DecodeParams
-    from .document import audio_features_object, track_id
+    from .document import audio_features_object, path_text, track_id
 
     docs = [p for p in paths if p.suffix.lower() == ".json" and p.is_file()]
     audio = [p for p in paths if p not in docs]
@@ -683,17 +701,21 @@ def features_command(
     opts = orjson.OPT_INDENT_2 if pretty and len(docs) + len(job_list) == 1 else 0
     failed = internal = False
 
-    def emit(doc: dict) -> None:
+    def emit(doc: dict, source) -> None:
         sid = track_id(doc["track"]["sample_md5"]) if doc["track"].get("sample_md5") else None
-        sys.stdout.buffer.write(orjson.dumps(audio_features_object(doc, track_id=sid), option=opts) + b"\n")
+        obj = audio_features_object(doc, track_id=sid)
+        obj["path"] = path_text(source)  # extension: the file it came from, for consumers of a stream
+        sys.stdout.buffer.write(orjson.dumps(obj, option=opts) + b"\n")
         sys.stdout.flush()
 
     try:
         for path in docs:
             try:
                 doc = orjson.loads(path.read_bytes())
-                emit(doc)
-            except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                emit(doc, path)
+            except BrokenPipeError:
+                raise
+            except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError, AnalyzerError) as exc:
                 _err(f"{quote_path(path)}: not an analysis document ({one_line(str(exc))})")
                 failed = True
         if job_list:
@@ -711,7 +733,7 @@ def features_command(
                             sys.stderr.write(res.detail)
                         failed, internal = True, internal or res.internal
                         continue
-                    emit(orjson.loads(res.document))
+                    emit(orjson.loads(res.document), res.job.source)
     except BrokenPipeError:
         quiet_stdout()
     except KeyboardInterrupt as exc:
@@ -743,14 +765,19 @@ def serve_command(
     max_duration: Annotated[
         float, typer.Option("--max-duration", help="Refuse files longer than this many seconds.")
     ] = 3600.0,
+    allow_truncated: Annotated[
+        bool, typer.Option("--allow-truncated", help="Analyze what decodes of a damaged or truncated file "
+                           "(its document says so in meta.detailed_status).")
+    ] = False,
 ) -> None:
     from .batch import RunOptions
     from .audio import DecodeParams
 
+    _finite(poll=poll, max_duration=max_duration)
     if jobs < 1 or poll <= 0 or concurrency < 1 or not 0 < port < 65536 or max_duration <= 0:
         _usage("--jobs and --concurrency must be >= 1, --poll and --max-duration > 0, --port within 1..65535")
     try:
-        from .serve import build_app, is_loopback, serve
+        from .serve import LOOPBACK_NAMES, build_app, is_loopback, listen, serve
     except ImportError as exc:  # starlette or uvicorn missing from a partial install
         _usage(f"analyze serve needs starlette and uvicorn ({exc.name} is missing): "
                "pip install 'starlette>=0.37' 'uvicorn>=0.29'")
@@ -762,17 +789,31 @@ def serve_command(
     if model is not None:
         recommend = _or_exit(lambda: _load_recommender(model))
     store = _or_exit(lambda: open_library(library, db))
-    indexer = Indexer(store, RunOptions(decode=DecodeParams(max_duration_s=max_duration)), workers=jobs, poll_s=poll)
-    app_ = build_app(store, indexer, token=token, recommend=recommend, concurrency=concurrency)
-    sys.stderr.write(one_line(f"serving {library} at http://{host}:{port}/v1/ (database: {store.kind}; "
-                              f"status: /v1/library/status)") + "\n")
+    try:
+        sock = _or_exit(lambda: listen(host, port))  # a port in use is said now, before "serving"
+    except BaseException:
+        store.close()
+        raise
+    indexer = Indexer(store, RunOptions(decode=DecodeParams(max_duration_s=max_duration,
+                                                            allow_truncated=allow_truncated)),
+                      workers=jobs, poll_s=poll)
+    app_ = build_app(store, indexer, token=token, recommend=recommend, concurrency=concurrency,
+                     hosts=(*LOOPBACK_NAMES, host))
+    shown_host = f"[{host}]" if ":" in host else host
+    sys.stderr.write(one_line(f"serving {quote_path(library)} at http://{shown_host}:{port}/v1/ (database: "
+                              f"{store.kind}; status: /v1/library/status)") + "\n")
     sys.stderr.flush()
     indexer.start()
     try:
-        serve(app_, host=host, port=port)
+        serve(app_, sock=sock)
+    except KeyboardInterrupt as exc:  # uvicorn shuts down, then raises the signal again: here
+        word, code = _stopped(exc)
+        _err(f"{word}: the server stopped; every document stored so far is kept")
+        raise typer.Exit(code) from None
     finally:
         indexer.stop(timeout_s=1.0)
         store.close()
+        sock.close()
 
 
 # the composition root: `recommender` builds on the analyzer, so the analyzer reaches it by name only here

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import platform
 import sys
 from importlib import resources
@@ -110,6 +111,15 @@ def _audio_features(d: Descriptors) -> dict:
     return {k: None if (v := getattr(d, k)) is None else _c(v) for k in PERCEPTUAL_FEATURES}
 
 
+def path_text(path: str | os.PathLike) -> str:
+    """A file name as a JSON document gives it: as it is, except that bytes that are not UTF-8
+    (surrogates in Python) are written ``\\xNN`` (JSON holds text only)."""
+    text = os.fspath(path)
+    if isinstance(text, bytes) or not text.isprintable():
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+    return text
+
+
 def audio_features_object(doc: dict, *, track_id: str | None = None) -> dict:
     """Spotify's ``audio-features`` object of one document (its fields in Spotify's order).
 
@@ -170,9 +180,10 @@ def _meta(analysis: Analysis, *, timestamp: int, analysis_time_s: float) -> dict
     return {
         "analyzer_version": __version__,
         "platform": platform_string(),
-        "detailed_status": "OK",
+        # a file cut short and analysed anyway (--allow-truncated) says so where the Echo Nest gave its status
+        "detailed_status": "OK" if not getattr(src, "truncated", None) else f"OK: truncated ({src.truncated})",
         "status_code": 0,
-        "filename": src.path,
+        "filename": path_text(src.path),
         "artist": src.tags.get("artist", ""),
         "album": src.tags.get("album", ""),
         "title": src.tags.get("title", ""),

@@ -17,10 +17,12 @@ it (documents are kept compressed in a small cache).
 from __future__ import annotations
 
 import asyncio
+import errno
 import gzip
 import hashlib
 import hmac
 import ipaddress
+import os
 import re
 from collections import OrderedDict
 from collections.abc import Callable
@@ -29,7 +31,8 @@ from pathlib import Path
 import orjson
 
 from .document import audio_features_object
-from .library import ID_LENGTH, Indexer, LibraryStore, TrackInfo
+from .library import ID_LENGTH, MAX_SEARCH_WORDS, Indexer, LibraryStore, TrackInfo
+from .sqlite_util import os_path, text_path
 
 _ID = re.compile(rf"[0-9A-Za-z]{{{ID_LENGTH}}}")
 # uri "spotify:track:ID": the ids are not Spotify's, but clients parse only this scheme (spotipy refuses
@@ -39,6 +42,9 @@ MAX_IDS = 100  # Spotify's limit for ?ids=
 
 # seed keys of each seed track -> recommended item keys, best first (see `recommender.serving`)
 Recommend = Callable[[list[list[str]], int], list[str]]
+
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
 def is_loopback(host: str) -> bool:
@@ -137,7 +143,8 @@ class _Docs:
 
 
 def build_app(store: LibraryStore, indexer: Indexer | None = None, *, token: str | None = None,
-              recommend: Recommend | None = None, concurrency: int = 32):
+              recommend: Recommend | None = None, concurrency: int = 32,
+              hosts: tuple[str, ...] | None = LOOPBACK_NAMES):
     """The Starlette application.
 
     Parameters
@@ -153,6 +160,10 @@ def build_app(store: LibraryStore, indexer: Indexer | None = None, *, token: str
         /v1/recommendations answers 404 without one.
     concurrency : int
         Requests handled at once; more wait for a turn.
+    hosts : tuple of str or None
+        Without a `token`, the names a request's ``Host`` may give (the server's own: a page
+        elsewhere that points its DNS name at 127.0.0.1 must not read the API); others get 421.
+        None: any (the token guards the API).
 
     Returns
     -------
@@ -162,7 +173,6 @@ def build_app(store: LibraryStore, indexer: Indexer | None = None, *, token: str
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
     from starlette.middleware import Middleware
-    from starlette.middleware.gzip import GZipMiddleware
     from starlette.requests import Request
     from starlette.responses import Response
     from starlette.routing import Route
@@ -210,7 +220,7 @@ def build_app(store: LibraryStore, indexer: Indexer | None = None, *, token: str
         headers = {"ETag": etag, "Vary": "Accept-Encoding"}
         if _matches(request, etag):
             return Response(status_code=304, headers=headers)
-        if "gzip" in request.headers.get("accept-encoding", ""):
+        if accepts_gzip(request.headers.get("accept-encoding", "")):
             return Response(gz, media_type="application/json", headers={**headers, "Content-Encoding": "gzip"})
         return Response(raw, media_type="application/json", headers=headers)
 
@@ -253,6 +263,9 @@ def build_app(store: LibraryStore, indexer: Indexer | None = None, *, token: str
             raise HTTPException(400, "give q=WORDS")
         if "track" not in types:
             raise HTTPException(400, "type must include track (this server has tracks only)")
+        if len(set(q.lower().split())) > MAX_SEARCH_WORDS:
+            raise HTTPException(400, f"q holds {len(set(q.lower().split()))} different words: at most "
+                                     f"{MAX_SEARCH_WORDS}")
         limit = _int_param(request, "limit", 20, 0, 50)
         offset = _int_param(request, "offset", 0, 0, 1000)
         rows, total = await run_in_threadpool(lambda: store.search(q, limit=limit, offset=offset))
@@ -286,16 +299,25 @@ def build_app(store: LibraryStore, indexer: Indexer | None = None, *, token: str
         return json(await run_in_threadpool(indexer.status), request)
 
     async def lookup(request: Request) -> Response:
-        path = request.query_params.get("path", "")
+        path = _raw_param(request, "path")
         if not path:
             raise HTTPException(400, "give path=FILE (relative to the library folder, or absolute inside it)")
         rel = _relative(store.root, path)
         if rel is None:
-            raise HTTPException(400, f"{path!r} is not inside the library folder")
-        tid = await run_in_threadpool(store.lookup, rel)
+            raise HTTPException(400, f"{text_path(path)!r} is not inside the library folder")
+
+        def find() -> tuple[str | None, str]:
+            # the name itself, or its text as status and track objects show it (a name that is not UTF-8)
+            for name in dict.fromkeys((rel, os_path(rel))):
+                if name is not None and (tid := store.lookup(name)) is not None:
+                    return tid, name
+            return None, rel
+
+        tid, rel = await run_in_threadpool(find)
         if tid is None:
-            raise HTTPException(404, f"no analysed file {rel!r} (see /v1/library/status: it may be pending or failed)")
-        return json({"id": tid, "path": rel, "uri": f"{URI_SCHEME}:track:{tid}"}, request)
+            raise HTTPException(404, f"no analysed file {text_path(rel)!r} "
+                                     "(see /v1/library/status: it may be pending or failed)")
+        return json({"id": tid, "path": text_path(rel), "uri": f"{URI_SCHEME}:track:{tid}"}, request)
 
     async def http_error(request: Request, exc: HTTPException) -> Response:
         return error(exc.status_code, exc.detail if isinstance(exc.detail, str) else str(exc.detail), exc.headers)
@@ -318,8 +340,9 @@ def build_app(store: LibraryStore, indexer: Indexer | None = None, *, token: str
     ]
     middleware = [
         Middleware(_Limit, limit=concurrency),
+        Middleware(_Hosts, hosts=None if token else hosts, error=error),
         Middleware(_Auth, token=token, error=error),
-        Middleware(GZipMiddleware, minimum_size=1000),
+        Middleware(_Gzip, minimum_size=1000),
     ]
     return Starlette(routes=routes, middleware=middleware,
                      exception_handlers={HTTPException: http_error, Exception: internal_error})
@@ -328,6 +351,18 @@ def build_app(store: LibraryStore, indexer: Indexer | None = None, *, token: str
 def _matches(request, etag: str) -> bool:
     wanted = request.headers.get("if-none-match", "")
     return wanted.strip() == "*" or etag in [w.strip().removeprefix("W/") for w in wanted.split(",")]
+
+
+def _raw_param(request, name: str) -> str:
+    """A query parameter with its percent-escaped bytes kept as they are (a file name need not be UTF-8:
+    its bytes come back as `os.fsdecode` gives them)."""
+    from urllib.parse import parse_qsl
+
+    query = request.scope.get("query_string", b"").decode("latin-1")  # as Starlette reads it
+    for key, value in parse_qsl(query, keep_blank_values=True, encoding="utf-8", errors="surrogateescape"):
+        if key == name:
+            return value
+    return ""
 
 
 def _int_param(request, name: str, default: int, lo: int, hi: int) -> int:
@@ -400,6 +435,71 @@ class _Limit:
             await self.app(scope, receive, send)
 
 
+def accepts_gzip(header: str) -> bool:
+    """Whether an ``Accept-Encoding`` value takes gzip: named with a q above 0, or ``*`` with one."""
+    q_of: dict[str, float] = {}
+    for item in header.split(","):
+        coding, *params = [p.strip() for p in item.split(";")]
+        q = 1.0
+        for p in params:
+            key, _, value = p.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if coding:
+            q_of[coding.lower()] = q
+    q = q_of.get("gzip", q_of.get("x-gzip", q_of.get("*", 0.0)))
+    return q > 0
+
+
+def _host_name(value: str) -> str:
+    """The name in a Host header, without the port ("[::1]:8800" -> "::1")."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1:value.find("]")] if "]" in value else value
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+class _Hosts:
+    """Answer only requests whose Host names this server (DNS rebinding), when `hosts` is set."""
+
+    def __init__(self, app, hosts: tuple[str, ...] | None, error) -> None:
+        self.app = app
+        self.hosts = None if hosts is None else {h.strip("[]").lower() for h in hosts}
+        self.error = error
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or self.hosts is None:
+            await self.app(scope, receive, send)
+            return
+        host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+        if _host_name(host) in self.hosts:
+            await self.app(scope, receive, send)
+            return
+        shown = host[:60] or "(none)"
+        await self.error(421, f"this server answers as {', '.join(sorted(self.hosts))}, not as host {shown!r}"
+                         )(scope, receive, send)
+
+
+class _Gzip:
+    """Starlette's gzip for responses of 1000 bytes or more, for clients whose Accept-Encoding takes it
+    (``gzip;q=0`` refuses it)."""
+
+    def __init__(self, app, minimum_size: int) -> None:
+        from starlette.middleware.gzip import GZipMiddleware
+
+        self.app = app
+        self.gzip = GZipMiddleware(app, minimum_size=minimum_size)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and accepts_gzip(dict(scope["headers"]).get(b"accept-encoding", b"").decode("latin-1")):
+            await self.gzip(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
 class _Auth:
     """``Authorization: Bearer <token>`` on every request, when a token is set."""
 
@@ -421,9 +521,43 @@ class _Auth:
         await self.error(401, message, {"WWW-Authenticate": 'Bearer realm="analyze"'})(scope, receive, send)
 
 
-def serve(app, *, host: str, port: int) -> None:
-    """Run `app` with uvicorn until SIGINT or SIGTERM."""
+def listen(host: str, port: int):
+    """The listening socket for `host`:`port`, bound now, so that a port in use is known before the
+    server says it serves.
+
+    Raises
+    ------
+    InputError
+        The port is in use, the address is not this machine's, or the name does not resolve.
+    """
+    import socket
+
+    from .errors import InputError
+
+    where = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+    try:
+        # IPv4 unless the address is IPv6 (as uvicorn binds: "localhost" is 127.0.0.1)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise InputError(f"--host {host!r}: not an address of this machine ({exc})") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a restart need not wait
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise InputError(f"{where}: the port is in use (another server?); give another --port") from None
+        raise InputError(f"{where}: cannot listen there ({exc.strerror or exc})") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(app, *, sock) -> None:
+    """Run `app` with uvicorn on a socket from `listen` until SIGINT or SIGTERM."""
     import uvicorn
 
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
-    uvicorn.Server(config).run()
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    uvicorn.Server(config).run(sockets=[sock])

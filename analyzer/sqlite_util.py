@@ -10,6 +10,7 @@ own errors ("database disk image is malformed", "database is locked") become one
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -190,3 +191,55 @@ def sqlite_errors(path: str | os.PathLike, kind: DatabaseKind) -> Iterator[None]
         yield
     except sqlite3.Error as exc:
         raise _mapped(exc, path, kind) from None
+
+
+def text_path(path: str) -> str:
+    """A file name as a database stores it: valid UTF-8 text, losslessly.
+
+    A name that is not UTF-8 reaches Python with its undecodable bytes as lone surrogates
+    (surrogateescape), which no database driver accepts.  Each such byte is written ``\\xNN``
+    and each backslash doubled, so every name has exactly one text form (`os_path` inverts it);
+    a UTF-8 name without a backslash is stored as it is.
+
+    Parameters
+    ----------
+    path : str
+        A name as `os.fsdecode` gives it.
+
+    Returns
+    -------
+    str
+        Text any driver accepts and JSON can carry; also how messages may show the name.
+    """
+    if not any(ch == "\\" or "\udc80" <= ch <= "\udcff" for ch in path):
+        return path
+    out = []
+    for ch in path:
+        if ch == "\\":
+            out.append("\\\\")
+        elif "\udc80" <= ch <= "\udcff":
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def os_path(text: str) -> str | None:
+    """The file name (as `os.fsdecode` gives it) whose `text_path` is `text`; None if no name has that form."""
+    if "\\" not in text:
+        return text
+    out, i = [], 0
+    while i < len(text):
+        ch = text[i]
+        if ch != "\\":
+            out.append(ch)
+            i += 1
+        elif text[i + 1 : i + 2] == "\\":
+            out.append("\\")
+            i += 2
+        elif text[i + 1 : i + 2] == "x" and re.fullmatch("[89a-f][0-9a-f]", text[i + 2 : i + 4]):
+            out.append(chr(0xDC00 + int(text[i + 2 : i + 4], 16)))
+            i += 4
+        else:
+            return None
+    return "".join(out)

@@ -182,7 +182,8 @@ def _use_arrow(use_pyarrow: bool | None) -> bool:
 
 def _not_a_table(path: Path, exc: BaseException) -> InputError:
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-    return InputError(f"{quote_path(path)}: not a Parquet table ({first}); give a new name, or remove it")
+    return InputError(f"{quote_path(path)}: not a Parquet table, or a damaged one ({first}); give a new name, "
+                      "or remove it")
 
 
 def _stamp_rows(path: Path, spark, use_pyarrow: bool | None, with_model: bool) -> Iterator[tuple]:
@@ -203,8 +204,11 @@ def _arrow_dataset(path: Path):
     import pyarrow as pa
     import pyarrow.dataset as ds
 
+    # pages written with a checksum (`_ArrowParts` writes one) are checked as they are read
+    checked = ds.ParquetFileFormat(
+        default_fragment_scan_options=ds.ParquetFragmentScanOptions(page_checksum_verification=True))
     try:
-        return ds.dataset(str(path), format="parquet")
+        return ds.dataset(str(path), format=checked)
     except (pa.ArrowException, OSError) as exc:
         raise _not_a_table(path, exc) from None
 
@@ -215,6 +219,8 @@ def _arrow_batches(dataset, columns: list[str]):
 
 
 def _stamp_rows_arrow(path: Path, with_model: bool) -> Iterator[tuple]:
+    """Every column of every row is read (a batch at a time) and each document parsed: a damaged
+    table is refused here, not trusted for resume and copied into the new one."""
     import orjson
     import pyarrow as pa
 
@@ -223,21 +229,25 @@ def _stamp_rows_arrow(path: Path, with_model: bool) -> Iterator[tuple]:
     if "path" not in have:
         raise InputError(f"{quote_path(path)}: no path column (not written by analyze --format parquet); "
                          "give a new name, or remove it")
-    columns = [c for c in ("path", "source_size", "source_mtime_ns") if c in have]
-    columns += ["document"] if with_model and "document" in have else []
+    columns = [c for c in NAMES if c in have]
+    row = 0
     try:
         for batch in _arrow_batches(dataset, columns):
-            cols = {name: batch.column(name).to_pylist() for name in columns}
+            cols = {name: batch.column(name).to_pylist() for name in ("path", "source_size", "source_mtime_ns",
+                                                                      "document") if name in have}
             for i, src in enumerate(cols["path"]):
+                row += 1
                 size = cols["source_size"][i] if "source_size" in cols else None
                 mtime_ns = cols["source_mtime_ns"][i] if "source_mtime_ns" in cols else None
                 model = None
                 if "document" in cols:
                     try:
-                        model = orjson.loads(cols["document"][i] or "{}").get("embedding_model")
-                    except (orjson.JSONDecodeError, AttributeError):
-                        model = None
-                yield src, size, mtime_ns, model
+                        doc = orjson.loads(cols["document"][i] or "")
+                    except orjson.JSONDecodeError as exc:
+                        raise InputError(f"{quote_path(path)}: a damaged table (row {row}: its document is not "
+                                         f"JSON: {exc}); remove it, or give a new name, to analyse again") from None
+                    model = doc.get("embedding_model") if isinstance(doc, dict) else None
+                yield src, size, mtime_ns, model if with_model else None
     except (pa.ArrowException, OSError) as exc:
         raise _not_a_table(path, exc) from None
 
@@ -419,7 +429,8 @@ class _ArrowParts:
         import pyarrow.parquet as pq
 
         self.schema = _arrow_schema()
-        self.writer = pq.ParquetWriter(str(tmp), self.schema)
+        # page checksums: a table damaged later is refused when read, not trusted (`_arrow_dataset`)
+        self.writer = pq.ParquetWriter(str(tmp), self.schema, write_page_checksum=True)
 
     def write(self, rows: list[dict]) -> None:
         import pyarrow as pa
@@ -567,10 +578,15 @@ def read_documents(path: Path) -> Iterator[tuple[str, bytes]]:
     if not path.exists():
         raise InputError(f"{quote_path(path)}: no such file or folder")
     if has_pyarrow():
-        import pyarrow.parquet as pq
+        import pyarrow as pa
 
-        table = pq.read_table(path, columns=["document"])
-        texts = table.column("document").to_pylist()
+        dataset = _arrow_dataset(path)
+        if "document" not in dataset.schema.names:
+            raise InputError(f"{quote_path(path)}: no document column (not written by analyze --format parquet)")
+        try:
+            texts = dataset.to_table(columns=["document"]).column("document").to_pylist()
+        except (pa.ArrowException, OSError) as exc:
+            raise _not_a_table(path, exc) from None
     else:
         texts = _read_with_spark(path)
     return ((f"{quote_path(path)}:{n}", (text or "").encode("utf-8")) for n, text in enumerate(texts, start=1))

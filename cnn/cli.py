@@ -70,8 +70,11 @@ def train_command(
     from .model import AudioCNN, CNNConfig, save
     from .train import TrainParams, mels, train
 
-    if epochs < 1 or batch < 1 or crop <= 0 or max_seconds <= 0 or contrastive < 0:
-        raise typer.BadParameter("--epochs and --batch must be >= 1, --crop and --max-seconds > 0, --contrastive >= 0")
+    # written so that NaN (which fails every comparison) and infinity are refused too
+    if epochs < 1 or batch < 1 or not (0 < crop < float("inf") and 0 < max_seconds < float("inf")
+                                       and 0 <= contrastive < float("inf")):
+        raise typer.BadParameter("--epochs and --batch must be >= 1, --crop and --max-seconds finite and > 0, "
+                                 "--contrastive finite and >= 0")
     if base not in BASES:
         raise typer.BadParameter(f"--base must be one of {', '.join(BASES)}, got {base!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():

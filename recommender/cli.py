@@ -188,6 +188,8 @@ def fit_command(
                    "validation_ndcg10": rec.validation.get("ndcg10")}
         st.publish(name, tmp, summary)
         removed = st.prune(keep=keep)
+    if rec.validation.get("skipped"):
+        sys.stderr.write(f"note: {rec.validation['skipped']}\n")
     sys.stderr.write(f"model {name} fitted in {summary['fit_s']} s ({engine.value}); weights {summary['weights']}\n")
     if removed:
         sys.stderr.write(f"removed old model version(s) {', '.join(removed)} (--keep {keep})\n")
@@ -224,8 +226,8 @@ def playlist(
         raise typer.BadParameter("give --user ID, --users all or --plays FILE")
     if users is not None and (users != "all" or user is not None):
         raise typer.BadParameter("--users takes 'all', without --user")
-    if n < 1 or not 0.0 <= fresh <= 1.0 or spread < 0:
-        raise typer.BadParameter("-n must be >= 1, --fresh within 0..1, --spread >= 0")
+    if n < 1 or not 0.0 <= fresh <= 1.0 or not 0 <= spread < float("inf"):  # NaN fails both comparisons
+        raise typer.BadParameter("-n must be >= 1, --fresh within 0..1, --spread a finite number >= 0")
     rec = _load(model)
     if plays is not None:
         rec, new = _fold_in(rec, plays)

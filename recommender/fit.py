@@ -33,18 +33,27 @@ def fit(data: Dataset, params: FitParams = FitParams(), *, tune: bool = True,
     Returns
     -------
     Recommender
-        Its `validation` holds the tuning's figures (empty without `tune`).
+        Its `validation` holds the tuning's figures (empty without `tune`; ``{"skipped": why}`` where
+        the data is too small to hold out a validation split: the default settings are fitted then).
     """
     chosen = weights or FusionWeights()
     validation: dict = {}
     if tune:
-        params, chosen, validation = _tune(data, params)
+        tuned = _tune(data, params)
+        if isinstance(tuned, str):
+            validation = {"skipped": tuned}
+        else:
+            params, chosen, validation = tuned
     rec = fit_parts(data, params, chosen)
     rec.validation = validation
     return rec
 
 
-def _tune(data: Dataset, params: FitParams) -> tuple[FitParams, FusionWeights, dict]:
+# a listener needs this many items for the validation split to hold one out (`split_per_user`)
+MIN_TUNING_ITEMS = 10
+
+
+def _tune(data: Dataset, params: FitParams) -> tuple[FitParams, FusionWeights, dict] | str:
     """The best ALS setting of the grid, then the best fusion weights (and, where the catalog has terms
     heard in the audio, the best weight of those beside people's terms), by NDCG@10 on a validation split.
 
@@ -52,14 +61,16 @@ def _tune(data: Dataset, params: FitParams) -> tuple[FitParams, FusionWeights, d
     every play of a share of the played songs with audio, and the objective weighs how the hidden
     songs rank among themselves by `FitParams.validation_cold_share` (by default the playlist's share
     for songs with few listeners): otherwise the split could only see warm songs, and would weigh the audio
-    sources by what they do for songs people already play, which is not what they are for."""
+    sources by what they do for songs people already play, which is not what they are for.
+
+    Where no listener has `MIN_TUNING_ITEMS` items, nothing can be held out: why, in words."""
     hidden = validation_cold_items(data, share=params.validation_share, seed=params.seed + 2)
     plays = data.plays
     if hidden is not None:
         hidden_plays = sp.csr_matrix(data.plays.multiply(hidden[None, :].astype(np.float32)))
         hidden_plays.eliminate_zeros()  # the product keeps the other songs' entries as explicit zeros
         plays = drop_pairs(data.plays, hidden_plays)
-    train, val = split_per_user(plays, share=params.validation_share, min_items=10, seed=params.seed + 1)
+    train, val = split_per_user(plays, share=params.validation_share, min_items=MIN_TUNING_ITEMS, seed=params.seed + 1)
     held = held_out_matrix(val, data.plays.shape)
     if hidden is not None:
         held = held + (hidden_plays > 0)
@@ -68,7 +79,11 @@ def _tune(data: Dataset, params: FitParams) -> tuple[FitParams, FusionWeights, d
         # a song nobody has played has nobody's terms either: the hidden songs lose theirs, as the
         # cold songs they stand for have none (their audio terms stay: the analyzer gives those)
         sub_data = replace(sub_data, term_counts=(sp.diags((~hidden).astype(np.float32)) @ data.term_counts).tocsr())
-    rows = np.array([u for u, v in enumerate(val) if len(v)])
+    rows = np.array([u for u, v in enumerate(val) if len(v)], dtype=np.int64)
+    if not len(rows):
+        most = int(np.diff(plays.tocsr().indptr).max()) if plays.shape[0] else 0
+        return (f"too little data to tune: no listener has {MIN_TUNING_ITEMS} or more items to hold out "
+                f"(at most {most}); fitted with the default settings")
     # the grid is scored on at most 800 listeners: the ranking of settings is stable well below that
     rows = np.random.default_rng(params.seed).choice(rows, size=min(800, len(rows)), replace=False)
     rows.sort()

@@ -33,6 +33,18 @@ def models():
 
 
 @pytest.fixture(scope="session")
+def library_template(tmp_path_factory, models):
+    """One real analysis document, the template of `_library_fakes`' quick analysis (also for servers
+    it starts: ANALYZE_FAKE_TEMPLATE is set for the session)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import _library_fakes
+
+    path = _library_fakes.make_template(tmp_path_factory.mktemp("template") / "template.json", models)
+    os.environ["ANALYZE_FAKE_TEMPLATE"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def analyze_file(models):
     """path -> (document dict, Analysis), cached per path for the session."""
     from analyzer.audio import decode
