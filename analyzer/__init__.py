@@ -1,6 +1,6 @@
 """Echo Nest-style music analysis from audio files.
 
-`analyze_file`, `analyze_files` and `analyze_audio` (`analyzer.api`) load on first use, so that
+`analyze_file`, `analyze_files` and `analyze_audio` (`analyzer.run.api`) load on first use, so that
 ``import analyzer`` (and ``analyze --version``) stays cheap.
 """
 
@@ -12,7 +12,7 @@ __all__ = ["__version__", *_API]
 
 def __getattr__(name: str):
     if name in _API:
-        from . import api
+        from analyzer.run import api
 
         return getattr(api, name)
     raise AttributeError(f"module 'analyzer' has no attribute {name!r}")

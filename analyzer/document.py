@@ -12,15 +12,15 @@ from importlib import resources
 import numpy as np
 import orjson
 
-from . import __version__
-from .errors import InputError, SchemaError
-from .fingerprint import ECHOPRINT_VERSION, RHYTHM_VERSION, SYNCH_VERSION
-from .descriptors import Descriptors
-from .pipeline import Analysis
-from .rhythm import Events
-from .sections import Section
-from .segments import Segments
-from .tagging import EMBEDDING_MODEL
+from analyzer import __version__
+from analyzer.errors import InputError, SchemaError
+from analyzer.stages.fingerprint import ECHOPRINT_VERSION, RHYTHM_VERSION, SYNCH_VERSION
+from analyzer.stages.descriptors import Descriptors
+from analyzer.pipeline import Analysis
+from analyzer.stages.rhythm import Events
+from analyzer.stages.sections import Section
+from analyzer.stages.segments import Segments
+from analyzer.stages.tagging import EMBEDDING_MODEL
 
 SCHEMA_NAME = "analysis.schema.json"
 

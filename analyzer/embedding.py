@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
-from .errors import InputError, quote_path
+from analyzer.errors import InputError, quote_path
 
 if TYPE_CHECKING:
-    from .tagging import Tags
+    from analyzer.stages.tagging import Tags
 
 ENTRY_POINT_GROUP = "echonest_analyzer.embedders"
 DEFAULT_EMBEDDER = "cnn"
@@ -48,7 +48,7 @@ class Embedder(Protocol):
 
 @runtime_checkable
 class TagsEmbedder(Embedder, Protocol):
-    """An `Embedder` that reads the analysis' tagging output (``analyzer.tagging.Tags``) instead of
+    """An `Embedder` that reads the analysis' tagging output (``analyzer.stages.tagging.Tags``) instead of
     running the tagger on the samples again; ``embed`` stays for callers that have only samples."""
 
     def embed_tags(self, tags: Tags) -> np.ndarray | None:

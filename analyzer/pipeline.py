@@ -8,17 +8,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import features as F
-from .audio import Audio
-from .fingerprint import FingerprintParams, Fingerprints, fingerprint
-from .key import Key, KeyParams, estimate_key
-from .loudness import FadeParams, Fades, detect_fades, pool_db, track_loudness
-from .rhythm import Rhythm, RhythmParams, analyze_rhythm, find_beats, harmonic_stability
-from .sections import Section, SectionParams, describe_sections, find_boundaries
-from .auditory import AuditoryParams, auditory_spectrogram
-from .descriptors import DescriptorParams, Descriptors, describe
-from .tagging import TagParams, Tags, tag
-from .segments import SegmentParams, Segments, build_segments, find_starts
+from analyzer.stages import features as F
+from analyzer.stages.audio import Audio
+from analyzer.stages.fingerprint import FingerprintParams, Fingerprints, fingerprint
+from analyzer.stages.key import Key, KeyParams, estimate_key
+from analyzer.stages.loudness import FadeParams, Fades, detect_fades, pool_db, track_loudness
+from analyzer.stages.rhythm import Rhythm, RhythmParams, analyze_rhythm, find_beats, harmonic_stability
+from analyzer.stages.sections import Section, SectionParams, describe_sections, find_boundaries
+from analyzer.stages.auditory import AuditoryParams, auditory_spectrogram
+from analyzer.stages.descriptors import DescriptorParams, Descriptors, describe
+from analyzer.stages.tagging import TagParams, Tags, tag
+from analyzer.stages.segments import SegmentParams, Segments, build_segments, find_starts
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,7 @@ class Anchors:
     """Library processors, built once and reused for every file."""
 
     def __init__(self) -> None:
-        from analyzer.features import configure_onnxruntime
+        from analyzer.stages.features import configure_onnxruntime
 
         # the same ONNX Runtime settings as the analyzer's own networks (single-threaded sessions
         # that do not spin), so the two are timed alike
@@ -96,7 +96,7 @@ class Anchors:
         clustering, a Foote checkerboard novelty) — only where there is
         section truth to score them against.
         """
-        from analyzer.features import MADMOM_SR, upsample_for_madmom
+        from analyzer.stages.features import MADMOM_SR, upsample_for_madmom
 
         y44, up_s = _timed(upsample_for_madmom, samples, sr)
         y44 = np.ascontiguousarray(y44, dtype=np.float32)

@@ -7,7 +7,7 @@ GTZAN clips; simulated listeners whose tastes are audible; 20 % of the tracks co
 them, and the listeners' plays of them are held out as the truth).  People's tags: `--tag-share`
 of the warm tracks carry their tokens (style, instrument family, tempo band, mode, drums) as terms,
 as a catalog's best-known songs are the tagged ones; cold tracks have none.  Every track is then
-analysed by the product's tagging stage (`analyzer.tagging.tag`: both musicnn taggers, the patches
+analysed by the product's tagging stage (`analyzer.stages.tagging.tag`: both musicnn taggers, the patches
 `TagParams` chooses) for its terms and its default embedding.
 
 Each row is `recommend fit` (tuned on its validation split, as the CLI runs it, with the weight of
@@ -37,8 +37,8 @@ from .run import machine_text, resolve_eval_dir
 def tag_corpus(audio: list[np.ndarray], sr: int) -> tuple[list[dict[str, float]], np.ndarray, float]:
     """Each track's terms (name -> probability, as `recommend ingest` stores them), its default
     embedding, and the seconds per track the tagging took."""
-    from analyzer import musicnn
-    from analyzer.tagging import tag
+    from analyzer.stages import musicnn
+    from analyzer.stages.tagging import tag
 
     mtt, msd = musicnn.load_tagger("mtt"), musicnn.load_tagger("msd")
     terms, emb = [], []

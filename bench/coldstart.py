@@ -188,8 +188,8 @@ def logmel_cnn(args, audio, cfg, params, factors, target, n, report, unit_scaled
 
 
 def _msd_worker(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    from analyzer.musicnn import load_tagger
-    from analyzer.tagging import Tags
+    from analyzer.stages.musicnn import load_tagger
+    from analyzer.stages.tagging import Tags
     from cnn.musicnn_head import tagger_output
 
     out = tagger_output(x, SR, tagger=load_tagger("msd"))
@@ -198,7 +198,7 @@ def _msd_worker(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def musicnn_outputs(audio: list[np.ndarray], jobs: int) -> tuple[np.ndarray, list[np.ndarray]]:
     """The MSD tagger on every track as the analysis runs it (22050 Hz in, resampled to 16 kHz by
-    ``musicnn.at_front_rate``; the patches ``analyzer.tagging`` reads: one per 15 s; one BLAS thread): (tracks x 200 default embeddings,
+    ``musicnn.at_front_rate``; the patches ``analyzer.stages.tagging`` reads: one per 15 s; one BLAS thread): (tracks x 200 default embeddings,
     per track its (patches, 1506) pooled mid-end features).  Kept in memory only."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
@@ -423,8 +423,8 @@ def main(argv: list[str] | None = None) -> int:
 def measure_head_speed(eval_dir: Path, heads: dict, files: int = 6) -> dict:
     """Seconds per 30 s GTZAN clip: the MSD tagger alone (what a head's embedder pays when the analysis
     does not hand it the tagger's output) and each head given that output."""
-    from analyzer.audio import decode
-    from analyzer.musicnn import load_tagger
+    from analyzer.stages.audio import decode
+    from analyzer.stages.musicnn import load_tagger
     from cnn.musicnn_head import features, predict, tagger_output
 
     paths = sorted((eval_dir / "gtzan").glob("*.flac"))[::8][:files]
@@ -447,8 +447,8 @@ def measure_head_speed(eval_dir: Path, heads: dict, files: int = 6) -> dict:
 
 
 def measure_speed(eval_dir: Path, model, device: str, files: int = 6) -> dict:
-    from analyzer.audio import decode
-    from analyzer.features import Models
+    from analyzer.stages.audio import decode
+    from analyzer.stages.features import Models
     from analyzer.pipeline import analyze
     from cnn.train import embed
 

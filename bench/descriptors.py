@@ -53,7 +53,7 @@ def _analyze(samples: np.ndarray, sr: int, models, name: str = "input"):
 
 
 def _file(path: Path, models):
-    from analyzer.audio import decode
+    from analyzer.stages.audio import decode
     from analyzer.pipeline import analyze
 
     return analyze(decode(path), models=models)
@@ -111,7 +111,7 @@ def behaviour(eval_dir: Path, models) -> list[dict]:
 
 def genre(eval_dir: Path, models) -> dict:
     """Zero-shot genre accuracy, precision@5 of the embedding and MFCC statistics, and the stage costs."""
-    from analyzer.audio import decode
+    from analyzer.stages.audio import decode
     from analyzer.pipeline import analyze
 
     from .coldstart import mfcc_stats, precision_at_5
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     eval_dir = resolve_eval_dir(args.eval_dir)
-    from analyzer.features import Models
+    from analyzer.stages.features import Models
 
     models = Models()
     print(f"# bench.descriptors {dt.date.today()} on {machine_text()}")

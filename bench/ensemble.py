@@ -34,7 +34,7 @@ def run_config(ensemble, items_by_set: dict) -> dict:
 
     Parameters
     ----------
-    ensemble : analyzer.features.EnsembleSize
+    ensemble : analyzer.stages.features.EnsembleSize
         The members to run.
     items_by_set : dict
         Set name -> list of `bench.truth.Item`.
@@ -74,8 +74,8 @@ def interleaved_speed(configs: list[str], paths: list[Path], rounds: int = 2) ->
     """
     import numpy as np
 
-    from analyzer.audio import decode
-    from analyzer.features import EnsembleSize, Models
+    from analyzer.stages.audio import decode
+    from analyzer.stages.features import EnsembleSize, Models
     from analyzer.pipeline import analyze
 
     models = {c: Models(EnsembleSize.parse(c)) for c in configs}
@@ -136,7 +136,7 @@ def holds(res: dict, ref: dict, tolerance: float = TOLERANCE) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from analyzer.features import EnsembleSize
+    from analyzer.stages.features import EnsembleSize
 
     p = argparse.ArgumentParser(prog="python -m bench.ensemble", description=__doc__.split("\n\n")[0])
     p.add_argument("--eval-dir", type=Path, default=None)

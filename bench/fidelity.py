@@ -15,7 +15,7 @@ document, and three things judge it:
 * our own diagnostics: the loudness scale's offset, timbre spreads (dims 5-12)
   beside the Echo Nest's on the pairs and on the Million Song Dataset
   documents, and the cross-check behind the timbre shapes of dims 2-4
-  (``analyzer.timbre.TimbreParams``: fitted on one pair, scored on the other).
+  (``analyzer.stages.timbre.TimbreParams``: fitted on one pair, scored on the other).
 
 With ``--loso``, every constant a layer fits is chosen leaving one song out
 (:mod:`bench.fidelity_loso`): the folds and their mean are printed after the table.
@@ -143,9 +143,9 @@ def shape_cross_check(pairs: list[tuple[str, Path, Path]], shifts: dict[str, flo
     Patches are taken at the Echo Nest's own segment boundaries, so this checks
     the timbre definition apart from our segmentation.
     """
-    from analyzer.audio import decode
-    from analyzer.auditory import auditory_spectrogram
-    from analyzer.timbre import TimbreParams, _legendre, defined_directions, segment_patches
+    from analyzer.stages.audio import decode
+    from analyzer.stages.auditory import auditory_spectrogram
+    from analyzer.stages.timbre import TimbreParams, _legendre, defined_directions, segment_patches
 
     if len(pairs) < 2:
         return None

@@ -7,7 +7,7 @@ constants a layer fits are chosen on the other pairs (the grid's best by mean ab
 equal bests, the middle one) and the held-out pair is scored with them.  The folds and their mean
 are reported beside the figures of the shipped constants.
 
-* fades (``analyzer.loudness.FadeParams``): ``silence_db`` and ``fade_out_window_s`` are fitted;
+* fades (``analyzer.stages.loudness.FadeParams``): ``silence_db`` and ``fade_out_window_s`` are fitted;
   the 3 dB (half power) under the body is a definition.  Four pairs carry track fields.
 * track loudness: the definition itself is chosen per fold, from the mean ``loudness_max`` of the
   segments between the fades (the previous definition) and the loudness of the long-term average
@@ -49,12 +49,12 @@ SECTION_GRID = {
 
 def pair_inputs(audio: Path, doc: dict, shift_s: float, ref: dict, models=None) -> dict:
     """What the folds need of one pair: the loudness curve and bands as the pipeline makes them, our segments."""
-    from analyzer.audio import decode
-    from analyzer.auditory import auditory_spectrogram
-    from analyzer.features import FeatureParams
-    from analyzer.loudness import pool_db
+    from analyzer.stages.audio import decode
+    from analyzer.stages.auditory import auditory_spectrogram
+    from analyzer.stages.features import FeatureParams
+    from analyzer.stages.loudness import pool_db
 
-    from analyzer.features import SpectralFeatures
+    from analyzer.stages.features import SpectralFeatures
 
     a = decode(audio)
     aud = auditory_spectrogram(a.samples, a.sr)
@@ -65,7 +65,7 @@ def pair_inputs(audio: Path, doc: dict, shift_s: float, ref: dict, models=None) 
     ours_start = np.array([s["start"] for s in doc["segments"]])
     onset = None
     if models is not None:
-        from analyzer.features import network_activations
+        from analyzer.stages.features import network_activations
 
         acts = network_activations(a.samples, a.sr, models=models, params=params)
         onset = (acts.onset, acts.fps)
@@ -82,14 +82,14 @@ def pair_inputs(audio: Path, doc: dict, shift_s: float, ref: dict, models=None) 
 
 
 def _fades(inp: dict, **params):
-    from analyzer.loudness import FadeParams, detect_fades
+    from analyzer.stages.loudness import FadeParams, detect_fades
 
     return detect_fades(frame_db=inp["frame_db"], fps=inp["fps"], duration_s=inp["duration_s"],
                         params=FadeParams(**params))
 
 
 def _loudness(inp: dict, fades, definition: str) -> float:
-    from analyzer.loudness import span_loudness, track_loudness
+    from analyzer.stages.loudness import span_loudness, track_loudness
 
     if definition == "segment_mean":
         v = span_loudness(segment_start_s=inp["seg_start"], loudness_max_db=inp["seg_loudness_max"],
@@ -113,7 +113,7 @@ def _choose(grid: list, loss) -> tuple:
 
 def fade_and_loudness_folds(inputs: dict[str, dict]) -> dict:
     """Per held-out pair: the fade constants and loudness definition chosen on the others, and its errors."""
-    from analyzer.loudness import FadeParams
+    from analyzer.stages.loudness import FadeParams
 
     names = [n for n, inp in inputs.items() if inp["ref"].get("track", {}).get("end_of_fade_in") is not None]
     keys = list(FADE_GRID)
@@ -151,7 +151,7 @@ def _section_f(inp: dict, **params) -> float:
     """F@3 s of our boundaries with these SectionParams against the Echo Nest's sections (the scorer's measure)."""
     import mir_eval
 
-    from analyzer.sections import SectionParams, find_boundaries
+    from analyzer.stages.sections import SectionParams, find_boundaries
 
     b = find_boundaries(chroma=inp["chroma"], mfcc=inp["mfcc"], frame_db=inp["frame_db"], fps=inp["fps"],
                         beat_times=inp["beat_times"], bar_times=inp["bar_times"], duration_s=inp["duration_s"],
@@ -170,7 +170,7 @@ def _segment_f(inp: dict, **params) -> tuple[float, float]:
     """(onset F at 50 ms, count ratio) of segment starts with these SegmentParams against the Echo Nest's."""
     import mir_eval
 
-    from analyzer.segments import SegmentParams, find_starts
+    from analyzer.stages.segments import SegmentParams, find_starts
 
     act, act_fps = inp["onset"]
     starts = find_starts(aud=inp["aud"], onset_act=act, act_fps=act_fps, chroma=inp["chroma"], chroma_fps=inp["fps"],
@@ -182,7 +182,7 @@ def _segment_f(inp: dict, **params) -> tuple[float, float]:
 
 def segment_folds(inputs: dict[str, dict]) -> dict | None:
     """Per held-out pair: the attack and sure-note constants chosen on the others (mean onset F), and its figures."""
-    from analyzer.segments import SegmentParams
+    from analyzer.stages.segments import SegmentParams
 
     names = [n for n, inp in inputs.items() if inp["onset"] is not None]
     if len(names) < 2:
@@ -204,7 +204,7 @@ def segment_folds(inputs: dict[str, dict]) -> dict | None:
 
 def section_folds(inputs: dict[str, dict]) -> dict:
     """Per held-out pair: the section constants chosen on the others (mean F@3 s), and its F@3 s."""
-    from analyzer.sections import SectionParams
+    from analyzer.stages.sections import SectionParams
 
     names = [n for n, inp in inputs.items() if inp["ref"].get("sections")]
     keys = list(SECTION_GRID)

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from analyzer.audio import ANALYSIS_SR, decode
-from analyzer.batch import AUDIO_EXTENSIONS
-from analyzer.catalog import Catalog, MatchParams, file_codes
-from analyzer.fingerprint import CODE_UNIT_S
+from analyzer.stages.audio import ANALYSIS_SR, decode
+from analyzer.run.batch import AUDIO_EXTENSIONS
+from analyzer.library.catalog import Catalog, MatchParams, file_codes
+from analyzer.stages.fingerprint import CODE_UNIT_S
 
 CLIP_S = 10.0
 KBPS = 64

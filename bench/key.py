@@ -4,7 +4,7 @@
 
 For every file with a key annotation (GTZAN's human labels, the renders' music21 key
 analysis) each source's evidence is computed once and cached in
-``bench/.cache/key/``: S-KEY's 24 probabilities (``analyzer/skey.py``), madmom's key
+``bench/.cache/key/``: S-KEY's 24 probabilities (``analyzer/stages/skey.py``), madmom's key
 CNN's 24 probabilities, and Essentia's ``KeyExtractor`` (key, scale, strength) for
 several profiles.  Then every way of deciding the key is scored with
 ``mir_eval.key.weighted_score``: each source alone, the vote the analyzer used
@@ -47,13 +47,13 @@ def label(index: int) -> str:
 def _source_md5() -> str:
     root = Path(__file__).resolve().parents[1]
     h = hashlib.md5()
-    for f in ("analyzer/skey.py", "analyzer/features.py", "analyzer/key.py", "analyzer/data/skey.safetensors"):
+    for f in ("analyzer/stages/skey.py", "analyzer/stages/features.py", "analyzer/stages/key.py", "analyzer/data/skey.safetensors"):
         h.update((root / f).read_bytes())
     return h.hexdigest()[:10]
 
 
 def skey_order(v: np.ndarray) -> np.ndarray:
-    from analyzer.skey import to_pitch_class_order
+    from analyzer.stages.skey import to_pitch_class_order
 
     return to_pitch_class_order(v)
 
@@ -77,7 +77,7 @@ class Sources:
         import essentia.standard as es
         from madmom.features.key import CNNKeyRecognitionProcessor
 
-        from analyzer.features import Models, configure_onnxruntime
+        from analyzer.stages.features import Models, configure_onnxruntime
 
         configure_onnxruntime()  # madmom's CNN timed with the same ONNX settings as the analyzer's networks
         self.models = Models()
@@ -88,7 +88,7 @@ class Sources:
         from madmom.audio.signal import Signal
         from threadpoolctl import threadpool_limits
 
-        from analyzer import features as F
+        from analyzer.stages import features as F
 
         pcs = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
         flats = {"Db": "C#", "Eb": "D#", "Gb": "F#", "Ab": "G#", "Bb": "A#"}
@@ -128,7 +128,7 @@ class Sources:
 
 
 def collect(items, cache: Path) -> list[dict]:
-    from analyzer.audio import decode
+    from analyzer.stages.audio import decode
 
     cache.mkdir(parents=True, exist_ok=True)
     version = _source_md5()

@@ -44,7 +44,7 @@ def build_long_file(eval_dir: Path, cache_dir: Path) -> tuple[Path, Truth, np.nd
     """(audio path, joined truth, piece start times with the end appended) from the renders."""
     import soundfile as sf
 
-    from analyzer.audio import decode
+    from analyzer.stages.audio import decode
 
     items = load_set("renders", eval_dir)
     if not items:
@@ -79,9 +79,9 @@ def build_long_file(eval_dir: Path, cache_dir: Path) -> tuple[Path, Truth, np.nd
 
 
 def configure(mode: str):
-    from analyzer.features import FeatureParams
+    from analyzer.stages.features import FeatureParams
     from analyzer.pipeline import AnalysisConfig
-    from analyzer.rhythm import RhythmParams
+    from analyzer.stages.rhythm import RhythmParams
 
     if mode == "blocks":
         return AnalysisConfig()
@@ -104,9 +104,9 @@ def peak_rss_mb() -> float:
 def child(mode: str, audio_path: Path, out: Path) -> None:
     """Analyse ``audio_path`` in ``mode`` and write the estimate, wall time and peak RSS to ``out``."""
     t0 = time.perf_counter()
-    from analyzer.audio import decode
+    from analyzer.stages.audio import decode
     from analyzer.document import build_document
-    from analyzer.features import Models
+    from analyzer.stages.features import Models
     from analyzer.pipeline import analyze
 
     models = Models()

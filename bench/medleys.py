@@ -25,7 +25,7 @@ SEED = 20261128
 
 
 def _sources(eval_dir: Path) -> list[Path]:
-    from .truth import AUDIO_EXTENSIONS
+    from analyzer.run.batch import AUDIO_EXTENSIONS
 
     found = []
     for sub in ("renders", "recordings"):
@@ -39,7 +39,7 @@ def build(eval_dir: Path, cache_dir: Path) -> list[tuple[Path, np.ndarray]]:
     """(medley path, join times in s) for each medley; reuses the cache when the sources are the same."""
     import soundfile as sf
 
-    from analyzer.audio import decode
+    from analyzer.stages.audio import decode
 
     sources = _sources(eval_dir)
     key = hashlib.md5(

@@ -174,7 +174,7 @@ def confidence_split(pairs: list[tuple[float, float]]) -> dict | None:
 
 def check_analysis(analysis, doc: dict | None) -> list[str]:
     """Things in our raw output that look wrong; the document clips and rounds, which would hide them."""
-    from analyzer.rhythm import RhythmParams
+    from analyzer.stages.rhythm import RhythmParams
 
     issues: list[str] = []
     r, k, seg = analysis.rhythm, analysis.key, analysis.segments

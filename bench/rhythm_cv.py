@@ -82,7 +82,7 @@ class Networks:
     """The analyzer's networks and madmom's own trackers (``bench.anchors.Anchors``), loaded once."""
 
     def __init__(self) -> None:
-        from analyzer.features import Models
+        from analyzer.stages.features import Models
 
         from .anchors import Anchors
 
@@ -100,8 +100,8 @@ def cached(item: Item, nets: Networks | None) -> dict[str, np.ndarray]:
         raise RuntimeError(f"{item.set}/{item.name}: not cached and no networks loaded")
     from madmom.audio.signal import Signal
 
-    from analyzer import features as F
-    from analyzer.audio import decode
+    from analyzer.stages import features as F
+    from analyzer.stages.audio import decode
 
     audio = decode(item.path)
     y, sr = audio.samples, audio.sr
@@ -148,7 +148,7 @@ class Decoder:
 
     Parameters
     ----------
-    models : analyzer.features.Models
+    models : analyzer.stages.features.Models
         The analyzer's networks (the bar networks are run here).
     """
 
@@ -159,8 +159,8 @@ class Decoder:
 
     def beats(self, key: str, c: dict, params) -> tuple[np.ndarray, np.ndarray]:
         """``find_beats`` on the cached activations: beat times (s) and strengths."""
-        from analyzer.features import MADMOM_FPS
-        from analyzer.rhythm import find_beats, harmonic_stability
+        from analyzer.stages.features import MADMOM_FPS
+        from analyzer.stages.rhythm import find_beats, harmonic_stability
 
         k = (key, *(getattr(params, f) for f in BEAT_FIELDS))
         if k not in self._beats:
@@ -171,8 +171,8 @@ class Decoder:
         return self._beats[k]
 
     def bar_act(self, key: str, beats: np.ndarray, c: dict) -> np.ndarray:
-        """The bar networks' downbeat probability per beat (``analyzer.features.bar_activation``)."""
-        from analyzer import features as F
+        """The bar networks' downbeat probability per beat (``analyzer.stages.features.bar_activation``)."""
+        from analyzer.stages import features as F
 
         k = key + hashlib.sha1(np.asarray(beats, dtype=float).tobytes()).hexdigest()
         if k not in self._bars:
@@ -182,7 +182,7 @@ class Decoder:
 
     def __call__(self, key: str, c: dict, params, beats: tuple[np.ndarray, np.ndarray] | None = None):
         """The file's ``Rhythm``; `beats` (times, strengths) replaces the tracked beats when given."""
-        from analyzer.rhythm import analyze_rhythm
+        from analyzer.stages.rhythm import analyze_rhythm
 
         times, strength = beats if beats is not None else self.beats(key, c, params)
         bar_act = self.bar_act(key, times, c) if len(times) and params.bar_net_weight > 0 else None
@@ -337,7 +337,7 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 def forced_meter(params, meter: int):
     """`params` with the meter HMM allowed only `meter` (the oracle-meter decoding of the diagnosis)."""
-    from analyzer.rhythm import METERS
+    from analyzer.stages.rhythm import METERS
 
     return dataclasses.replace(params, meter_change_log_prob=-1e3,
                                meter_log_prior=tuple(0.0 if m == meter else -1e3 for m in METERS))
@@ -351,7 +351,7 @@ def diagnose_file(item: Item, c: dict, params, decoder: Decoder) -> dict:
     true downbeats from other beats, and the downbeat F the meter HMM reaches on it with our meter
     choice and with the true meter.
     """
-    from analyzer.rhythm import METERS, downbeat_observation
+    from analyzer.stages.rhythm import METERS, downbeat_observation
 
     key, t = f"{item.set}/{item.name}", item.truth
     dur = float(c["duration_s"])
@@ -370,7 +370,7 @@ def diagnose_file(item: Item, c: dict, params, decoder: Decoder) -> dict:
         return out
     is_down = np.min(np.abs(tb[:, None] - t.downbeats[None, :]), axis=1) < 0.035
     frames = np.round(tb * float(c["fps"])).astype(int)
-    from analyzer.rhythm import _peak_at
+    from analyzer.stages.rhythm import _peak_at
 
     down_at = _peak_at(c["downbeat"], frames, radius=params.downbeat_radius_frames)
     beat_at = _peak_at(c["downbeat_beat"] + c["downbeat"], frames, radius=params.downbeat_radius_frames)
@@ -437,7 +437,7 @@ def prepare(eval_dir: Path, sets: tuple[str, ...]) -> tuple[list[tuple[Item, str
         caches[(item.set, item.name)] = cached(item, nets)
         print(f"bench: rhythm cache {i}/{len(items)} {item.set}/{item.name}", file=sys.stderr, flush=True)
     if nets is None:
-        from analyzer.features import Models
+        from analyzer.stages.features import Models
 
         models = Models()
     else:
@@ -452,7 +452,7 @@ def parse_trial(text: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Print the figures per set and fold (and the sweep, the diagnosis) as markdown; returns the exit code."""
-    from analyzer.rhythm import RhythmParams
+    from analyzer.stages.rhythm import RhythmParams
 
     from .run import resolve_eval_dir
 

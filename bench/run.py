@@ -68,13 +68,13 @@ class Ours:
     """The analyzer as a user runs it: decode, analyze, build and validate the document."""
 
     def __init__(self, ensemble=None) -> None:
-        from analyzer.features import EnsembleSize, Models
+        from analyzer.stages.features import EnsembleSize, Models
 
         self.models = Models(ensemble or EnsembleSize())
 
     def run(self, path: Path):
         """(audio, analysis, document, error, wall seconds); audio/analysis None if decoding failed."""
-        from analyzer.audio import decode
+        from analyzer.stages.audio import decode
         from analyzer.document import build_document
         from analyzer.pipeline import analyze
 
@@ -629,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from analyzer.errors import ParameterError
-    from analyzer.features import EnsembleSize
+    from analyzer.stages.features import EnsembleSize
 
     try:
         ensemble = EnsembleSize.parse(args.ensemble)

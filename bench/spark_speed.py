@@ -56,7 +56,7 @@ def run_config(args: list[str], folder: Path, out: Path) -> dict:
 
 def spark_overhead(folder: Path) -> dict:
     """Session start-up, and the engine's per-file job cost with no analysis (local[2])."""
-    from analyzer.spark_engine import source_uri, start_session
+    from analyzer.run.spark_engine import source_uri, start_session
 
     os.environ.update({k: v for k, v in _env().items() if k in ("PYTHONPATH", "PYSPARK_PYTHON")})
     t0 = time.perf_counter()

@@ -55,7 +55,7 @@ def inputs(eval_dir: Path, cache: Path, lengths_s: list[int]) -> dict[int, Path]
         else:
             path = cache / f"joined-{n}s.flac"
             if not path.exists():
-                from analyzer.audio import decode
+                from analyzer.stages.audio import decode
 
                 if decoded is None:
                     decoded = [decode(c).samples for c in clips]
@@ -88,9 +88,9 @@ def child(kind: str, path: Path, warm_path: Path | None) -> dict:
                     raise RuntimeError(f"analyze exited {exc.code}") from None
         return {"inside_s": time.perf_counter() - t0, "peak_rss_mb": peak_rss_mb()}
     if kind == "warm":
-        from analyzer.audio import decode
+        from analyzer.stages.audio import decode
         from analyzer.document import build_document
-        from analyzer.features import Models
+        from analyzer.stages.features import Models
         from analyzer.pipeline import analyze
 
         models = Models()
@@ -107,7 +107,7 @@ def child(kind: str, path: Path, warm_path: Path | None) -> dict:
         es.MusicExtractor()(str(path))
         return {"inside_s": time.perf_counter() - t0, "peak_rss_mb": peak_rss_mb()}
     if kind == "madmom":
-        from analyzer.features import configure_onnxruntime
+        from analyzer.stages.features import configure_onnxruntime
 
         configure_onnxruntime()  # single-threaded, non-spinning sessions, as ours run
         from madmom.features.beats import DBNBeatTrackingProcessor, RNNBeatProcessor
@@ -147,7 +147,7 @@ def audio_seconds(path: Path) -> float:
     try:
         return float(sf.info(str(path)).duration)
     except RuntimeError:
-        from analyzer.audio import decode
+        from analyzer.stages.audio import decode
 
         return decode(path).duration_s
 

@@ -6,7 +6,7 @@ Each GTZAN clip (30 s: 10 patches) is analysed once with every patch; the tagger
 patch are kept, so the output of any subset of patches is exact (the patches are computed
 independently).  For each patch count and placement (``ends``: evenly spread from the first patch
 to the last, as the taggers placed them before; ``centres``: the centres of equal parts, so no
-intro and outro patch, as `analyzer.tagging.patch_indices` places them now) it prints, per fold (even / odd file index): zero-shot genre accuracy from the tags
+intro and outro patch, as `analyzer.stages.tagging.patch_indices` places them now) it prints, per fold (even / odd file index): zero-shot genre accuracy from the tags
 (`bench.descriptors`' mapping), same-genre precision@5 of the embedding (leave one out over the
 fold), the mean tag probabilities' agreement with all patches (Pearson r, top-5 overlap), and the
 share of the analysis the tagging and descriptor stages would take on a 30 s clip.
@@ -33,7 +33,7 @@ def chosen(n: int, k: int, placement: str) -> np.ndarray:
         return np.arange(n)
     if placement == "ends":
         return np.unique(np.round(np.linspace(0, n - 1, k)).astype(int))
-    from analyzer.tagging import centred_patches
+    from analyzer.stages.tagging import centred_patches
 
     return centred_patches(n, k)
 
@@ -44,11 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     eval_dir = resolve_eval_dir(args.eval_dir)
-    from analyzer import musicnn
-    from analyzer.audio import decode
-    from analyzer.features import Models
+    from analyzer.stages import musicnn
+    from analyzer.stages.audio import decode
+    from analyzer.stages.features import Models
     from analyzer.pipeline import AnalysisConfig, analyze
-    from analyzer.tagging import TagParams
+    from analyzer.stages.tagging import TagParams
 
     from .coldstart import precision_at_5
     from .descriptors import GENRE_TAGS

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analyzer.batch import AUDIO_EXTENSIONS
+from analyzer.run.batch import AUDIO_EXTENSIONS
 
 SETS = ("gtzan", "renders", "recordings", "structure", "medleys")
 SPLITS = ("all", "dev", "heldout")

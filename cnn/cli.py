@@ -30,7 +30,7 @@ def _err(msg: str) -> None:
 
 
 def _audio_files(folder: Path) -> list[Path]:
-    from analyzer.batch import AUDIO_EXTENSIONS
+    from analyzer.run.batch import AUDIO_EXTENSIONS
 
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder")
@@ -63,7 +63,7 @@ def train_command(
     import torch
     from analyzer.console import progress_bar
 
-    from analyzer.audio import DecodeParams, decode
+    from analyzer.stages.audio import DecodeParams, decode
     from recommender.persist import load as load_recommender
     from recommender.store import Store
 
@@ -151,8 +151,8 @@ def _train_musicnn(head_base: str, files: list[Path], index: dict, item_factors,
     import torch
     from analyzer.console import progress_bar
 
-    from analyzer.audio import DecodeParams, decode
-    from analyzer.musicnn import load_tagger
+    from analyzer.stages.audio import DecodeParams, decode
+    from analyzer.stages.musicnn import load_tagger
 
     from . import musicnn_head as mh
     from .train import TrainParams, train
@@ -206,7 +206,7 @@ def embed_command(
 ) -> None:
     import orjson
 
-    from analyzer.audio import decode
+    from analyzer.stages.audio import decode
 
     from .embedder import load as load_embedder
 

@@ -31,7 +31,7 @@ class MusicnnHeadEmbedder:
     runs the MSD tagger first, as the analysis does (same patches, one BLAS thread)."""
 
     def __init__(self, model, model_id: str) -> None:
-        from analyzer.musicnn import load_tagger
+        from analyzer.stages.musicnn import load_tagger
 
         self.model, self.model_id = model, model_id
         self.tagger = load_tagger("msd")
@@ -44,7 +44,7 @@ class MusicnnHeadEmbedder:
         return None if x is None else predict(self.model, [x])[0][0]
 
     def embed(self, samples: np.ndarray, sr: int) -> np.ndarray:
-        from analyzer.tagging import Tags
+        from analyzer.stages.tagging import Tags
 
         from .musicnn_head import tagger_output
 

@@ -1,6 +1,6 @@
 """A factor head on musicnn's MSD tagger: `cnn train --base musicnn`.
 
-The analyzer already runs musicnn's MSD tagger on every track (``analyzer.tagging``) and writes its
+The analyzer already runs musicnn's MSD tagger on every track (``analyzer.stages.tagging``) and writes its
 penultimate layer as the default embedding.  Two ways to turn that network toward a recommender's
 collaborative-filtering factors, both measured by ``bench.coldstart``:
 
@@ -39,9 +39,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from analyzer import musicnn
+from analyzer.stages import musicnn
 from analyzer.errors import InputError
-from analyzer.tagging import TagParams, Tags, read_patches, run_tagger
+from analyzer.stages.tagging import TagParams, Tags, read_patches, run_tagger
 
 from .model import Head, read_safetensors
 
@@ -50,7 +50,7 @@ BASES = ("embedding", "backend")
 EMBEDDING_DIM = musicnn.PENULTIMATE_UNITS  # 200
 POOLED_DIM = 2 * (len(musicnn.TIMBRAL) * musicnn.TIMBRAL_FILTERS + len(musicnn.TEMPORAL) * musicnn.TEMPORAL_FILTERS
                   + len(musicnn.MIDEND) * musicnn.MIDEND_FILTERS)  # 1506
-_BN_EPS = 1e-3  # TensorFlow's, as analyzer.musicnn's inference uses
+_BN_EPS = 1e-3  # TensorFlow's, as analyzer.stages.musicnn's inference uses
 
 
 @dataclass(frozen=True)

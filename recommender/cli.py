@@ -119,7 +119,7 @@ def ingest(model: ModelOpt,
     from .store import Store
 
     if table is not None:
-        from analyzer.tables import read_documents
+        from analyzer.run.tables import read_documents
 
         records = read_documents(table)  # (OUT.parquet:row, document)
     else:

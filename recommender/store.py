@@ -26,7 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from analyzer.errors import InputError
-from analyzer.sqlite_util import DatabaseKind, open_database
+from analyzer.library.sqlite_util import DatabaseKind, open_database
 
 from .data import MAX_VALUE
 

@@ -59,7 +59,7 @@ def _act(source) -> None:
 
 
 def fake_run_one(resources, job, options):
-    from analyzer.batch import Result
+    from analyzer.run.batch import Result
 
     _act(job.source)
     return Result(job, b'{"fake": true}', 1.0, None)
@@ -71,7 +71,7 @@ def fake_worker_resources(options) -> None:
 
 
 def fake_file_codes_or_error(path, decode_params=None):
-    from analyzer.catalog import FileCodes
+    from analyzer.library.catalog import FileCodes
 
     _act(path)
     n = 200
@@ -83,8 +83,8 @@ def fake_file_codes_or_error(path, decode_params=None):
 
 
 def install() -> None:
-    import analyzer.batch as batch
-    import analyzer.catalog as catalog
+    import analyzer.run.batch as batch
+    import analyzer.library.catalog as catalog
 
     batch.run_one = fake_run_one
     batch.worker_resources = fake_worker_resources

@@ -28,7 +28,7 @@ FAKE_SERVE = [
 
 def decoded_document(path, options, resources, data=None):
     """`batch.analyze_path` with the analysis replaced by the template: (document, Audio)."""
-    from analyzer.audio import decode
+    from analyzer.stages.audio import decode
 
     audio = decode(path, params=options.decode, data=data)
     delay_s = float(os.environ.get("ANALYZE_FAKE_DELAY_S", "0"))
@@ -44,7 +44,7 @@ def decoded_document(path, options, resources, data=None):
 
 def make_template(path: Path, models) -> Path:
     """Analyse a 3 s click track for real and write its document to `path`."""
-    from analyzer.audio import decode
+    from analyzer.stages.audio import decode
     from analyzer.document import build_document, dumps
     from analyzer.pipeline import analyze
     from fixtures import synth
@@ -58,7 +58,7 @@ def make_template(path: Path, models) -> Path:
 
 
 def install() -> None:
-    import analyzer.batch as batch
+    import analyzer.run.batch as batch
 
     batch.analyze_path = decoded_document
     batch.worker_resources = lambda options: None

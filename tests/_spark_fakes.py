@@ -11,7 +11,7 @@ import os
 
 
 def crash_on_name(resources, job, options, data=None):
-    from analyzer.batch import Result
+    from analyzer.run.batch import Result
 
     with open(job.source.parent / ".attempts", "a") as fh:
         fh.write(job.source.name + "\n")

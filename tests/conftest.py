@@ -27,7 +27,7 @@ def fx(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="session")
 def models():
-    from analyzer.features import Models
+    from analyzer.stages.features import Models
 
     return Models()
 
@@ -47,7 +47,7 @@ def library_template(tmp_path_factory, models):
 @pytest.fixture(scope="session")
 def analyze_file(models):
     """path -> (document dict, Analysis), cached per path for the session."""
-    from analyzer.audio import decode
+    from analyzer.stages.audio import decode
     from analyzer.document import build_document
     from analyzer.pipeline import analyze
 

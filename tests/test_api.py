@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import analyzer
-from analyzer.batch import Resources
+from analyzer.run.batch import Resources
 from analyzer.document import validate
 from analyzer.errors import AnalyzerError, ParameterError
 from fixtures import synth

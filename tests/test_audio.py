@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analyzer.audio import ANALYSIS_SR, DecodeParams, decode
+from analyzer.stages.audio import ANALYSIS_SR, DecodeParams, decode
 from analyzer.errors import DecodeError, InputError, ParameterError
 
 FORMATS = ["click_120_wav", "click_120_flac", "click_120_ogg", "click_120_opus", "click_120_mp3", "click_120_m4a"]

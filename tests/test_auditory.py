@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analyzer.auditory import AuditoryParams, auditory_spectrogram, hz_to_bark, terhardt_gain_db
+from analyzer.stages.auditory import AuditoryParams, auditory_spectrogram, hz_to_bark, terhardt_gain_db
 
 SR = 22050
 

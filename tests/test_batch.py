@@ -83,7 +83,7 @@ def _error_lines(stderr: str) -> list[str]:
 def inproc(args, monkeypatch=None, *, fake: bool = True):
     """The CLI in this process with --jobs 1 (the serial path), the analysis faked unless told."""
     if fake:
-        import analyzer.batch as batch
+        import analyzer.run.batch as batch
 
         monkeypatch.setattr(batch, "run_one", fake_run_one)
     result = CliRunner().invoke(app, [*map(str, args), "--jobs", "1"])
@@ -165,7 +165,7 @@ def test_watch_parent_ends_an_orphan_without_the_kernels_help(tmp_path):
     # its parent pid, then the middle is killed
     ready = tmp_path / "child.pid"
     child = (
-        "import os, sys, time; from analyzer.workers import watch_parent; "
+        "import os, sys, time; from analyzer.run.workers import watch_parent; "
         "watch_parent(os.getppid(), interval_s=0.05); "
         f"open({str(ready)!r} + '.part', 'w').write(str(os.getpid())); os.replace({str(ready)!r} + '.part', {str(ready)!r}); "
         "time.sleep(600)"
@@ -222,7 +222,7 @@ def test_index_goes_on_after_a_killed_worker(tmp_path):
 
 
 def test_death_reasons():
-    from analyzer.workers import death_reason
+    from analyzer.run.workers import death_reason
 
     oom = death_reason(-signal.SIGKILL)
     assert "SIGKILL" in oom.reason and "out of memory" in oom.reason and not oom.internal
@@ -260,7 +260,7 @@ def test_a_fifo_behind_a_symlink_in_a_folder_is_skipped_with_a_reason(tmp_path):
 
 @posix_only
 def test_collect_inputs_keeps_regular_files_and_says_why_others_are_skipped(tmp_path):
-    from analyzer.batch import collect_inputs
+    from analyzer.run.batch import collect_inputs
 
     src = tmp_path / "music"
     (real,) = _files(src, ["real.wav"])
@@ -280,7 +280,7 @@ def test_index_skips_a_fifo_and_indexes_the_rest(tmp_path):
     import numpy as np
     import soundfile as sf
 
-    from analyzer import fingerprint as fpm
+    from analyzer.stages import fingerprint as fpm
 
     if fpm.chromaprint_string(np.zeros(22050 * 4, dtype=np.float32), 22050)[0] is None:
         pytest.skip("libchromaprint is not installed")
@@ -328,7 +328,7 @@ def test_two_inputs_that_would_write_one_output_are_refused_with_both_names(tmp_
 
 
 def test_write_atomic_takes_a_name_near_the_limit(tmp_path):
-    from analyzer.batch import write_atomic
+    from analyzer.run.batch import write_atomic
 
     target = tmp_path / ("n" * 250 + ".json")  # 255 bytes
     write_atomic(target, b"{}")
@@ -400,7 +400,7 @@ def test_quote_path():
 @posix_only
 @pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o027, 0o640)])
 def test_outputs_follow_the_umask(tmp_path, monkeypatch, umask, mode):
-    from analyzer.batch import write_atomic
+    from analyzer.run.batch import write_atomic
 
     old = os.umask(umask)
     try:
@@ -416,7 +416,7 @@ def test_outputs_follow_the_umask(tmp_path, monkeypatch, umask, mode):
 
 def test_a_worker_pool_setup_runs_once_per_worker_and_each_task_gets_its_result(tmp_path):
     import _cli_fakes
-    from analyzer.workers import WorkerPool
+    from analyzer.run.workers import WorkerPool
 
     with WorkerPool(2, setup=_cli_fakes.counting_setup, setup_args=(tmp_path,)) as pool:
         out = list(pool.imap(_cli_fakes.report_resources, [(i,) for i in range(12)]))
@@ -428,7 +428,7 @@ def test_a_worker_pool_setup_runs_once_per_worker_and_each_task_gets_its_result(
 
 @posix_only
 def test_interrupt_saves_the_table_with_the_files_finished_so_far(tmp_path):
-    from analyzer.tables import has_pyarrow
+    from analyzer.run.tables import has_pyarrow
 
     if not has_pyarrow():
         pytest.skip("pyarrow is not installed (pip install '.[test]'); without it Spark writes the table")
@@ -457,7 +457,7 @@ def test_interrupt_saves_the_table_with_the_files_finished_so_far(tmp_path):
 
 
 def test_a_table_that_cannot_be_written_stops_the_batch_and_keeps_the_old_one(tmp_path, monkeypatch):
-    import analyzer.tables as tables
+    import analyzer.run.tables as tables
 
     if not tables.has_pyarrow():
         pytest.skip("pyarrow is not installed (pip install '.[test]'); without it Spark writes the table")

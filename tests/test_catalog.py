@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from _cli_fakes import ANALYZE, FAKE_ANALYZE, ROOT
-from analyzer.catalog import SCHEMA_VERSION, Catalog
+from analyzer.library.catalog import SCHEMA_VERSION, Catalog
 from analyzer.errors import InputError
 
 SR = 22050
@@ -112,7 +112,7 @@ def test_an_empty_file_becomes_a_catalog_only_for_index(tmp_path):
 
 
 def test_sqlite_util_opens_versioned_files(tmp_path):
-    from analyzer.sqlite_util import DatabaseKind, open_database
+    from analyzer.library.sqlite_util import DatabaseKind, open_database
 
     kind = DatabaseKind(name="test store", version_key="format_version", version=3,
                         schema="CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
@@ -180,7 +180,7 @@ def _damaged_catalog(path: Path) -> Path:
 
 
 def test_identify_reports_a_damaged_catalog_in_one_line(tmp_path, clip):
-    from analyzer import fingerprint as fpm
+    from analyzer.stages import fingerprint as fpm
 
     if fpm.chromaprint_string(np.zeros(SR * 4, dtype=np.float32), SR)[0] is None:
         pytest.skip("libchromaprint is not installed")

@@ -177,7 +177,7 @@ def test_output_path_that_is_a_file(fx, tmp_path):
 
 
 def test_write_failure_is_reported_and_the_batch_goes_on(music_dir, tmp_path, monkeypatch):
-    import analyzer.batch as batch
+    import analyzer.run.batch as batch
 
     real = batch.write_atomic
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from analyzer import descriptors as D
-from analyzer import tagging
+from analyzer.stages import descriptors as D
+from analyzer.stages import tagging
 from analyzer.cli import catalog_app
 from analyzer.document import PERCEPTUAL_FEATURES, audio_features_object, track_id, validate
 from analyzer.errors import ParameterError
@@ -130,7 +130,7 @@ def test_patches_scale_with_the_length_and_sit_at_the_centres_of_equal_parts():
 
 
 def test_the_chosen_frames_are_those_of_the_whole_spectrogram():
-    from analyzer import musicnn
+    from analyzer.stages import musicnn
 
     rng = np.random.default_rng(5)
     y = rng.normal(0, 0.1, 16000 * 7).astype(np.float32)

@@ -70,7 +70,7 @@ def test_invalid_documents_are_refused(fx, analyze_file, path, value):
 
 
 def test_same_input_gives_identical_bytes_but_timing(fx, models):
-    from analyzer.audio import decode
+    from analyzer.stages.audio import decode
     from analyzer.document import build_document
     from analyzer.pipeline import analyze
 

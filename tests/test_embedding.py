@@ -65,7 +65,7 @@ def test_a_whole_analysis_loads_neither_torch_nor_cnn(tmp_path):
 
 
 def test_a_module_function_loader_is_used_and_loaded_once_per_resources(tmp_path):
-    from analyzer.batch import Resources
+    from analyzer.run.batch import Resources
 
     model = tmp_path / "m.txt"
     model.write_text("v1")

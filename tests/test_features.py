@@ -6,8 +6,8 @@ import mir_eval
 import numpy as np
 import pytest
 
-from analyzer import features as F
-from analyzer.audio import DecodeParams, decode
+from analyzer.stages import features as F
+from analyzer.stages.audio import DecodeParams, decode
 
 
 def test_shared_front_end_matches_madmom_processors(fx, models):
@@ -30,7 +30,7 @@ def test_shared_front_end_matches_madmom_processors(fx, models):
 
 def test_blocks_match_the_whole_file(fx, models):
     """A long file is analysed in blocks with context; the results equal a whole-file run's."""
-    from analyzer.rhythm import RhythmParams, find_beats
+    from analyzer.stages.rhythm import RhythmParams, find_beats
 
     audio = decode(fx["click_100_3-4"]["path"])  # 30 s
     y, sr = audio.samples, audio.sr
@@ -58,7 +58,7 @@ def test_blocks_match_the_whole_file(fx, models):
 
 
 def test_dbn_windows_match_one_decode():
-    from analyzer.rhythm import RhythmParams, track_beats
+    from analyzer.stages.rhythm import RhythmParams, track_beats
 
     fps = 100.0
     t = np.arange(int(95 * fps)) / fps
@@ -114,7 +114,7 @@ def test_onnx_sessions_are_single_threaded_and_do_not_spin(models):
 def test_madmom_version_outside_the_supported_range_is_one_clear_error(monkeypatch):
     import importlib.metadata
 
-    from analyzer import madmom_compat
+    from analyzer.stages import madmom_compat
     from analyzer.errors import ParameterError
 
     assert madmom_compat.check_version()  # the installed one is supported
@@ -125,7 +125,7 @@ def test_madmom_version_outside_the_supported_range_is_one_clear_error(monkeypat
 
 def test_ensemble_sizes_are_checked_and_parsed():
     from analyzer.errors import ParameterError
-    from analyzer.features import EnsembleSize
+    from analyzer.stages.features import EnsembleSize
 
     assert EnsembleSize.parse("2,8,1") == EnsembleSize(beat=2, downbeat=8, onset=1)
     for bad in ("0,8,8", "8,9,8", "8,8", "a,b,c"):
@@ -134,7 +134,7 @@ def test_ensemble_sizes_are_checked_and_parsed():
 
 
 def test_fewer_ensemble_members_give_activations_of_the_same_shape_near_the_full_ensembles(fx, models):
-    from analyzer.features import EnsembleSize, Models
+    from analyzer.stages.features import EnsembleSize, Models
 
     y, sr = decode(fx["click_120_4-4"]["path"]).samples, 22050
     one = F.network_activations(y, sr, models=Models(EnsembleSize(1, 1, 1)), params=F.FeatureParams())

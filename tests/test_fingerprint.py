@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 from pathlib import Path
 
-from analyzer import fingerprint as fpm
+from analyzer.stages import fingerprint as fpm
 from analyzer.errors import DecodeError
 
 SR = 22050
 
 
 def _load(path) -> np.ndarray:
-    from analyzer.audio import decode
+    from analyzer.stages.audio import decode
 
     return decode(path, sr=SR).samples
 

@@ -86,7 +86,7 @@ def work(tmp_path_factory):
 
 
 def test_decoder_accepts_or_refuses(audio_seeds, work):
-    from analyzer.audio import DecodeParams, decode
+    from analyzer.stages.audio import DecodeParams, decode
 
     assert audio_seeds
     kinds = sorted(audio_seeds)
@@ -241,7 +241,7 @@ def test_recommender_model_loader_accepts_or_refuses(model_folder, work):
 
 
 def test_timbre_basis_loader_accepts_or_refuses(work):
-    from analyzer.timbre import BASIS_PATH, _load_basis, load_basis
+    from analyzer.stages.timbre import BASIS_PATH, _load_basis, load_basis
 
     seed = BASIS_PATH.read_bytes()
 
@@ -261,7 +261,7 @@ def test_timbre_basis_loader_accepts_or_refuses(work):
 
 
 def test_skey_weights_loader_accepts_or_refuses(work):
-    from analyzer import skey
+    from analyzer.stages import skey
 
     seed = skey.WEIGHTS_PATH.read_bytes()
 

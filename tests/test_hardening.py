@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 from analyzer.cli import app as analyze_app
 from analyzer.cli import catalog_app
 from analyzer.errors import AnalyzerError, InputError, ParameterError
-from analyzer.library import MAX_SEARCH_WORDS, Indexer, LibraryStore, shown_url
+from analyzer.library.store import MAX_SEARCH_WORDS, Indexer, LibraryStore, shown_url
 from fixtures import synth
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -55,7 +55,7 @@ def wav(path: Path, *, bpm: float, seconds: float = 2.0) -> Path:
 
 @pytest.fixture
 def quick(monkeypatch, library_template):
-    import analyzer.batch as batch
+    import analyzer.run.batch as batch
 
     monkeypatch.setattr(batch, "analyze_path", _library_fakes.decoded_document)
 
@@ -85,7 +85,7 @@ def asgi_get(app, url: str, *, host: str = "127.0.0.1", headers: dict | None = N
 # --- 3. a search of 1000 words -------------------------------------------------------------------------
 
 def test_a_search_of_many_words_is_refused_with_400_not_500(indexed):
-    from analyzer.serve import build_app
+    from analyzer.library.serve import build_app
 
     ix, ids = indexed
     app = build_app(ix.store, ix)
@@ -109,7 +109,7 @@ def _truncated(src: Path, dst: Path, keep: float) -> Path:
 
 
 def test_truncated_wav_and_ogg_are_refused_or_with_allow_truncated_analysed_and_marked(tmp_path):
-    from analyzer.audio import DecodeParams, decode
+    from analyzer.stages.audio import DecodeParams, decode
     from analyzer.errors import DecodeError
 
     x, sr, _ = synth.click_track(bpm=120, beats_per_bar=4, seconds=5)
@@ -151,7 +151,7 @@ def test_the_document_of_a_truncated_file_analysed_anyway_says_so():
 
 
 def test_an_ogg_cut_at_a_page_boundary_is_truncated_too(tmp_path):
-    from analyzer.audio import _cut_short
+    from analyzer.stages.audio import _cut_short
 
     data = (ROOT / "fixtures" / "demo" / "demo.ogg").read_bytes()
     at = data.rfind(b"OggS", 0, len(data) // 2)  # a page boundary mid-file
@@ -160,8 +160,8 @@ def test_an_ogg_cut_at_a_page_boundary_is_truncated_too(tmp_path):
 
 
 def test_serve_refuses_a_truncated_file_unless_allowed(tmp_path, quick):
-    from analyzer.audio import DecodeParams
-    from analyzer.batch import RunOptions
+    from analyzer.stages.audio import DecodeParams
+    from analyzer.run.batch import RunOptions
 
     lib = tmp_path / "lib"
     whole = wav(lib / "whole.wav", bpm=100, seconds=5)
@@ -342,7 +342,7 @@ def test_features_on_a_document_with_a_bad_sample_md5_is_one_line(tmp_path, libr
 # --- 12-13. Host headers and Accept-Encoding -------------------------------------------------------------------------
 
 def test_only_the_servers_own_host_names_are_answered_without_a_token(indexed):
-    from analyzer.serve import build_app
+    from analyzer.library.serve import build_app
 
     ix, ids = indexed
     tid = ids["one.wav"]
@@ -359,7 +359,7 @@ def test_only_the_servers_own_host_names_are_answered_without_a_token(indexed):
 
 
 def test_gzip_refused_with_q0_is_not_sent(indexed):
-    from analyzer.serve import accepts_gzip, build_app
+    from analyzer.library.serve import accepts_gzip, build_app
 
     assert not accepts_gzip("gzip;q=0, identity") and not accepts_gzip("identity") and not accepts_gzip("")
     assert accepts_gzip("gzip") and accepts_gzip("deflate, gzip;q=0.5") and accepts_gzip("*")
@@ -449,7 +449,7 @@ def test_non_finite_numbers_are_refused_in_every_option(tmp_path, app_, args):
 
 def test_non_finite_numbers_are_refused_by_the_library_and_the_api(tmp_path):
     import analyzer
-    from analyzer.audio import DecodeParams, decode
+    from analyzer.stages.audio import DecodeParams, decode
 
     with pytest.raises(ParameterError):
         Indexer(LibraryStore(tmp_path / "x.db", tmp_path), poll_s=float("inf"))

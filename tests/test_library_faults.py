@@ -30,10 +30,10 @@ from pathlib import Path
 
 import pytest
 
-from analyzer.audio import decode
+from analyzer.stages.audio import decode
 from analyzer.document import track_id
 from analyzer.errors import AnalyzerError
-from analyzer.library import Indexer, LibraryStore
+from analyzer.library.store import Indexer, LibraryStore
 from fixtures import synth
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -62,7 +62,7 @@ def variants(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def quick(monkeypatch, library_template):
-    import analyzer.batch as batch
+    import analyzer.run.batch as batch
 
     monkeypatch.setattr(batch, "analyze_path", _library_fakes.decoded_document)
 
@@ -251,7 +251,7 @@ def test_random_faults_against_the_indexer_keep_the_invariant(tmp_path, variants
 
 
 def test_a_file_replaced_or_truncated_while_it_is_analysed(tmp_path, variants, monkeypatch):
-    import analyzer.batch as batch
+    import analyzer.run.batch as batch
 
     (audio, truncated) = variants
     lib = tmp_path / "lib"

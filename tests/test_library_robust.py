@@ -19,8 +19,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from analyzer.library import Indexer, LibraryStore, scan
-from analyzer.sqlite_util import text_path
+from analyzer.library.store import Indexer, LibraryStore, scan
+from analyzer.library.sqlite_util import text_path
 from fixtures import synth
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -31,7 +31,7 @@ BAD = os.fsdecode(b"bad\xff\xfe name.wav")  # not UTF-8: its bytes as surrogates
 
 @pytest.fixture(autouse=True)
 def quick_analysis(monkeypatch, library_template):
-    import analyzer.batch as batch
+    import analyzer.run.batch as batch
 
     monkeypatch.setattr(batch, "analyze_path", _library_fakes.decoded_document)
 
@@ -227,7 +227,7 @@ def test_an_exception_in_the_indexer_is_reported_and_indexing_goes_on(tmp_path, 
 
 
 def test_an_exception_in_a_pass_is_shown_in_status_and_the_loop_goes_on(tmp_path, monkeypatch):
-    import analyzer.library as library
+    import analyzer.library.store as library
 
     lib, db = tmp_path / "lib", tmp_path / "x.db"
     wav(lib / "a.wav", bpm=100)
@@ -259,7 +259,7 @@ def test_an_exception_in_a_pass_is_shown_in_status_and_the_loop_goes_on(tmp_path
 
 
 def test_old_databases_get_the_unavailable_column_and_escaped_backslashes(tmp_path):
-    from analyzer.library import MIGRATIONS
+    from analyzer.library.store import MIGRATIONS
 
     db = tmp_path / "old.db"
     con = sqlite3.connect(db)
@@ -281,7 +281,7 @@ def test_the_api_finds_a_name_that_is_not_utf8_by_its_bytes_or_its_shown_text(tm
 
     import httpx
 
-    from analyzer.serve import build_app
+    from analyzer.library.serve import build_app
 
     lib, db = tmp_path / "lib", tmp_path / "x.db"
     wav(lib / BAD, bpm=100)

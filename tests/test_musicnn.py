@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analyzer import musicnn
+from analyzer.stages import musicnn
 from _safetensors import rewrite
 from analyzer.errors import ParameterError
 from conftest import ROOT
@@ -28,7 +28,7 @@ VENDORED_SHA256 = {
 
 # The authors' graph (musicnn 0.1.0's models.py with its checkpoints, run under TensorFlow 2.21's compat.v1 with
 # tf_keras in a scratch environment that is not part of this project) fed the same log-mel spectrogram as ours
-# (log_mel of the clip decoded at 16 kHz by analyzer.audio.decode): the mean over patches of its five most
+# (log_mel of the clip decoded at 16 kHz by analyzer.stages.audio.decode): the mean over patches of its five most
 # probable tags.  Over all 50 tags and every patch our port is within 4e-6 of it, and the penultimate features
 # within 1.2e-5.
 REFERENCE_TOP5 = {
@@ -45,7 +45,7 @@ REFERENCE_TOP5 = {
 
 @pytest.fixture(scope="module")
 def clips():
-    from analyzer.audio import decode
+    from analyzer.stages.audio import decode
 
     return {name: decode(path, sr=16000).samples for name, path in (("joram", JORAM), ("trwjazw", TRWJAZW))}
 

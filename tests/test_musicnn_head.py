@@ -12,8 +12,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from analyzer.errors import InputError  # noqa: E402
-from analyzer.musicnn import load_tagger  # noqa: E402
-from analyzer.tagging import Tags  # noqa: E402
+from analyzer.stages.musicnn import load_tagger  # noqa: E402
+from analyzer.stages.tagging import Tags  # noqa: E402
 from cnn import musicnn_head as mh  # noqa: E402
 
 SR = 22050

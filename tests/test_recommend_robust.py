@@ -400,7 +400,7 @@ def test_a_second_fit_on_the_same_folder_is_refused_while_one_runs(fitted, tmp_p
 
 
 def test_a_model_folder_holding_another_programs_database_is_refused_untouched(tmp_path):
-    from analyzer.catalog import Catalog
+    from analyzer.library.catalog import Catalog
     from analyzer.errors import InputError
     from recommender.store import Store
 

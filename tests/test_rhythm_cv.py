@@ -39,7 +39,7 @@ def test_verdict_needs_both_folds_and_no_set_losing():
 
 
 def test_overrides_and_the_oracle_meter():
-    from analyzer.rhythm import METERS, RhythmParams
+    from analyzer.stages.rhythm import METERS, RhythmParams
 
     p = with_overrides(RhythmParams(), ["bar_net_weight=0.25", "meter_log_prior=0,0,0"])
     assert p.bar_net_weight == 0.25 and p.meter_log_prior == (0.0, 0.0, 0.0)

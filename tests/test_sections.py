@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from analyzer.sections import SectionParams, checkerboard_novelty, find_boundaries
+from analyzer.stages.sections import SectionParams, checkerboard_novelty, find_boundaries
 
 
 def _load(path) -> tuple[np.ndarray, int]:
@@ -90,7 +90,7 @@ def test_silence_before_and_after_the_music_belongs_to_the_first_and_last_sectio
 
 def test_silence_sections_on_request_have_no_key_or_pulse(padded_loop, models):
     # as human annotations mark it (SALAMI's "Silence"): SectionParams(silence_sections=True)
-    from analyzer.audio import decode
+    from analyzer.stages.audio import decode
     from analyzer.document import build_document
     from analyzer.pipeline import AnalysisConfig, analyze
 
@@ -108,7 +108,7 @@ def test_silence_sections_on_request_have_no_key_or_pulse(padded_loop, models):
 
 
 def test_beat_sync_gives_every_grid_point_a_column_of_means():
-    from analyzer.sections import beat_sync
+    from analyzer.stages.sections import beat_sync
 
     feats = np.arange(20, dtype=float).reshape(2, 10)
     frame_times = np.arange(10) * 0.1

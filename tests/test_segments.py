@@ -82,8 +82,8 @@ def test_noise_has_flat_pitches(tmp_path, analyze_file):
 
 
 def test_harmony_changes_split_long_segments_and_nothing_else():
-    from analyzer.auditory import AuditorySpectrogram
-    from analyzer.segments import SegmentParams, find_starts
+    from analyzer.stages.auditory import AuditorySpectrogram
+    from analyzer.stages.segments import SegmentParams, find_starts
 
     fps, n = SR / 128, int(8 * SR / 128)
     # a steady sound: no attacks anywhere

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from analyzer.errors import InputError
-from analyzer.library import MIGRATIONS, Indexer, LibraryStore, open_library, track_id
+from analyzer.library.store import MIGRATIONS, Indexer, LibraryStore, open_library, track_id
 from fixtures import synth
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -283,7 +283,7 @@ def test_200_concurrent_requests_for_documents(server, library):
 def test_recommendations_map_library_ids_through_the_model_names(library):
     import httpx
 
-    from analyzer.serve import build_app
+    from analyzer.library.serve import build_app
 
     asked = []
 
@@ -418,7 +418,7 @@ def test_postgresql_holds_the_same_schema_and_answers_the_same(postgres_url, lib
 
 
 def test_the_readme_lists_every_endpoint():
-    from analyzer.serve import build_app
+    from analyzer.library.serve import build_app
 
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     section = text[text.index("### Serving a library"):text.index("### From Python")]

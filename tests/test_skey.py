@@ -9,11 +9,11 @@ import struct
 import numpy as np
 import pytest
 
-from analyzer import features as F
-from analyzer import skey
+from analyzer.stages import features as F
+from analyzer.stages import skey
 from _safetensors import rewrite
 from analyzer.errors import ParameterError
-from analyzer.key import KeyParams, estimate_key
+from analyzer.stages.key import KeyParams, estimate_key
 from conftest import ROOT
 from fixtures.synth import chord_progression
 
@@ -65,7 +65,7 @@ def test_every_key_of_a_cadence(models, mode):
 
 @pytest.mark.skipif(not NOCTURNE.exists(), reason="the S-KEY test song is in ../shared/models/skey (not here)")
 def test_the_nocturne_is_e_flat_major(models):
-    from analyzer.audio import decode
+    from analyzer.stages.audio import decode
 
     audio = decode(NOCTURNE)
     k = estimate_key(probabilities=F.skey_probabilities(samples=audio.samples, sr=audio.sr, models=models),

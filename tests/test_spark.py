@@ -42,7 +42,7 @@ def spark():
     from pyspark import cloudpickle
 
     import _spark_fakes
-    from analyzer.spark_engine import start_session
+    from analyzer.run.spark_engine import start_session
 
     # the workers import the analyzer from this checkout, as the driver does
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
@@ -126,7 +126,7 @@ def test_a_corrupt_file_fails_alone(spark, music, tmp_path):
 @pytest.mark.spark
 def test_a_crashed_worker_is_retried_then_fails_its_file_only(spark, tmp_path, monkeypatch):
     import _spark_fakes
-    import analyzer.batch as batch
+    import analyzer.run.batch as batch
 
     monkeypatch.setattr(batch, "run_one", _spark_fakes.crash_on_name)
     monkeypatch.setattr(batch, "worker_resources", _spark_fakes.no_setup)
@@ -151,7 +151,7 @@ def test_a_crashed_worker_is_retried_then_fails_its_file_only(spark, tmp_path, m
 @needs_spark
 @pytest.mark.spark
 def test_parquet_table_holds_the_documents_and_ingest_reads_it(spark, music, local_out, tmp_path):
-    from analyzer.tables import COLUMNS, read_documents
+    from analyzer.run.tables import COLUMNS, read_documents
     from recommender.cli import app as recommend_app
 
     table = tmp_path / "tracks.parquet"
@@ -204,8 +204,8 @@ def test_engine_usage_errors(tmp_path, args, words):
 
 
 def test_a_python_worker_makes_its_resources_once_per_setup_and_options():
-    from analyzer.batch import RunOptions
-    from analyzer.spark_engine import cached_resources
+    from analyzer.run.batch import RunOptions
+    from analyzer.run.spark_engine import cached_resources
 
     calls = []
 
@@ -228,9 +228,9 @@ def _file_uri(path: Path) -> str:
 @needs_spark
 @pytest.mark.spark
 def test_a_folder_given_as_a_uri_is_listed_by_the_local_folders_rules(spark, tmp_path):
-    from analyzer.batch import HadoopFile, collect_inputs
+    from analyzer.run.batch import HadoopFile, collect_inputs
     from analyzer.errors import InputError
-    from analyzer.spark_engine import SparkEngine
+    from analyzer.run.spark_engine import SparkEngine
 
     src = tmp_path / "in put"  # a space: the URI is unescaped, as Hadoop's Path takes it
     for rel in ("a.mp3", "a.wav", "sub/b.FLAC", "sub/deeper/c.ogg", ".hidden/d.mp3", "sub/.e.mp3", "notes.txt",
@@ -311,7 +311,7 @@ def test_a_uri_with_the_local_engine_says_to_use_spark(tmp_path):
 # --- --format parquet: resume, and the two writers -------------------------------------------------------------
 
 def _has_pyarrow() -> bool:
-    from analyzer.tables import has_pyarrow
+    from analyzer.run.tables import has_pyarrow
 
     return has_pyarrow()
 
@@ -328,7 +328,7 @@ def _table_rows(spark, table: Path) -> dict[str, dict]:
 @pytest.mark.spark
 @pytest.mark.parametrize("arrow", WRITERS)
 def test_parquet_rerun_keeps_unchanged_rows_and_analyses_the_rest(spark, music, tmp_path, monkeypatch, arrow):
-    import analyzer.tables as tables
+    import analyzer.run.tables as tables
 
     monkeypatch.setattr(tables, "has_pyarrow", lambda: arrow)
     src = tmp_path / "music"
@@ -373,8 +373,8 @@ def test_parquet_rerun_keeps_unchanged_rows_and_analyses_the_rest(spark, music, 
 def test_both_table_writers_write_the_same_rows(spark, music, local_out, tmp_path):
     import pyarrow.dataset as ds
 
-    from analyzer.batch import Job, source_stamp
-    from analyzer.tables import COLUMNS, TableWriter, document_row
+    from analyzer.run.batch import Job, source_stamp
+    from analyzer.run.tables import COLUMNS, TableWriter, document_row
 
     rows = []
     for out in sorted(local_out.rglob("*.json")):

@@ -6,7 +6,7 @@ import mir_eval
 import numpy as np
 import pytest
 
-from analyzer.rhythm import RhythmParams, decode_meter, estimate_tempo
+from analyzer.stages.rhythm import RhythmParams, decode_meter, estimate_tempo
 from conftest import song_or_skip
 
 
@@ -97,7 +97,7 @@ def test_speech_gets_low_rhythm_confidence(fx, analyze_file):
 
 
 def test_pulse_periodicity_separates_a_grid_from_random_events():
-    from analyzer.rhythm import pulse_periodicity
+    from analyzer.stages.rhythm import pulse_periodicity
 
     fps, n = 100.0, 3000
     beats = np.arange(0.5, 29.5, 0.5)
@@ -112,7 +112,7 @@ def test_pulse_periodicity_separates_a_grid_from_random_events():
 
 
 def test_harmonic_stability_separates_held_harmony_from_gliding_pitch():
-    from analyzer.rhythm import harmonic_stability
+    from analyzer.stages.rhythm import harmonic_stability
 
     fps, n = 100.0, 2000
     # four chords of 2 s each, repeated: the pitch classes hold for far longer than the 0.5 s lag
@@ -132,7 +132,7 @@ def test_harmonic_stability_separates_held_harmony_from_gliding_pitch():
 
 def test_held_harmony_keeps_beats_the_pulse_gate_would_drop():
     """Soft attacks (a choir) peak the beat network weakly and without a recurring period."""
-    from analyzer.rhythm import RhythmParams, find_beats
+    from analyzer.stages.rhythm import RhythmParams, find_beats
 
     fps, n = 100.0, 3000
     rng = np.random.default_rng(1)
@@ -152,7 +152,7 @@ def test_held_harmony_keeps_beats_the_pulse_gate_would_drop():
 
 
 def test_local_periodicity_sees_each_tempo_of_a_medley():
-    from analyzer.rhythm import local_pulse_periodicity, pulse_periodicity
+    from analyzer.stages.rhythm import local_pulse_periodicity, pulse_periodicity
 
     fps = 100.0
     beats = np.concatenate([np.arange(0.5, 20.0, 0.6), np.arange(20.0, 40.0, 0.43), np.arange(40.0, 60.0, 0.71)])
@@ -247,7 +247,7 @@ def test_track_loudness_is_the_long_term_spectrum_between_the_fades(fx, analyze_
 
 
 def test_track_loudness_averages_power_between_the_fades():
-    from analyzer.loudness import Fades, track_loudness
+    from analyzer.stages.loudness import Fades, track_loudness
 
     fps = 100.0
     bands = np.full((4, 1000), -20.0)
@@ -263,10 +263,10 @@ def test_track_loudness_averages_power_between_the_fades():
 
 @pytest.mark.parametrize(("fade_in_s", "fade_out_s"), [(2.0, 8.0), (5.0, 3.0), (8.0, 2.0)])
 def test_fade_times_within_half_a_second(fade_in_s, fade_out_s):
-    from analyzer.auditory import auditory_spectrogram
+    from analyzer.stages.auditory import auditory_spectrogram
     import soxr
 
-    from analyzer.loudness import FadeParams, detect_fades, pool_db
+    from analyzer.stages.loudness import FadeParams, detect_fades, pool_db
     from fixtures.synth import fade
 
     x, sr, truth = fade(fade_in_s=fade_in_s, fade_out_s=fade_out_s, seconds=30.0)
@@ -284,7 +284,7 @@ def test_fade_times_within_half_a_second(fade_in_s, fade_out_s):
 
 
 def test_fades_of_a_song_that_starts_loud_or_stops_cold():
-    from analyzer.loudness import FadeParams, detect_fades
+    from analyzer.stages.loudness import FadeParams, detect_fades
 
     fps, params = 100.0, FadeParams()
     level = np.full(3000, -8.0)  # 30 s at a pop song's level

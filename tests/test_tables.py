@@ -13,10 +13,10 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from analyzer.batch import Job, source_stamp
+from analyzer.run.batch import Job, source_stamp
 from analyzer.cli import app
 from analyzer.errors import InputError
-from analyzer.tables import COLUMNS, TableWriter, document_row, has_pyarrow, plan_table, recover
+from analyzer.run.tables import COLUMNS, TableWriter, document_row, has_pyarrow, plan_table, recover
 
 needs_pyarrow = pytest.mark.skipif(not has_pyarrow(), reason="pyarrow is not installed (pip install '.[test]')")
 

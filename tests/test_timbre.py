@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analyzer.auditory import auditory_spectrogram
+from analyzer.stages.auditory import auditory_spectrogram
 from analyzer.errors import ParameterError
-from analyzer.timbre import (TimbreBasis, TimbreParams, defined_directions, load_basis, save_basis, segment_patches,
+from analyzer.stages.timbre import (TimbreBasis, TimbreParams, defined_directions, load_basis, save_basis, segment_patches,
                              timbre_vectors)
 from fixtures import synth
 

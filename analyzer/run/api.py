@@ -17,15 +17,15 @@ from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
-from .batch import Resources
+from analyzer.run.batch import Resources
 
 __all__ = ["Resources", "analyze_audio", "analyze_file", "analyze_files"]
 
 
 def _options(offset: float, duration: float, max_duration: float, allow_truncated: bool):
-    from .audio import DecodeParams
-    from .batch import RunOptions
-    from .errors import ParameterError
+    from analyzer.stages.audio import DecodeParams
+    from analyzer.run.batch import RunOptions
+    from analyzer.errors import ParameterError
 
     if offset < 0 or duration < 0 or max_duration <= 0:
         raise ParameterError(f"offset ({offset}) and duration ({duration}) must be >= 0 and max_duration "
@@ -64,8 +64,8 @@ def analyze_file(path: str | os.PathLike, *, offset: float = 0.0, duration: floa
     """
     import orjson
 
-    from .batch import analyze_path, check_regular_file
-    from .document import dumps
+    from analyzer.run.batch import analyze_path, check_regular_file
+    from analyzer.document import dumps
 
     path = Path(path)
     options = _options(offset, duration, max_duration, allow_truncated)
@@ -101,8 +101,8 @@ def analyze_files(folder_or_paths: str | os.PathLike | list, *, jobs: int = 1, o
     """
     import orjson
 
-    from .batch import collect_inputs, run_jobs
-    from .errors import AnalyzerError, ParameterError
+    from analyzer.run.batch import collect_inputs, run_jobs
+    from analyzer.errors import AnalyzerError, ParameterError
 
     if jobs < 1:
         raise ParameterError(f"jobs must be >= 1, got {jobs}")
@@ -140,9 +140,9 @@ def analyze_audio(path: str | os.PathLike, *, offset: float = 0.0, duration: flo
     analyzer.errors.AnalyzerError
         The file cannot be read or decoded, or a parameter is out of range.
     """
-    from .audio import decode
-    from .batch import check_regular_file
-    from .pipeline import analyze
+    from analyzer.stages.audio import decode
+    from analyzer.run.batch import check_regular_file
+    from analyzer.pipeline import analyze
 
     path = Path(path)
     options = _options(offset, duration, max_duration, allow_truncated)

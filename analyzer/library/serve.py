@@ -30,9 +30,9 @@ from pathlib import Path
 
 import orjson
 
-from .document import audio_features_object
-from .library import ID_LENGTH, MAX_SEARCH_WORDS, Indexer, LibraryStore, TrackInfo
-from .sqlite_util import os_path, text_path
+from analyzer.document import audio_features_object
+from analyzer.library.store import ID_LENGTH, MAX_SEARCH_WORDS, Indexer, LibraryStore, TrackInfo
+from analyzer.library.sqlite_util import os_path, text_path
 
 _ID = re.compile(rf"[0-9A-Za-z]{{{ID_LENGTH}}}")
 # uri "spotify:track:ID": the ids are not Spotify's, but clients parse only this scheme (spotipy refuses
@@ -382,7 +382,6 @@ def _int_param(request, name: str, default: int, lo: int, hi: int) -> int:
 
 def _relative(root: Path, path: str) -> str | None:
     """`path` (relative to `root`, or absolute) as the library stores it, or None if outside `root`."""
-    import os
 
     full = Path(os.path.normpath(os.path.join(os.path.abspath(root), path)))
     try:
@@ -532,7 +531,7 @@ def listen(host: str, port: int):
     """
     import socket
 
-    from .errors import InputError
+    from analyzer.errors import InputError
 
     where = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
     try:

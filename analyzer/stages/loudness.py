@@ -1,6 +1,6 @@
 """Track, section and frame loudness on the Echo Nest's scale, and fades.
 
-The level of every frame is the auditory loudness of :mod:`analyzer.auditory`
+The level of every frame is the auditory loudness of :mod:`analyzer.stages.auditory`
 (the mean over critical bands of masked, ear-weighted band levels, dB, floored
 at -60).  A segment's ``loudness_max`` is the peak of that curve within it.
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .auditory import FLOOR_DB
+from analyzer.stages.auditory import FLOOR_DB
 
 
 @dataclass(frozen=True)

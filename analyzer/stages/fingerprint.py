@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import DecodeError
+from analyzer.errors import DecodeError
 
 ECHOPRINT_SR = 11025
 SUBBANDS = 8

@@ -32,11 +32,10 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .batch import AUDIO_EXTENSIONS, Job, Resources, RunOptions, not_regular_reason, run_jobs
-from .document import TRACK_ID_LENGTH as ID_LENGTH
-from .document import track_id
-from .errors import AnalyzerError, InputError, ParameterError, one_line, quote_path
-from .sqlite_util import describe_sqlite_error, os_path, text_path
+from analyzer.run.batch import AUDIO_EXTENSIONS, Job, Resources, RunOptions, not_regular_reason, run_jobs
+from analyzer.document import track_id
+from analyzer.errors import AnalyzerError, InputError, ParameterError, one_line, quote_path
+from analyzer.library.sqlite_util import describe_sqlite_error, os_path, text_path
 
 
 DEFAULT_DB = Path(".analyze") / "library.db"
@@ -704,7 +703,7 @@ class Indexer:
 
     def _relink(self, rel: str, stat: tuple[int, int]) -> bool:
         """A changed file whose decoded samples are a stored track's: point it there (no analysis)."""
-        from .audio import decode
+        from analyzer.stages.audio import decode
 
         try:
             audio = decode(self.store.root / rel, params=self.options.decode)

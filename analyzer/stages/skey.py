@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .weights import check_shapes, frozen, read_weights
-from .errors import ParameterError
+from analyzer.stages.weights import check_shapes, frozen, read_weights
+from analyzer.errors import ParameterError
 
-WEIGHTS_PATH = Path(__file__).resolve().parent / "data" / "skey.safetensors"
+WEIGHTS_PATH = Path(__file__).resolve().parents[1] / "data" / "skey.safetensors"
 FORMAT = "skey-numpy-1"
 N_BLOCKS = 7
 _LN_EPS = 1e-5

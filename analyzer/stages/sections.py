@@ -28,10 +28,10 @@ from dataclasses import dataclass
 import librosa
 import numpy as np
 
-from .key import Key
-from .loudness import span_loudness
-from .rhythm import Rhythm, RhythmParams, decode_meter, estimate_tempo
-from .segments import Segments
+from analyzer.stages.key import Key
+from analyzer.stages.loudness import span_loudness
+from analyzer.stages.rhythm import Rhythm, RhythmParams, decode_meter, estimate_tempo
+from analyzer.stages.segments import Segments
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ both sets hold their targets, which is a narrow place.
 Each segment carries: ``loudness_start`` (the loudness at its start),
 ``loudness_max`` and ``loudness_max_time`` (its peak and when, from the start),
 on the auditory loudness curve (5.8 ms frames); ``pitches`` (mean CQT chroma
-over the segment, strongest = 1); ``timbre`` (:mod:`analyzer.timbre`).
+over the segment, strongest = 1); ``timbre`` (:mod:`analyzer.stages.timbre`).
 """
 
 from __future__ import annotations
@@ -46,9 +46,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .auditory import FLOOR_DB, AuditorySpectrogram
-from .errors import ParameterError
-from .timbre import TimbreParams, load_basis, segment_patches, timbre_vectors
+from analyzer.stages.auditory import FLOOR_DB, AuditorySpectrogram
+from analyzer.errors import ParameterError
+from analyzer.stages.timbre import TimbreParams, load_basis, segment_patches, timbre_vectors
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,8 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 
-from .batch import HadoopFile, Job, Listing, Resources, Result, RunOptions
-from .errors import AnalyzerError, InputError, one_line, quote_path
+from analyzer.run.batch import HadoopFile, Job, Listing, Resources, Result, RunOptions
+from analyzer.errors import AnalyzerError, InputError, one_line, quote_path
 
 DEFAULT_MASTER = "local[*,2]"  # all cores; a task that fails is tried twice (local mode ignores spark.task.maxFailures)
 
@@ -89,7 +89,7 @@ def start_session(master: str, app_name: str = "analyze"):
     if master.startswith("local"):
         # local workers run this interpreter (a cluster's come from spark.archives / PYSPARK_PYTHON)
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    quiet = "-Dlog4j2.configurationFile=" + (Path(__file__).parent / "data" / "spark-log4j2.properties").as_uri()
+    quiet = "-Dlog4j2.configurationFile=" + (Path(__file__).resolve().parents[1] / "data" / "spark-log4j2.properties").as_uri()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # pyspark's note on the pandas version: not ours to act on
@@ -374,7 +374,7 @@ class SparkEngine:
         """
         if not jobs:
             return
-        from . import batch
+        from analyzer.run import batch
 
         self.start()
         sc = self.spark.sparkContext

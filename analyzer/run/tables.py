@@ -21,8 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .batch import Job, source_stamp
-from .errors import AnalyzerError, InputError, quote_path
+from analyzer.run.batch import Job, source_stamp
+from analyzer.errors import AnalyzerError, InputError, quote_path
 
 # (column, Spark SQL type); the track fields keep the document's names
 COLUMNS = (
@@ -255,7 +255,7 @@ def _stamp_rows_arrow(path: Path, with_model: bool) -> Iterator[tuple]:
 def _stamp_rows_spark(spark, path: Path, with_model: bool) -> Iterator[tuple]:
     from pyspark.sql import functions as F
 
-    from .spark_engine import source_uri
+    from analyzer.run.spark_engine import source_uri
 
     try:
         df = spark.read.parquet(source_uri(path))
@@ -308,7 +308,7 @@ def table_session(spark=None, *, use_pyarrow: bool | None = None):
                                 "(pip install pyarrow): the driver writes the table itself")
         yield spark
         return
-    from .spark_engine import DEFAULT_MASTER, start_session
+    from analyzer.run.spark_engine import DEFAULT_MASTER, start_session
 
     session, owned = start_session(DEFAULT_MASTER, "analyze-parquet")
     try:
@@ -481,7 +481,7 @@ class _SparkParts:
     def copy(self, old: Path, ids: dict[str, str]) -> int:
         from pyspark.sql import functions as F
 
-        from .spark_engine import source_uri
+        from analyzer.run.spark_engine import source_uri
 
         old_df = self.spark.read.parquet(source_uri(old)).dropDuplicates(["path"])
         keys = self.spark.createDataFrame(list(ids.items()), "path string, id string")
@@ -593,7 +593,7 @@ def read_documents(path: Path) -> Iterator[tuple[str, bytes]]:
 
 
 def _read_with_spark(path: Path) -> list[str]:
-    from .spark_engine import source_uri
+    from analyzer.run.spark_engine import source_uri
 
     with table_session(use_pyarrow=False) as spark:
         df = spark.read.parquet(source_uri(path))

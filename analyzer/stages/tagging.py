@@ -1,6 +1,6 @@
 """The tagging stage: musicnn's two taggers on one shared mel spectrogram, and the `terms` they give.
 
-Both taggers (MagnaTagATune and MSD, ``analyzer.musicnn``) read the same 16 kHz log-mel
+Both taggers (MagnaTagATune and MSD, ``analyzer.stages.musicnn``) read the same 16 kHz log-mel
 spectrogram, so it is computed once from the analyzer's decoded samples.  The stage owns the
 document's ``terms`` extension: each tagger's strongest tags, Echo Nest artist-terms style
 (``frequency`` the tagger's mean probability, ``weight`` relative to the strongest term), and
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import musicnn
-from .errors import ParameterError
+from analyzer.stages import musicnn
+from analyzer.errors import ParameterError
 
 # the embedding's id in the document (``embedding_model``): which layer of which tagger
 EMBEDDING_MODEL = "musicnn-msd-penultimate-1"

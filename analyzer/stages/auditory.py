@@ -40,7 +40,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .errors import ParameterError
+from analyzer.errors import ParameterError
 
 FLOOR_DB = -60.0
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DecodeError, InputError, ParameterError, quote_path
+from analyzer.errors import DecodeError, InputError, ParameterError, quote_path
 
 ANALYSIS_SR = 22050
 

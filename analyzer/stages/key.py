@@ -1,4 +1,4 @@
-"""Key and mode: S-KEY (Deezer's self-supervised key network, ``analyzer/skey.py``).
+"""Key and mode: S-KEY (Deezer's self-supervised key network, ``analyzer/stages/skey.py``).
 
 On the 47 key-annotated files (42 GTZAN clips with human labels, 5 renders), in two
 folds of files, S-KEY alone scores 0.658 / 0.748 (weighted score) against 0.625 /
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ParameterError
+from analyzer.errors import ParameterError
 
 PITCH_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 

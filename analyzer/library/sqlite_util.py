@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from .errors import InputError, quote_path
+from analyzer.errors import InputError, quote_path
 
 
 @dataclass(frozen=True)

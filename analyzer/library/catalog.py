@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import quote_path
-from .fingerprint import FingerprintParams
-from .sqlite_util import DatabaseKind, open_database, sqlite_errors, text_path
+from analyzer.errors import quote_path
+from analyzer.stages.fingerprint import FingerprintParams
+from analyzer.library.sqlite_util import DatabaseKind, open_database, sqlite_errors, text_path
 
 SCHEMA_VERSION = 2
 
@@ -248,7 +248,7 @@ def _stored_forms(path: str) -> list[str]:
 
 def verify(q: np.ndarray, t: np.ndarray, *, offset_s: float, params: MatchParams) -> tuple[float, int]:
     """Lowest bit error rate of clip sub-fingerprints q against track t near the offset, and its overlap."""
-    from .fingerprint import CHROMAPRINT_ITEM_S
+    from analyzer.stages.fingerprint import CHROMAPRINT_ITEM_S
 
     centre = int(round(offset_s / CHROMAPRINT_ITEM_S))
     best, best_n = 1.0, 0
@@ -290,10 +290,10 @@ QUERY_MARGIN_FRAMES = 2
 
 def file_codes(path: Path, decode_params=None, *, query: bool = False) -> FileCodes:
     """Decode straight to 11025 Hz (no analysis) and compute the catalog's echoprint codes."""
-    from .audio import DecodeParams, decode
-    from .fingerprint import ECHOPRINT_SR, chromaprint_raw, echoprint_from_samples
+    from analyzer.stages.audio import DecodeParams, decode
+    from analyzer.stages.fingerprint import ECHOPRINT_SR, chromaprint_raw, echoprint_from_samples
 
-    from .batch import check_regular_file
+    from analyzer.run.batch import check_regular_file
 
     check_regular_file(Path(path))  # a FIFO would block the decoder's open() forever
     audio = decode(path, sr=ECHOPRINT_SR, params=decode_params or DecodeParams())
@@ -315,7 +315,7 @@ def file_codes(path: Path, decode_params=None, *, query: bool = False) -> FileCo
 
 def file_codes_or_error(path: Path, decode_params=None) -> FileCodes | str:
     """For worker processes: the codes, or a one-line reason."""
-    from .errors import AnalyzerError
+    from analyzer.errors import AnalyzerError
 
     try:
         return file_codes(path, decode_params)

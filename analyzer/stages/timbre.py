@@ -5,7 +5,7 @@ spectro-temporal surface, "independently of pitch and loudness", projected on
 12 fixed basis functions ("template segments"), most important first: 1
 average loudness, 2 brightness, 3 flatness, 4 attack, the rest finer detail.
 
-A segment's **patch** is its auditory spectrogram (:mod:`analyzer.auditory`:
+A segment's **patch** is its auditory spectrogram (:mod:`analyzer.stages.auditory`:
 23 critical bands in dB, floored at -60) over the *whole segment*, resampled to
 ``n_frames`` time steps (each the mean of its share of the segment's frames;
 a segment shorter than that repeats frames), in dB above the floor.  Whole-
@@ -49,11 +49,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ParameterError
+from analyzer.errors import ParameterError
 
 N_DIMS = 12
 N_COMPONENTS = N_DIMS - 1
-BASIS_PATH = Path(__file__).resolve().parent / "data" / "timbre_basis.npz"
+BASIS_PATH = Path(__file__).resolve().parents[1] / "data" / "timbre_basis.npz"
 
 
 # A shape is a sum of products of Legendre polynomials over the bands (low to high) and over

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ParameterError
+from analyzer.errors import ParameterError
 
 # the tags each descriptor reads, by tagger (names as the taggers spell them)
 VOICE = {"mtt": ("vocal", "vocals", "voice", "singing", "female", "male", "woman", "man", "female vocal",

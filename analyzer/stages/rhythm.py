@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ParameterError
+from analyzer.errors import ParameterError
 
 METERS = (2, 3, 4)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import ParameterError
+from analyzer.errors import ParameterError
 
 
 def read_weights(path: str, *, name: str, article: str, fmt: str) -> tuple[dict[str, str], dict[str, np.ndarray]]:

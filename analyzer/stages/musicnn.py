@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .weights import check_shapes, frozen, read_weights
-from .errors import ParameterError
+from analyzer.stages.weights import check_shapes, frozen, read_weights
+from analyzer.errors import ParameterError
 
-DATA = Path(__file__).resolve().parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 WEIGHTS_PATHS = {"mtt": DATA / "musicnn_mtt.safetensors", "msd": DATA / "musicnn_msd.safetensors"}
 FORMAT = "musicnn-numpy-1"
 _BN_EPS = 1e-3
@@ -188,7 +188,7 @@ def log_mel(samples: np.ndarray, sr: int, front: FrontEnd = FrontEnd(), *,
     -----
     The original (musicnn 0.1.0's ``batch_data``) loads the file with librosa 0.7: audioread/FFmpeg decoding,
     the channels averaged, resampy's ``kaiser_best`` to 16 kHz.  Here the caller decodes (the project's
-    ``analyzer.audio.decode``: PyAV, channels averaged, soxr) and soxr's HQ resampler brings other rates to
+    ``analyzer.stages.audio.decode``: PyAV, channels averaged, soxr) and soxr's HQ resampler brings other rates to
     16 kHz, so the samples differ from the original's by the resamplers' (both near-transparent) filters.
     The rest is the original's: a centred STFT with reflect padding (librosa 0.7's default; librosa 0.10
     changed it to zeros), a periodic Hann window, the power spectrum, the Slaney mel filters, and the mel

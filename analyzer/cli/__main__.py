@@ -1,0 +1,5 @@
+"""`python -m analyzer.cli` runs `analyze`."""
+
+from analyzer.cli import main
+
+main()
