@@ -349,6 +349,108 @@ def test_recommendations_map_library_ids_through_the_model_names(library):
         store.close()
 
 
+# --- the audio and the page's way in ----------------------------------------------------------------
+
+def test_audio_is_served_with_ranges_and_conditional_requests(server, library):
+    path = f"/v1/tracks/{library['demo']}/audio"
+    data = (library["dir"] / "albums" / "demo.ogg").read_bytes()
+    size = len(data)
+    whole = server.get(path)
+    assert whole.status_code == 200 and whole.content == data
+    assert whole.headers["content-type"] == "audio/ogg" and whole.headers["accept-ranges"] == "bytes"
+    assert int(whole.headers["content-length"]) == size and "content-encoding" not in whole.headers
+    etag, modified = whole.headers["etag"], whole.headers["last-modified"]
+    # Range: first bytes, an open end, the last bytes, an end past the file
+    for asked, (first, last) in {"bytes=0-99": (0, 99), "bytes=1000-": (1000, size - 1),
+                                 "bytes=-10": (size - 10, size - 1), f"bytes=5-{size + 50}": (5, size - 1)}.items():
+        r = server.get(path, headers={"Range": asked, "Accept-Encoding": "gzip"})
+        assert r.status_code == 206, asked
+        assert r.headers["content-range"] == f"bytes {first}-{last}/{size}" and r.content == data[first:last + 1]
+        assert "content-encoding" not in r.headers
+    bad = server.get(path, headers={"Range": f"bytes={size}-"})
+    assert bad.status_code == 416 and bad.headers["content-range"] == f"bytes */{size}"
+    assert server.get(path, headers={"Range": "bytes=0-1,5-9"}).status_code == 200  # several ranges: the whole
+    assert server.get(path, headers={"Range": "lines=1-2"}).status_code == 200
+    # conditional requests
+    assert server.get(path, headers={"If-None-Match": etag}).status_code == 304
+    assert server.get(path, headers={"If-Modified-Since": modified}).status_code == 304
+    assert server.get(path, headers={"If-None-Match": '"other"', "If-Modified-Since": modified}).status_code == 200
+    assert server.get(path, headers={"Range": "bytes=0-9", "If-Range": etag}).status_code == 206
+    stale = server.get(path, headers={"Range": "bytes=0-9", "If-Range": '"an older file"'})
+    assert stale.status_code == 200 and stale.content == data
+    import httpx
+
+    head = httpx.head(server.base + path, headers=server.headers)
+    assert head.status_code == 200 and head.headers["content-length"] == str(size) and head.content == b""
+    mp3 = server.get(f"/v1/tracks/{library['clicks']}/audio", headers={"Range": "bytes=0-3"})
+    assert mp3.status_code == 206 and mp3.headers["content-type"] == "audio/mpeg"
+    # only the library's files, through the id
+    assert server.get("/v1/tracks/" + "0" * 22 + "/audio").status_code == 404
+    assert server.get("/v1/tracks/..%2F..%2Fetc%2Fpasswd/audio").status_code in (400, 404)
+    assert httpx.get(server.base + path).status_code == 401
+
+
+def test_audio_of_a_link_that_leads_out_of_the_folder_is_not_served(library, tmp_path):
+    from analyzer.web import audio_file
+
+    src = _open(library)
+    raw, _ = src.document(library["clicks"])
+    src.close()
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    outside = tmp_path / "outside.mp3"
+    shutil.copy(library["dir"] / "clicks.mp3", outside)
+    (lib / "inside.mp3").symlink_to(outside)
+    store = open_library(lib)
+    try:
+        st = outside.stat()
+        tid = store.put_document("inside.mp3", mtime_ns=st.st_mtime_ns, size=st.st_size, document=raw,
+                                 doc=json.loads(raw))
+        assert audio_file(store, tid) is None
+        (lib / "inside.mp3").unlink()
+        shutil.copy(outside, lib / "inside.mp3")
+        found = audio_file(store, tid)
+        assert found is not None and found[0] == (lib / "inside.mp3").resolve()
+    finally:
+        store.close()
+
+
+def test_the_page_needs_a_login_and_the_login_is_a_strict_httponly_cookie(server, library):
+    import httpx
+
+    from analyzer.web import COOKIE, make_session, valid_session
+
+    # no login: the login form, and nothing of the library
+    r = httpx.get(server.base + "/")
+    assert r.status_code == 401 and 'action="/login"' in r.text and library["demo"] not in r.text
+    for path in ("/v1/library/tracks", f"/v1/tracks/{library['demo']}/audio", "/v1/library/status"):
+        assert httpx.get(server.base + path).status_code == 401, path
+    assert httpx.get(server.base + "/static/app.js").status_code == 200  # the page's code holds no data
+    forged = httpx.get(server.base + "/v1/library/tracks", cookies={COOKIE: "9999999999." + "0" * 64})
+    assert forged.status_code == 401
+    assert httpx.post(server.base + "/login", data={"token": "wrong"}).status_code == 401
+    # the login
+    ok = httpx.post(server.base + "/login", data={"token": TOKEN})
+    assert ok.status_code == 303 and ok.headers["location"] == "/"
+    cookie = ok.headers["set-cookie"]
+    assert cookie.startswith(f"{COOKIE}=") and "HttpOnly" in cookie and "SameSite=strict" in cookie.replace(
+        "SameSite=Strict", "SameSite=strict")
+    with httpx.Client(base_url=server.base, cookies=ok.cookies) as browser:
+        page = browser.get("/")
+        assert page.status_code == 200 and 'src="/static/app.js"' in page.text and 'action="/logout"' in page.text
+        listed = browser.get("/v1/library/tracks").json()
+        assert {t["id"] for t in listed["items"]} >= {library["demo"], library["clicks"]}
+        clicks = next(t for t in listed["items"] if t["id"] == library["clicks"])
+        assert clicks["tempo"] == pytest.approx(120, rel=0.04) and clicks["artist"] == synth.TAGS["artist"]
+        assert browser.get(f"/v1/tracks/{library['demo']}/audio", headers={"Range": "bytes=0-9"}).status_code == 206
+        out = browser.post("/logout")
+        assert out.status_code == 303 and f'{COOKIE}=""' in out.headers["set-cookie"]
+    # the JSON API still takes the bearer token; a session expires and is bound to the token
+    assert server.get("/v1/library/tracks").status_code == 200
+    assert valid_session(TOKEN, make_session(TOKEN)) and not valid_session("another", make_session(TOKEN))
+    assert not valid_session(TOKEN, make_session(TOKEN, now_s=0))
+
+
 # --- the server's life ------------------------------------------------------------------------------
 
 def test_a_file_added_while_serving_appears_without_a_restart(server, library, tmp_path):
