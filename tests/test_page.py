@@ -4,8 +4,9 @@ through the system chromedriver (nothing downloads a browser or a driver).
 One server (`analyze serve --token ... --model ...`) on a small library analysed once: the demo song,
 a 15 s click track in 4/4 (repeated bars: the jukebox finds branches in it) and a waltz click track.
 The model is a real `recommend` model fitted on a small world of listeners built here, whose items are
-named as `recommend ingest --id path` names the library's files.  Screenshots of the three views go to
-bench/ (page-library.png, page-track.png, page-jukebox.png).
+named as `recommend ingest --id path` names the library's files.  Screenshots of the three views
+(page-library.png, page-track.png, page-jukebox.png) go to a temporary folder, or to the folder
+ANALYZE_SCREENSHOTS names (``ANALYZE_SCREENSHOTS=bench`` renews the README's).
 
 Bounded waits only: nothing here asserts how fast anything is.
 """
@@ -33,7 +34,6 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--autoplay-policy=no-user-gesture-required", "--window-size=1280,1000", "--mute-audio"]
-SHOTS = ROOT / "bench"
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_serve import Server, _wait  # noqa: E402
@@ -140,6 +140,12 @@ def _until(driver, expr: str, timeout_s: float, what: str):
 
 
 @pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    """Where the screenshots go."""
+    return Path(os.environ.get("ANALYZE_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots")).resolve()
+
+
+@pytest.fixture(scope="module")
 def page(server, browser):
     """The browser, logged in through the page's form (the first test checks the page before that)."""
     from selenium.webdriver.common.by import By
@@ -164,7 +170,7 @@ def test_without_the_login_the_page_gets_nothing(server, browser, library):
     assert _js(browser, "document.cookie") == ""  # HttpOnly: never visible to scripts, even after the login
 
 
-def test_the_library_loads_without_console_errors_and_search_finds_a_track(page, server, library):
+def test_the_library_loads_without_console_errors_and_search_finds_a_track(page, server, library, shots):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
@@ -188,7 +194,7 @@ def test_the_library_loads_without_console_errors_and_search_finds_a_track(page,
     page.find_element(By.CSS_SELECTOR, "th[data-key=tempo] button").click()
     assert _js(page, tempo) == up[::-1]
     assert _fetch(page, f"/v1/tracks/{library['demo']}/audio", {"Range": "bytes=0-99"}) == 206
-    page.save_screenshot(str(SHOTS / "page-library.png"))
+    assert page.save_screenshot(str(shots / "page-library.png"))
     assert _errors(page) == []
     # a file that cannot be analysed shows up with its reason while the page is open
     (library["dir"] / "broken.mp3").write_bytes(b"not audio at all " * 200)
@@ -197,9 +203,10 @@ def test_the_library_loads_without_console_errors_and_search_finds_a_track(page,
     assert "1 failed" in page.find_element(By.ID, "status").text
 
 
-def test_the_track_page_draws_plays_and_seeks(page, server, library):
+def test_the_track_page_draws_plays_and_seeks(page, server, library, shots):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
 
     page.get_log("browser")
     page.get(server.base + f"/#/track/{library['demo']}?play")
@@ -219,7 +226,7 @@ def test_the_track_page_draws_plays_and_seeks(page, server, library):
     _until(page, "!document.getElementById('similar-box').hidden", 30, "more like this")
     similar = [a.get_attribute("href").rsplit("/", 1)[-1] for a in page.find_elements(By.CSS_SELECTOR, "#similar a")]
     assert similar and similar[0] == library["waltz"]
-    page.save_screenshot(str(SHOTS / "page-track.png"))
+    assert page.save_screenshot(str(shots / "page-track.png"))
     # click three quarters of the way along: the play position goes there
     canvas = page.find_element(By.ID, "timeline")
     width = canvas.size["width"]
@@ -228,10 +235,25 @@ def test_the_track_page_draws_plays_and_seeks(page, server, library):
     _until(page, f"Math.abs(document.getElementById('player').currentTime - {0.75 * duration}) < 3", 10,
            "the seek")
     _js(page, "document.getElementById('player').pause()")
+    # the keyboard alone: the drawing takes the focus, Home and → move the play position
+    canvas.send_keys(Keys.HOME)
+    _until(page, "document.getElementById('player').currentTime < 0.5", 10, "Home")
+    canvas.send_keys(Keys.ARROW_RIGHT)
+    _until(page, "Math.abs(document.getElementById('player').currentTime - 5) < 0.5", 10, "→")
+    # at a phone's width nothing spills sideways (the list scrolls inside its own box)
+    page.set_window_size(390, 844)
+    try:
+        for view in (f"#/track/{library['demo']}", "#/", f"#/jukebox/{library['demo']}"):
+            page.get(server.base + "/" + view)
+            _until(page, "document.querySelectorAll('#tracks tbody tr').length === 3", 30, "the page")
+            time.sleep(0.5)
+            assert _js(page, "document.documentElement.scrollWidth <= window.innerWidth"), view
+    finally:
+        page.set_window_size(1280, 1000)
     assert _errors(page) == []
 
 
-def test_the_jukebox_takes_a_branch_and_plays_on(page, server, library):
+def test_the_jukebox_takes_a_branch_and_plays_on(page, server, library, shots):
     page.get_log("browser")
     page.get(server.base + f"/#/jukebox/{library['clicks']}?play")
     _until(page, "Number(document.getElementById('branches').textContent) > 0", 30, "the branches")
@@ -239,7 +261,7 @@ def test_the_jukebox_takes_a_branch_and_plays_on(page, server, library):
     played = int(_js(page, "document.getElementById('beats-played').textContent"))
     _until(page, f"Number(document.getElementById('beats-played').textContent) > {played} + 4", 30,
            "playback to go on after the jump")
-    page.save_screenshot(str(SHOTS / "page-jukebox.png"))
+    assert page.save_screenshot(str(shots / "page-jukebox.png"))
     # the threshold slider changes the branch count
     before = int(_js(page, "document.getElementById('branches').textContent"))
     _js(page, "(() => { const s = document.getElementById('threshold'); s.value = s.min;"
@@ -247,6 +269,41 @@ def test_the_jukebox_takes_a_branch_and_plays_on(page, server, library):
     assert int(_js(page, "document.getElementById('branches').textContent")) < before
     _js(page, "document.getElementById('jb-play').click()")
     assert _errors(page) == []
+
+
+def test_the_branch_finder_joins_beats_at_the_same_place_in_the_bar(page, server, library):
+    """On the 4/4 click track (downbeats louder and higher), every branch joins beats at the same
+    place in their bars; a zero threshold gives none, the slider's top many."""
+    got = page.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        fetch(arguments[0], {credentials: 'same-origin'}).then(r => r.json()).then(doc => {
+          const near = Jukebox.candidates(doc), t = Jukebox.defaultThreshold(near);
+          const place = doc.beats.map(b => { let k = 0;
+            for (const bar of doc.bars) if (bar.start <= b.start + 0.05) k = bar.start; return k; });
+          const pos = doc.beats.map((b, i) => doc.beats.filter(c => c.start >= place[i] - 0.05
+                                                                   && c.start < b.start - 0.05).length);
+          const at = v => Jukebox.pairs(Jukebox.branches(near, v));
+          const pairs = at(t.value);
+          done({n: doc.beats.length, pairs: pairs.map(p => [pos[p.a], pos[p.b]]), none: at(0).length,
+                top: at(t.max).length, last: Jukebox.lastBackward(Jukebox.branches(near, t.value))});
+        }, e => done(String(e)));""", f"/v1/audio-analysis/{library['clicks']}")
+    print(f"\n{len(got['pairs'])} branches at the default threshold, {got['top']} at the top, {got['n']} beats")
+    assert got["pairs"] and all(a == b for a, b in got["pairs"]), got["pairs"]
+    assert got["none"] == 0 and got["top"] > len(got["pairs"]) and got["last"] > got["n"] // 2
+
+
+def test_the_page_ships_as_package_data_and_fetches_nothing_from_elsewhere():
+    import fnmatch
+    import re
+    import tomllib
+
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["analyzer"]
+    files = sorted((ROOT / "analyzer" / "web").iterdir())
+    assert {f.suffix for f in files} >= {".html", ".js", ".css"}
+    for f in files:
+        assert any(fnmatch.fnmatch(f"web/{f.name}", p) for p in patterns), f"{f.name} is not in the package data"
+        text = f.read_text(encoding="utf-8")
+        assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}/", text, re.I), f"{f.name} names another host"
 
 
 def test_recommendations_come_from_the_fitted_model(server, library):

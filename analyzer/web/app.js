@@ -16,6 +16,10 @@ function clock(seconds) {
   return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
 }
 
+function plural(n, word) {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
+}
+
 function fixed(x, digits) {
   return x == null ? "–" : Number(x).toFixed(digits);
 }
@@ -78,8 +82,9 @@ function renderLibrary() {
     el("td", { className: "num wide", text: fixed(r.danceability, 2) }),
     el("td", {}, el("a", { href: `#/jukebox/${r.id}`, text: "Jukebox",
                            ariaLabel: `Endless jukebox: ${r.name}` })))));
-  $("count").textContent = words.length ? `${rows.length} of ${library.rows.length} tracks match`
-                                        : `${library.rows.length} tracks`;
+  if (!performance.getEntriesByName("library-shown").length) performance.mark("library-shown");
+  $("count").textContent = words.length ? `${rows.length} of ${plural(library.rows.length, "track")} match`
+                                        : plural(library.rows.length, "track");
   for (const th of $("tracks").tHead.rows[0].cells) {
     if (!th.dataset.key) continue;
     th.setAttribute("aria-sort", th.dataset.key === k ? (dir > 0 ? "ascending" : "descending") : "none");
@@ -95,7 +100,7 @@ async function loadTracks() {
 async function pollStatus() {
   try {
     const s = await api("/v1/library/status");
-    const parts = [`${s.files} files`, `${s.analysed} analysed`];
+    const parts = [plural(s.files, "file"), `${s.analysed} analysed`];
     if (s.pending) parts.push(`${s.pending} waiting`);
     if (s.failed) parts.push(`${s.failed} failed`);
     let text = parts.join(", ");
@@ -153,7 +158,7 @@ function heat(v) {  // 0..1 -> a dark-to-bright colour (readable on the dark lan
 }
 
 function sectionLabel(s) {
-  return `${keyName(s.key, s.mode)} · ${fixed(s.tempo, 0)} BPM · ${s.time_signature}/4`;
+  return `${keyName(s.key, s.mode)} · ${s.tempo > 0 ? fixed(s.tempo, 0) : "–"} BPM · ${s.time_signature}/4`;
 }
 
 function drawTrack() {
@@ -237,6 +242,7 @@ function drawTrack() {
   const fo = doc.track.start_of_fade_out ?? dur;
   g.fillRect(x(fo), 0, w - x(fo), L.height);
   canvas.dataset.drawn = String(doc.segments.length);
+  if (!performance.getEntriesByName("track-drawn").length) performance.mark("track-drawn");
   $("legend").textContent = "From the top: sections (key · tempo · meter), loudness, bars, beats, tatums, " +
     "segments, pitch classes C (bottom) to B, timbre coefficients 1 (top) to 12; shaded: the fades.";
 }
@@ -346,6 +352,10 @@ async function showTrack(id) {
 function setupTrack() {
   const p = $("player");
   $("play").addEventListener("click", () => (p.paused ? p.play() : p.pause()));
+  // marks for bench/page.py: when the first sound comes
+  p.addEventListener("playing", () => {
+    if (!performance.getEntriesByName("first-sound").length) performance.mark("first-sound");
+  });
   p.addEventListener("play", () => { $("play").textContent = "Pause"; cancelAnimationFrame(track.raf); cursorLoop(); });
   p.addEventListener("pause", () => { $("play").textContent = "Play"; drawCursor(); });
   p.addEventListener("seeked", drawCursor);
@@ -507,6 +517,11 @@ function jbStart() {
   jb.nextTime = jb.ctx.currentTime + 0.05;
   jb.timer = setInterval(schedule, 40);
   schedule();
+  if (!performance.getEntriesByName("jukebox-first-beat").length) {
+    // the first beat sounds at its scheduled time, a little after now
+    const ahead_s = jb.queue[0].time - jb.ctx.currentTime;
+    performance.mark("jukebox-first-beat", { startTime: performance.now() + 1000 * ahead_s });
+  }
   $("jb-play").textContent = "Stop";
   jbLoop();
 }

@@ -2,8 +2,10 @@
 //
 // Each beat is described by the segments that overlap it (weighted by the overlap): their 12 timbre
 // coefficients, 12 pitch strengths and loudness (start and max), each dimension scaled to unit spread
-// over the track.  Beats i and j are close when i sounds like j and i+1 like j+1: then after beat i
-// the player may go on with beat j+1 instead of i+1, and the join is not heard.
+// over the track.  Beats i and j are close when they sound alike in their context: i-1 like j-1, i like
+// j and i+1 like j+1 (the mean of the three distances).  Then after beat i the player may go on with
+// beat j+1 instead of i+1, and the join is not heard; the context keeps a jump at the same place in
+// the bar (a downbeat's neighbours differ from an upbeat's).
 "use strict";
 
 (function (root) {
@@ -54,7 +56,7 @@
     return Math.sqrt(q / a.length);
   }
 
-  // For every beat, its nearest other beats [{to, d}] (d: the mean distance of i~j and i+1~j+1).
+  // For every beat, its nearest other beats [{to, d}] (d: the mean distance of i-1~j-1, i~j, i+1~j+1).
   function candidates(doc) {
     const f = beatFeatures(doc);
     const n = f.length;
@@ -64,7 +66,9 @@
       if (i + 1 < n) {
         for (let j = 0; j + 1 < n; j++) {
           if (Math.abs(i - j) < MIN_GAP_BEATS) continue;
-          const d = 0.5 * (dist(f[i], f[j]) + dist(f[i + 1], f[j + 1]));
+          let d = dist(f[i], f[j]) + dist(f[i + 1], f[j + 1]), k = 2;
+          if (i > 0 && j > 0) { d += dist(f[i - 1], f[j - 1]); k = 3; }
+          d /= k;
           if (best.length < NEIGHBOURS || d < best[best.length - 1].d) {
             best.push({ to: j, d });
             best.sort((x, y) => x.d - y.d);
