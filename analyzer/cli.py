@@ -733,7 +733,8 @@ def serve_command(
         = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8800,
     token: Annotated[Optional[str], typer.Option(
-        "--token", envvar="ANALYZE_TOKEN", help="Require 'Authorization: Bearer TOKEN' (or set ANALYZE_TOKEN).")] = None,
+        "--token", envvar="ANALYZE_TOKEN",
+        help="Require 'Authorization: Bearer TOKEN' (or set ANALYZE_TOKEN); the page asks for it once.")] = None,
     model: Annotated[Optional[Path], typer.Option(
         "--model", help="A `recommend` model folder: answers /v1/recommendations.")] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Worker processes for the analysis (1: in this process).")]
@@ -764,8 +765,8 @@ def serve_command(
     store = _or_exit(lambda: open_library(library, db))
     indexer = Indexer(store, RunOptions(decode=DecodeParams(max_duration_s=max_duration)), workers=jobs, poll_s=poll)
     app_ = build_app(store, indexer, token=token, recommend=recommend, concurrency=concurrency)
-    sys.stderr.write(one_line(f"serving {library} at http://{host}:{port}/v1/ (database: {store.kind}; "
-                              f"status: /v1/library/status)") + "\n")
+    sys.stderr.write(one_line(f"serving {library} at http://{host}:{port}/ (the page; the API under /v1/; "
+                              f"database: {store.kind})") + "\n")
     sys.stderr.flush()
     indexer.start()
     try:
