@@ -471,6 +471,8 @@ function playingBeat() {
 
 function schedule() {
   const ctx = jb.ctx, beats = jb.doc.beats;
+  // fallen behind (a hidden tab's timers are slowed): go on from now rather than start beats in the past
+  if (jb.playing && jb.nextTime < ctx.currentTime) jb.nextTime = ctx.currentTime + 0.05;
   while (jb.playing && jb.nextTime < ctx.currentTime + LOOKAHEAD_S) {
     const i = jb.cur, b = beats[i];
     const src = ctx.createBufferSource();
