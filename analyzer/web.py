@@ -61,9 +61,8 @@ def static_file(name: str) -> tuple[bytes, str] | None:
     return f.read_bytes(), STATIC_TYPES[Path(name).suffix]
 
 
-def _static_response(name: str):
-    from starlette.responses import Response
-
+def _static_response(name: str) -> tuple[bytes, str, dict[str, str]] | None:
+    """(body, content type, headers) of one of the page's files, or None."""
     found = static_file(name)
     if found is None:
         return None
