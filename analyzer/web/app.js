@@ -103,12 +103,14 @@ async function pollStatus() {
     const parts = [plural(s.files, "file"), `${s.analysed} analysed`];
     if (s.pending) parts.push(`${s.pending} waiting`);
     if (s.failed) parts.push(`${s.failed} failed`);
+    if (s.unavailable) parts.push(`${s.unavailable} unavailable`);  // where the server reports them
     let text = parts.join(", ");
     if (s.current) text += `; analysing ${s.current}`;
     if (s.error) text += `; ${s.error}`;
     $("status").textContent = text;
-    $("failures").hidden = !s.failures.length;
-    $("failure-list").replaceChildren(...s.failures.map((f) => el("li", {},
+    const problems = [...s.failures, ...(s.unavailable_files || [])];
+    $("failures").hidden = !problems.length;
+    $("failure-list").replaceChildren(...problems.map((f) => el("li", {},
       el("code", { text: f.path }), `: ${f.reason}`)));
     if (s.analysed !== library.analysed || s.tracks !== library.rows.length) {
       library.analysed = s.analysed;
