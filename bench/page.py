@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["SE_OFFLINE"] = "true"
     os.environ["SE_AVOID_STATS"] = "true"
     driver = None
+    profile = tempfile.mkdtemp(prefix="bench-chromium-")
     try:
         t0 = time.perf_counter()
         while not ((s := _get(base + "/v1/library/status")) and s["analysed"] == 1):
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         opts.binary_location = "/usr/bin/chromium"
         for f in FLAGS:
             opts.add_argument(f)
-        opts.add_argument(f"--user-data-dir={tempfile.mkdtemp(prefix='bench-chromium-')}")
+        opts.add_argument(f"--user-data-dir={profile}")
         driver = webdriver.Chrome(options=opts, service=Service(executable_path="/usr/bin/chromedriver"))
 
         def mark(name: str, timeout_s: float = 60) -> float:
@@ -135,6 +136,7 @@ def main(argv: list[str] | None = None) -> None:
         server.terminate()
         server.wait(30)
         shutil.rmtree(lib, ignore_errors=True)
+        shutil.rmtree(profile, ignore_errors=True)
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:
