@@ -68,3 +68,16 @@ def song_or_skip(fx: dict) -> dict:
     if "song" not in fx:
         pytest.skip("FluidSynth or its GM soundfont is not installed: the rendered song fixture is missing")
     return fx["song"]
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A throwaway PostgreSQL cluster for the session (tests/_postgres.py); skipped where PostgreSQL or
+    psycopg is missing, except in CI (CI=true), where that fails."""
+    from _postgres import Cluster
+
+    cluster = Cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -55,11 +55,13 @@ def _clicks(path: Path, *, bpm: float, seconds: float, tags: dict | None = None)
 
 
 class Server:
-    def __init__(self, lib: Path, *args: str, token: str | None = TOKEN) -> None:
+    def __init__(self, lib: Path, *args: str, token: str | None = TOKEN, db: str | None = None) -> None:
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         cmd = [*SERVE, str(lib), "--port", str(self.port), "--poll", "0.5", *args]
+        if db:
+            cmd += ["--db", db]
         if token:
             cmd += ["--token", token]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -95,9 +97,12 @@ class Server:
         self.proc.stderr.close()
 
 
+BACKENDS = ["sqlite", "postgresql"]  # every library and server test runs on both
+
+
 @pytest.fixture(scope="module")
-def library(tmp_path_factory):
-    """A library folder analysed once: {"dir", "demo", "clicks"} (ids)."""
+def analysed(tmp_path_factory):
+    """A library folder analysed once, into SQLite: {"dir", "demo", "clicks"} (ids)."""
     lib = tmp_path_factory.mktemp("library")
     (lib / "albums").mkdir()
     shutil.copy(DEMO, lib / "albums" / "demo.ogg")
@@ -111,9 +116,45 @@ def library(tmp_path_factory):
     return ids
 
 
+@pytest.fixture(scope="module", params=BACKENDS)
+def library(request, analysed, tmp_path_factory):
+    """The analysed library in each database: {"dir", "db" (None: SQLite in the folder), "demo", "clicks"}.
+
+    For PostgreSQL, a copy of the folder whose files' documents are copied from the SQLite one (the
+    same bytes; nothing is analysed again, and the indexer finds every file up to date)."""
+    if request.param == "sqlite":
+        return {**analysed, "db": None}
+    url = request.getfixturevalue("pg_cluster").database()
+    lib = tmp_path_factory.mktemp("library_pg")
+    src = open_library(analysed["dir"])
+    dst = LibraryStore(url, lib)
+    try:
+        for rel in ("albums/demo.ogg", "clicks.mp3"):
+            (lib / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(analysed["dir"] / rel, lib / rel)
+            raw, _ = src.document(src.lookup(rel))
+            st = (lib / rel).stat()
+            dst.put_document(rel, mtime_ns=st.st_mtime_ns, size=st.st_size, document=raw, doc=json.loads(raw))
+        assert dst.kind == "postgresql" and dst.counts()["tracks"] == 2
+    finally:
+        src.close()
+        dst.close()
+    return {**analysed, "dir": lib, "db": url}
+
+
+@pytest.fixture(params=BACKENDS)
+def new_db(request):
+    """None (a new folder's SQLite file) or a new, empty PostgreSQL database's URL."""
+    return None if request.param == "sqlite" else request.getfixturevalue("pg_cluster").database()
+
+
+def _open(library: dict):
+    return open_library(library["dir"], library["db"])
+
+
 @pytest.fixture(scope="module")
 def server(library):
-    s = Server(library["dir"])
+    s = Server(library["dir"], db=library["db"])
     yield s
     s.stop()
 
@@ -126,7 +167,7 @@ def test_ids_are_22_base62_characters_of_the_sample_md5(library):
     for md5 in ("f" * 32, "0123456789abcdef" * 2, "0" * 31 + "1"):
         tid = track_id(md5)
         assert len(tid) == 22 and sum(alphabet.index(c) * 62 ** i for i, c in enumerate(reversed(tid))) == int(md5, 16)
-    store = open_library(library["dir"])
+    store = _open(library)
     doc = json.loads(store.document(library["demo"])[0])
     store.close()
     assert library["demo"] == track_id(doc["track"]["sample_md5"])
@@ -169,7 +210,7 @@ def test_spotipy_reads_analysis_features_and_tracks(server, library):
     spotipy = pytest.importorskip("spotipy")
     sp = spotipy.Spotify(auth=TOKEN, requests_timeout=30, retries=0)
     sp.prefix = server.base + "/v1/"  # spotipy 2.26 dropped the `prefix` argument; the attribute stays
-    store = open_library(library["dir"])
+    store = _open(library)
     stored = json.loads(store.document(library["demo"])[0])
     store.close()
     with pytest.warns(DeprecationWarning):  # spotipy marks both deprecated (Spotify removed them)
@@ -295,7 +336,7 @@ def test_recommendations_map_library_ids_through_the_model_names(library):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
             return await client.get(path, params=params)
 
-    store = open_library(library["dir"])
+    store = _open(library)
     try:
         app = build_app(store, recommend=recommend)
         body = asyncio.run(get(app, "/v1/recommendations", seed_tracks=library["clicks"], limit=5)).json()
@@ -306,6 +347,129 @@ def test_recommendations_map_library_ids_through_the_model_names(library):
         assert asyncio.run(get(app, "/v1/recommendations")).status_code == 400
     finally:
         store.close()
+
+
+# --- the audio and the page's way in ----------------------------------------------------------------
+
+def test_audio_is_served_with_ranges_and_conditional_requests(server, library):
+    path = f"/v1/tracks/{library['demo']}/audio"
+    data = (library["dir"] / "albums" / "demo.ogg").read_bytes()
+    size = len(data)
+    whole = server.get(path)
+    assert whole.status_code == 200 and whole.content == data
+    assert whole.headers["content-type"] == "audio/ogg" and whole.headers["accept-ranges"] == "bytes"
+    assert int(whole.headers["content-length"]) == size and "content-encoding" not in whole.headers
+    etag, modified = whole.headers["etag"], whole.headers["last-modified"]
+    # Range: first bytes, an open end, the last bytes, an end past the file
+    for asked, (first, last) in {"bytes=0-99": (0, 99), "bytes=1000-": (1000, size - 1),
+                                 "bytes=-10": (size - 10, size - 1), f"bytes=5-{size + 50}": (5, size - 1)}.items():
+        r = server.get(path, headers={"Range": asked, "Accept-Encoding": "gzip"})
+        assert r.status_code == 206, asked
+        assert r.headers["content-range"] == f"bytes {first}-{last}/{size}" and r.content == data[first:last + 1]
+        assert "content-encoding" not in r.headers
+    bad = server.get(path, headers={"Range": f"bytes={size}-"})
+    assert bad.status_code == 416 and bad.headers["content-range"] == f"bytes */{size}"
+    assert server.get(path, headers={"Range": "bytes=0-1,5-9"}).status_code == 200  # several ranges: the whole
+    assert server.get(path, headers={"Range": "lines=1-2"}).status_code == 200
+    # conditional requests
+    assert server.get(path, headers={"If-None-Match": etag}).status_code == 304
+    assert server.get(path, headers={"If-Modified-Since": modified}).status_code == 304
+    assert server.get(path, headers={"If-None-Match": '"other"', "If-Modified-Since": modified}).status_code == 200
+    assert server.get(path, headers={"Range": "bytes=0-9", "If-Range": etag}).status_code == 206
+    stale = server.get(path, headers={"Range": "bytes=0-9", "If-Range": '"an older file"'})
+    assert stale.status_code == 200 and stale.content == data
+    import httpx
+
+    head = httpx.head(server.base + path, headers=server.headers)
+    assert head.status_code == 200 and head.headers["content-length"] == str(size) and head.content == b""
+    mp3 = server.get(f"/v1/tracks/{library['clicks']}/audio", headers={"Range": "bytes=0-3"})
+    assert mp3.status_code == 206 and mp3.headers["content-type"] == "audio/mpeg"
+    # only the library's files, through the id
+    assert server.get("/v1/tracks/" + "0" * 22 + "/audio").status_code == 404
+    assert server.get("/v1/tracks/..%2F..%2Fetc%2Fpasswd/audio").status_code in (400, 404)
+    assert httpx.get(server.base + path).status_code == 401
+
+
+def test_audio_of_a_link_that_leads_out_of_the_folder_is_not_served(library, tmp_path):
+    from analyzer.library.web import audio_file
+
+    src = _open(library)
+    raw, _ = src.document(library["clicks"])
+    src.close()
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    outside = tmp_path / "outside.mp3"
+    shutil.copy(library["dir"] / "clicks.mp3", outside)
+    (lib / "inside.mp3").symlink_to(outside)
+    store = open_library(lib)
+    try:
+        st = outside.stat()
+        tid = store.put_document("inside.mp3", mtime_ns=st.st_mtime_ns, size=st.st_size, document=raw,
+                                 doc=json.loads(raw))
+        assert audio_file(store, tid) is None
+        (lib / "inside.mp3").unlink()
+        shutil.copy(outside, lib / "inside.mp3")
+        found = audio_file(store, tid)
+        assert found is not None and found[0] == (lib / "inside.mp3").resolve()
+    finally:
+        store.close()
+
+
+def test_audio_of_a_file_whose_name_is_not_utf8_is_served(library, tmp_path):
+    # the database keeps such a name escaped (sqlite_util.text_path); the file is found by its real bytes
+    from analyzer.library.web import audio_file
+
+    src = _open(library)
+    raw, _ = src.document(library["clicks"])
+    src.close()
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    name = os.fsdecode(b"bad\xff\xfe name.mp3")
+    shutil.copy(library["dir"] / "clicks.mp3", lib / name)
+    store = open_library(lib)
+    try:
+        st = (lib / name).stat()
+        tid = store.put_document(name, mtime_ns=st.st_mtime_ns, size=st.st_size, document=raw, doc=json.loads(raw))
+        found = audio_file(store, tid)
+        assert found is not None and os.fsencode(found[0].name) == b"bad\xff\xfe name.mp3"
+    finally:
+        store.close()
+
+
+def test_the_page_needs_a_login_and_the_login_is_a_strict_httponly_cookie(server, library):
+    import httpx
+
+    from analyzer.library.web import COOKIE, make_session, valid_session
+
+    # no login: the login form, and nothing of the library
+    r = httpx.get(server.base + "/")
+    assert r.status_code == 401 and 'action="/login"' in r.text and library["demo"] not in r.text
+    for path in ("/v1/library/tracks", f"/v1/tracks/{library['demo']}/audio", "/v1/library/status"):
+        assert httpx.get(server.base + path).status_code == 401, path
+    assert httpx.get(server.base + "/static/app.js").status_code == 200  # the page's code holds no data
+    forged = httpx.get(server.base + "/v1/library/tracks", cookies={COOKIE: "9999999999." + "0" * 64})
+    assert forged.status_code == 401
+    assert httpx.post(server.base + "/login", data={"token": "wrong"}).status_code == 401
+    # the login
+    ok = httpx.post(server.base + "/login", data={"token": TOKEN})
+    assert ok.status_code == 303 and ok.headers["location"] == "/"
+    cookie = ok.headers["set-cookie"]
+    assert cookie.startswith(f"{COOKIE}=") and "HttpOnly" in cookie and "SameSite=strict" in cookie.replace(
+        "SameSite=Strict", "SameSite=strict")
+    with httpx.Client(base_url=server.base, cookies=ok.cookies) as browser:
+        page = browser.get("/")
+        assert page.status_code == 200 and 'src="/static/app.js"' in page.text and 'action="/logout"' in page.text
+        listed = browser.get("/v1/library/tracks").json()
+        assert {t["id"] for t in listed["items"]} >= {library["demo"], library["clicks"]}
+        clicks = next(t for t in listed["items"] if t["id"] == library["clicks"])
+        assert clicks["tempo"] == pytest.approx(120, rel=0.04) and clicks["artist"] == synth.TAGS["artist"]
+        assert browser.get(f"/v1/tracks/{library['demo']}/audio", headers={"Range": "bytes=0-9"}).status_code == 206
+        out = browser.post("/logout")
+        assert out.status_code == 303 and f'{COOKIE}=""' in out.headers["set-cookie"]
+    # the JSON API still takes the bearer token; a session expires and is bound to the token
+    assert server.get("/v1/library/tracks").status_code == 200
+    assert valid_session(TOKEN, make_session(TOKEN)) and not valid_session("another", make_session(TOKEN))
+    assert not valid_session(TOKEN, make_session(TOKEN, now_s=0))
 
 
 # --- the server's life ------------------------------------------------------------------------------
@@ -322,7 +486,7 @@ def test_a_file_added_while_serving_appears_without_a_restart(server, library, t
     assert server.get(f"/v1/audio-features/{tid}").json()["tempo"] == pytest.approx(100, rel=0.04)
 
 
-def test_killing_the_server_mid_analysis_loses_nothing(tmp_path):
+def test_killing_the_server_mid_analysis_loses_nothing(tmp_path, new_db):
     lib = tmp_path / "lib"
     lib.mkdir()
     for bpm in (90, 110, 130, 150):
@@ -330,23 +494,23 @@ def test_killing_the_server_mid_analysis_loses_nothing(tmp_path):
     old = time.time() - 60
     for f in lib.iterdir():
         os.utime(f, (old, old))  # settled: taken on the first pass
-    s = Server(lib, token=None)
+    s = Server(lib, token=None, db=new_db)
     try:
         _wait(lambda: s.status()["analysed"] >= 1, 120, "the first document", interval_s=0.05)
     finally:
         s.stop(signal.SIGKILL)
-    store = open_library(lib)
+    store = open_library(lib, new_db)
     kept = {p: f.track_id for p, f in store.files().items() if f.track_id}
     etags = {tid: store.document(tid)[1] for tid in kept.values()}
     store.close()
     assert kept
-    s = Server(lib, token=None)
+    s = Server(lib, token=None, db=new_db)
     try:
         status = _wait(lambda: (st := s.status())["analysed"] == 4 and st, 180, "all four documents", interval_s=0.5)
     finally:
         s.stop()
     assert status["failed"] == 0
-    store = open_library(lib)
+    store = open_library(lib, new_db)
     # the documents stored before the kill were not made again
     assert {tid: store.document(tid)[1] for tid in kept.values()} == etags
     assert len({f.track_id for f in store.files().values()}) == 4
@@ -366,37 +530,8 @@ def test_a_public_address_without_a_token_is_refused(tmp_path):
 
 # --- PostgreSQL -----------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def postgres_url(tmp_path_factory):
-    """A throwaway PostgreSQL cluster where its programs are installed (as user postgres when run as root)."""
-    pytest.importorskip("psycopg", reason="psycopg is not installed (the postgres extra)")
-    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
-    if not initdb or not pg_ctl:
-        pytest.skip("PostgreSQL is not installed here (no initdb/pg_ctl)")
-    base = tmp_path_factory.mktemp("pg")
-    prefix: list[str] = []
-    if os.geteuid() == 0:
-        if shutil.which("runuser") is None:
-            pytest.skip("running as root without runuser: PostgreSQL will not start as root")
-        prefix = ["runuser", "-u", "postgres", "--"]
-        shutil.chown(base, "postgres")
-        os.chmod(base, 0o755)
-        for p in base.parents:
-            if str(p) == "/":
-                break
-            os.chmod(p, os.stat(p).st_mode | 0o005)
-    data, port = base / "data", _free_port()
-    subprocess.run([*prefix, initdb, "-D", str(data), "-U", "analyze", "--auth=trust"], check=True,
-                   capture_output=True, timeout=120)
-    subprocess.run([*prefix, pg_ctl, "-D", str(data), "-o", f"-p {port} -k {base} -c listen_addresses=''", "-w",
-                    "-l", str(base / "log"), "start"], check=True, capture_output=True, timeout=120)
-    try:
-        yield f"postgresql://analyze@/postgres?host={base}&port={port}"
-    finally:
-        subprocess.run([*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True, timeout=60)
-
-
-def test_postgresql_holds_the_same_schema_and_answers_the_same(postgres_url, library, tmp_path):
+def test_postgresql_holds_the_same_schema_and_answers_the_same(pg_cluster, analysed, tmp_path):
+    postgres_url, library = pg_cluster.database(), analysed
     sqlite_store = open_library(library["dir"])
     raw, _ = sqlite_store.document(library["clicks"])
     state = sqlite_store.files()["clicks.mp3"]
@@ -415,6 +550,32 @@ def test_postgresql_holds_the_same_schema_and_answers_the_same(postgres_url, lib
     finally:
         store.close()
     LibraryStore(postgres_url, library["dir"]).close()  # opened again: already at the latest version
+
+
+def test_postgresql_schema_is_migrated_in_order_and_foreign_databases_refused(pg_cluster, tmp_path):
+    import psycopg
+
+    def sql(url, *statements):
+        with psycopg.connect(url, autocommit=True) as conn:
+            cursors = [conn.execute(st) for st in statements]
+            return [c.fetchall() if st.startswith("SELECT") else None for c, st in zip(cursors, statements)]
+
+    older = pg_cluster.database()  # an older database (no step applied yet) is brought up to date
+    sql(older, "CREATE TABLE schema_version (version INTEGER NOT NULL)", "INSERT INTO schema_version VALUES (0)")
+    store = LibraryStore(older, tmp_path)
+    assert store.schema_version() == len(MIGRATIONS) and store.counts()["files"] == 0
+    store.close()
+    assert sql(older, "SELECT version FROM schema_version")[0] == [(len(MIGRATIONS),)]
+    sql(older, "UPDATE schema_version SET version = 99")  # a newer one is refused untouched
+    with pytest.raises(InputError, match="newer analyze"):
+        LibraryStore(older, tmp_path)
+    assert sql(older, "SELECT version FROM schema_version")[0] == [(99,)]
+    other = pg_cluster.database()
+    sql(other, "CREATE TABLE songs (x TEXT)")
+    with pytest.raises(InputError, match="another program's database"):
+        LibraryStore(other, tmp_path)
+    with pytest.raises(InputError, match="cannot connect to PostgreSQL"):
+        LibraryStore(pg_cluster.url + "/no_such_database", tmp_path)
 
 
 def test_the_readme_lists_every_endpoint():

@@ -24,7 +24,8 @@ def serve_command(
         = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8800,
     token: Annotated[Optional[str], typer.Option(
-        "--token", envvar="ANALYZE_TOKEN", help="Require 'Authorization: Bearer TOKEN' (or set ANALYZE_TOKEN).")] = None,
+        "--token", envvar="ANALYZE_TOKEN",
+        help="Require 'Authorization: Bearer TOKEN' (or set ANALYZE_TOKEN); the page asks for it once.")] = None,
     model: Annotated[Optional[Path], typer.Option(
         "--model", help="A `recommend` model folder: answers /v1/recommendations.")] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Worker processes for the analysis (1: in this process).")]
@@ -69,8 +70,8 @@ def serve_command(
     app_ = build_app(store, indexer, token=token, recommend=recommend, concurrency=concurrency,
                      hosts=(*LOOPBACK_NAMES, host))
     shown_host = f"[{host}]" if ":" in host else host
-    sys.stderr.write(one_line(f"serving {quote_path(library)} at http://{shown_host}:{port}/v1/ (database: "
-                              f"{store.kind}; status: /v1/library/status)") + "\n")
+    sys.stderr.write(one_line(f"serving {quote_path(library)} at http://{shown_host}:{port}/ (the page; the API "
+                              f"under /v1/; database: {store.kind})") + "\n")
     sys.stderr.flush()
     indexer.start()
     try:

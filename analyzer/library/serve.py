@@ -9,6 +9,9 @@
     GET /v1/library/status               the indexer's progress
     GET /v1/library/lookup?path=         a file's track id
 
+and, for a person with a browser (`web`): the page at /, GET /v1/tracks/{id}/audio (Range requests),
+GET /v1/library/tracks, and with a token a login that sets a cookie.
+
 Errors are Spotify's ``{"error": {"status": ..., "message": ...}}``.  Requests beyond
 `concurrency` wait for a turn (none is refused); responses are gzipped for clients that accept
 it (documents are kept compressed in a small cache).
@@ -31,6 +34,7 @@ from pathlib import Path
 import orjson
 
 from analyzer.document import audio_features_object
+from analyzer.library import web
 from analyzer.library.store import ID_LENGTH, MAX_SEARCH_WORDS, Indexer, LibraryStore, TrackInfo
 from analyzer.library.sqlite_util import os_path, text_path
 
@@ -39,6 +43,7 @@ _ID = re.compile(rf"[0-9A-Za-z]{{{ID_LENGTH}}}")
 # "local:track:ID"), and code that passes a result's uri back to this server must keep working
 URI_SCHEME = "spotify"
 MAX_IDS = 100  # Spotify's limit for ?ids=
+RECOMMEND_POOL = 1000  # items asked of the model for /v1/recommendations, before keeping the library's
 
 # seed keys of each seed track -> recommended item keys, best first (see `recommender.serving`)
 Recommend = Callable[[list[list[str]], int], list[str]]
@@ -337,10 +342,13 @@ def build_app(store: LibraryStore, indexer: Indexer | None = None, *, token: str
         Route("/v1/recommendations", recommendations),
         Route("/v1/library/status", status),
         Route("/v1/library/lookup", lookup),
+        # the page at /, its files, the audio, the page's list
+        *web.routes(store, check_id=check_id, login=token is not None),
     ]
     middleware = [
         Middleware(_Limit, limit=concurrency),
         Middleware(_Hosts, hosts=None if token else hosts, error=error),
+        Middleware(web.Session, token=token),  # the browser's login cookie stands for the bearer token
         Middleware(_Auth, token=token, error=error),
         Middleware(_Gzip, minimum_size=1000),
     ]
@@ -402,7 +410,8 @@ def _recommend(store: LibraryStore, recommend: Recommend, seeds: list[str], limi
     for t in tracks.values():
         for k in seed_keys(t):
             by_key.setdefault(k, t.id)
-    keys = recommend([seed_keys(found[s]) for s in seeds], limit + len(seeds))
+    # a wide pool: the model knows many items the library does not hold, and those are dropped below
+    keys = recommend([seed_keys(found[s]) for s in seeds], max(limit + len(seeds), RECOMMEND_POOL))
     picked: list[str] = []
     for k in keys:
         tid = by_key.get(k)
