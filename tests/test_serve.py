@@ -390,14 +390,20 @@ def test_audio_is_served_with_ranges_and_conditional_requests(server, library):
     assert httpx.get(server.base + path).status_code == 401
 
 
-def test_audio_of_a_link_that_leads_out_of_the_folder_is_not_served(library, tmp_path):
-    from analyzer.library.web import audio_file
-
+def _clicks_document_and_empty_folder(library, tmp_path):
+    """The stored document of the clicks track, and an empty folder for a library of its own."""
     src = _open(library)
     raw, _ = src.document(library["clicks"])
     src.close()
     lib = tmp_path / "lib"
     lib.mkdir()
+    return raw, lib
+
+
+def test_audio_of_a_link_that_leads_out_of_the_folder_is_not_served(library, tmp_path):
+    from analyzer.library.web import audio_file
+
+    raw, lib = _clicks_document_and_empty_folder(library, tmp_path)
     outside = tmp_path / "outside.mp3"
     shutil.copy(library["dir"] / "clicks.mp3", outside)
     (lib / "inside.mp3").symlink_to(outside)
@@ -419,11 +425,7 @@ def test_audio_of_a_file_whose_name_is_not_utf8_is_served(library, tmp_path):
     # the database keeps such a name escaped (sqlite_util.text_path); the file is found by its real bytes
     from analyzer.library.web import audio_file
 
-    src = _open(library)
-    raw, _ = src.document(library["clicks"])
-    src.close()
-    lib = tmp_path / "lib"
-    lib.mkdir()
+    raw, lib = _clicks_document_and_empty_folder(library, tmp_path)
     name = os.fsdecode(b"bad\xff\xfe name.mp3")
     shutil.copy(library["dir"] / "clicks.mp3", lib / name)
     store = open_library(lib)

@@ -48,9 +48,11 @@ def serve_command(
         _usage("--jobs and --concurrency must be >= 1, --poll and --max-duration > 0, --port within 1..65535")
     try:
         from analyzer.library.serve import LOOPBACK_NAMES, build_app, is_loopback, listen, serve
-    except ImportError as exc:  # starlette or uvicorn missing from a partial install
+    except ModuleNotFoundError as exc:  # starlette or uvicorn missing from a partial install
+        if (exc.name or "").split(".")[0] not in ("starlette", "uvicorn"):
+            raise  # our own code failing to import is a bug (exit 3), not a missing dependency
         _usage(f"analyze serve needs starlette and uvicorn ({exc.name} is missing): "
-               "pip install 'starlette>=0.37' 'uvicorn>=0.29'")
+               "pip install 'starlette>=1.5' 'uvicorn>=0.29'")
     if not is_loopback(host) and not token:
         _usage(f"--host {host} takes connections from other machines: give --token (or ANALYZE_TOKEN) too")
     from analyzer.library.store import Indexer, open_library

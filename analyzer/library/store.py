@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from analyzer.run.batch import AUDIO_EXTENSIONS, Job, Resources, RunOptions, not_regular_reason, run_jobs
+from analyzer.document import TRACK_ID_LENGTH as ID_LENGTH  # noqa: F401  (the served ids; serve reads it here)
 from analyzer.document import track_id
 from analyzer.errors import AnalyzerError, InputError, ParameterError, one_line, quote_path
 from analyzer.library.sqlite_util import describe_sqlite_error, os_path, text_path
