@@ -12,10 +12,9 @@ document, and three things judge it:
 * the Infinite Jukebox's branch finder (``../shared/clients/jukebox``, run with
   ``node`` where it exists): which beats can jump to which, with the Echo
   Nest's own features as the judge of our branches;
-* our own diagnostics: the loudness scale's offset, timbre spreads (dims 5-12)
-  beside the Echo Nest's on the pairs and on the Million Song Dataset
-  documents, and the cross-check behind the timbre shapes of dims 2-4
-  (``analyzer.stages.timbre.TimbreParams``: fitted on one pair, scored on the other).
+* our own diagnostics: the loudness scale's offset, timbre spreads beside the
+  Echo Nest's on the pairs and on the Million Song Dataset documents (the
+  timbre shapes of dims 2-4 are judged leaving one song out, ``--loso``).
 
 With ``--loso``, every constant a layer fits is chosen leaving one song out
 (:mod:`bench.fidelity_loso`): the folds and their mean are printed after the table.
@@ -36,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .run import REPO_ROOT, Ours, _jsonable, _table, machine_text, resolve_eval_dir
+from .run import Ours, _jsonable, _table, machine_text, resolve_eval_dir
 from .truth import AUDIO_EXTENSIONS, bench_cache_dir
 
 # figure -> (target text, test); the issue's targets, checked per pair
@@ -137,57 +136,6 @@ def msd_spreads(eval_dir: Path) -> list[list[float]]:
     return out
 
 
-def shape_cross_check(pairs: list[tuple[str, Path, Path]], shifts: dict[str, float]) -> dict | None:
-    """Dims 2-4 shapes fitted on one pair's Echo Nest timbre, scored on the other (and the shipped shapes).
-
-    Patches are taken at the Echo Nest's own segment boundaries, so this checks
-    the timbre definition apart from our segmentation.
-    """
-    from analyzer.stages.audio import decode
-    from analyzer.stages.auditory import auditory_spectrogram
-    from analyzer.stages.timbre import TimbreParams, _legendre, defined_directions, segment_patches
-
-    if len(pairs) < 2:
-        return None
-    params = TimbreParams()
-    basis_fns = []
-    for i in range(3):
-        for j in range(2):
-            if i or j:
-                v = np.outer(_legendre(params.n_bands, i), _legendre(params.n_frames, j)).ravel()
-                basis_fns.append((v - v.mean()) / np.linalg.norm(v - v.mean()))
-    basis_fns = np.array(basis_fns)
-    data = {}
-    for name, audio, ref in pairs:
-        seg = json.loads(ref.read_text(encoding="utf-8"))["segments"]
-        aud = auditory_spectrogram(decode(audio).samples, 22050)
-        # the scorer's shift maps our clock onto theirs
-        st = np.array([s["start"] for s in seg]) - shifts[name]
-        du = np.array([s["duration"] for s in seg])
-        a = np.clip(np.round(st * aud.fps).astype(int), 0, aud.n_frames - 1)
-        b = np.clip(np.round((st + du) * aud.fps).astype(int), a + 1, aud.n_frames)
-        x = segment_patches(bands_db=aud.bands_db, start_frames=a, end_frames=b, params=params).astype(np.float64)
-        data[name] = (x, np.array([s["timbre"] for s in seg]))
-    names = list(data)
-    out: dict = {"fitted_on_one_scored_on_other": {}, "shipped_shapes": {}}
-    for tr in names:
-        for te in names:
-            if tr == te:
-                continue
-            xtr, ytr = data[tr]
-            xte, yte = data[te]
-            cors = []
-            for d in (1, 2, 3):
-                a_ = np.c_[xtr @ basis_fns.T, np.ones(len(xtr))]
-                coef, *_ = np.linalg.lstsq(a_, ytr[:, d], rcond=None)
-                cors.append(round(float(np.corrcoef(xte @ basis_fns.T @ coef[:-1], yte[:, d])[0, 1]), 3))
-            out["fitted_on_one_scored_on_other"][f"{tr} -> {te}"] = cors
-    dirs = defined_directions(params)
-    for name, (x, y) in data.items():
-        out["shipped_shapes"][name] = [round(float(np.corrcoef(x @ dirs[k], y[:, k + 1])[0, 1]), 3) for k in range(3)]
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.fidelity", description=__doc__.split("\n\n")[0])
     p.add_argument("--eval-dir", type=Path, default=None)
@@ -209,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"),
                     "command": "python -m bench.fidelity " + " ".join(sys.argv[1:] if argv is None else argv),
                     "machine": machine_text(), "pairs": {}}
-    shifts, docs = {}, {}
+    docs = {}
     for name, audio, ref in pairs:
         _, analysis, doc, error, wall = ours.run(audio)
         if doc is None:
@@ -219,7 +167,6 @@ def main(argv: list[str] | None = None) -> int:
         path = out_dir / f"{name}.json"
         path.write_text(json.dumps(doc), encoding="utf-8")
         figs = run_scorer(scorer, path, ref)
-        shifts[name] = figs["aligned_shift_s"]
         if not args.no_jukebox and json.loads(ref.read_text(encoding="utf-8")).get("sections"):
             figs.update(run_jukebox(jukebox, ref, path, figs["aligned_shift_s"]) or {})
         figs.update(diagnostics(doc, json.loads(ref.read_text(encoding="utf-8")), figs["aligned_shift_s"]))
@@ -228,7 +175,6 @@ def main(argv: list[str] | None = None) -> int:
         result["pairs"][name] = figs
         print(f"bench.fidelity: {name} done ({wall:.1f} s)", file=sys.stderr, flush=True)
     result["msd_timbre_sd"] = msd_spreads(eval_dir)
-    result["timbre_shape_cross_check"] = shape_cross_check(pairs, shifts)
     if args.loso:
         from .fidelity_loso import report as loso_report
         from .fidelity_loso import run as run_loso
@@ -270,12 +216,6 @@ def report(result: dict) -> str:
     text = [f"# Echo Nest fidelity {result['date']}", "", f"Command: `{result['command']}`  ",
             f"Machine: {result['machine']}; {result['wall_s']} s in all.", "",
             _table(["figure"] + names + ["target", "anchor: Spotify 4.0 vs Echo Nest 3.1.3"], rows)]
-    cc = result.get("timbre_shape_cross_check")
-    if cc:
-        text += ["", "Timbre dims 2-4 (brightness, flatness, attack) at the Echo Nest's own segment boundaries: "
-                 "shapes fitted on one pair and scored on the other, and the shipped shapes (correlation):", ""]
-        text += [f"- fitted on {k}: {v}" for k, v in cc["fitted_on_one_scored_on_other"].items()]
-        text += [f"- shipped shapes on {k}: {v}" for k, v in cc["shipped_shapes"].items()]
     if result.get("msd_timbre_sd"):
         text += ["", "Timbre standard deviation per dimension in the Million Song Dataset documents: "
                  + "; ".join(" ".join(f"{x:g}" for x in row) for row in result["msd_timbre_sd"])]

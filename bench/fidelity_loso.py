@@ -223,6 +223,61 @@ def section_folds(inputs: dict[str, dict]) -> dict:
     return {"folds": folds, "shipped_params": dict(zip(keys, g0))}
 
 
+def _shape_terms():
+    return [(i, j) for i in range(3) for j in range(2) if i or j]  # band degree <= 2, time degree <= 1, no constant
+
+
+def timbre_shape_folds(inputs: dict[str, dict]) -> dict:
+    """Dims 2-4's shapes fitted on four pairs' Echo Nest timbre, scored on the fifth (correlation).
+
+    Patches are cut at the Echo Nest's own segment boundaries, so this judges the timbre definition apart
+    from our segmentation; each fit is a least-squares map from the five low-order Legendre shapes (with
+    an intercept) to the Echo Nest's coefficient over the training pairs' segments together, then made a
+    ``TimbreParams`` shape and orthonormalised as the shipped ones are (``defined_directions``).
+    """
+    from analyzer.stages.timbre import TimbreParams, _legendre, defined_directions, segment_patches
+
+    params = TimbreParams()
+    terms = _shape_terms()
+    fns = []
+    for i, j in terms:
+        v = np.outer(_legendre(params.n_bands, i), _legendre(params.n_frames, j)).ravel()
+        fns.append(v - v.mean())
+    fns = np.array(fns)
+    norms = np.linalg.norm(fns, axis=1)
+    data = {}
+    for name, inp in inputs.items():
+        seg = inp["ref"]["segments"]
+        aud = inp["aud"]
+        st = np.array([x["start"] for x in seg]) - inp["shift_s"]
+        du = np.array([x["duration"] for x in seg])
+        a = np.clip(np.round(st * aud.fps).astype(int), 0, aud.n_frames - 1)
+        b = np.clip(np.round((st + du) * aud.fps).astype(int), a + 1, aud.n_frames)
+        x = segment_patches(bands_db=aud.bands_db, start_frames=a, end_frames=b, params=params).astype(np.float64)
+        data[name] = (x, np.array([x_["timbre"] for x_ in seg]))
+
+    def corr(p, name):
+        d = defined_directions(p)
+        x, y = data[name]
+        return [round(float(np.corrcoef(x @ d[k], y[:, k + 1])[0, 1]), 3) for k in range(3)]
+
+    def fit(train):
+        xs = np.vstack([data[n][0] @ (fns / norms[:, None]).T for n in train])
+        ys = np.vstack([data[n][1] for n in train])
+        shapes = []
+        for dim in (1, 2, 3):
+            w, *_ = np.linalg.lstsq(np.c_[xs, np.ones(len(xs))], ys[:, dim], rcond=None)
+            w = w[:-1] / np.linalg.norm(w[:-1])
+            shapes.append(tuple((i, j, float(wk / nk)) for (i, j), wk, nk in zip(terms, w, norms)))
+        return TimbreParams(brightness=shapes[0], flatness=shapes[1], attack=shapes[2])
+
+    folds = {}
+    for held in data:
+        train = [n for n in data if n != held]
+        folds[held] = {"loso": corr(fit(train), held), "shipped": corr(params, held)}
+    return {"folds": folds}
+
+
 def scale_folds(inputs: dict[str, dict], figures: dict[str, dict]) -> dict:
     """Loudness reference and per-dimension timbre scale fitted on four pairs, left on the fifth."""
     names = list(inputs)
@@ -285,6 +340,16 @@ def report(loso: dict, figures: dict[str, dict]) -> str:
         lines.append("| mean | " + " | " * len(sg["shipped_params"])
                      + f"{np.mean([f['onsetF'] for f in sg['folds'].values()]):.3f} | | "
                      + f"{np.mean([f['shipped_onsetF'] for f in sg['folds'].values()]):.3f} | |")
+    ts = loso.get("timbre_shapes")
+    if ts:
+        lines += ["", "Timbre dims 2-4 (brightness, flatness, attack) at the Echo Nest's own segment boundaries: shapes fitted "
+                  "on the other pairs against the shipped shapes (correlation with the Echo Nest's coefficient).", "",
+                  "| held out | fitted: dim 2 | dim 3 | dim 4 | shipped: dim 2 | dim 3 | dim 4 |", "|---|---|---|---|---|---|---|"]
+        for n, f in ts["folds"].items():
+            lines.append(f"| {n} | " + " | ".join(f"{v:.3f}" for v in f["loso"] + f["shipped"]) + " |")
+        lo = np.mean([f["loso"] for f in ts["folds"].values()], axis=0)
+        sh = np.mean([f["shipped"] for f in ts["folds"].values()], axis=0)
+        lines.append("| mean | " + " | ".join(f"{v:.3f}" for v in list(lo) + list(sh)) + " |")
     sc = loso["scales"]
     lines += ["", "Loudness scale and timbre spread: each pair's loudness_max offset (theirs - ours, dB) and what a "
               "reference fitted on the other pairs leaves; timbre dims whose spread is within 0.8-1.25 of the "
@@ -309,4 +374,5 @@ def run(pairs: list[tuple[str, Path, Path]], docs: dict[str, dict], figures: dic
         figures[name]["analyzer_version"] = (ref.get("meta") or {}).get("analyzer_version") or "API v3 (2009)"
         inputs[name] = pair_inputs(audio, docs[name], figures[name]["aligned_shift_s"], ref, models)
     return {"fades_loudness": fade_and_loudness_folds(inputs), "scales": scale_folds(inputs, figures),
-            "sections": section_folds(inputs), "segments": segment_folds(inputs)}
+            "sections": section_folds(inputs), "segments": segment_folds(inputs),
+            "timbre_shapes": timbre_shape_folds(inputs)}
