@@ -1,6 +1,6 @@
 """What tells three beats to the bar from four (issue 31): meter cues measured on cached activations.
 
-    python -m bench.meter_cues [--sets asap,devrenders,gtzan,renders] [--per-file]
+    python -m bench.meter_cues [--sets asap,devrenders,gtzan,renders] [--set NAME=VALUE ...] [--per-file]
 
 For every file with a known meter the cues below are computed on two beat grids: the beats the analyzer
 tracks (``bench.rhythm_cv``'s decoder, default ``RhythmParams``) and the annotated beats.  Each cue gives
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .rhythm_cv import FOLDS, auc, forced_meter, ours_estimate, prepare, tempo_relation
+from .rhythm_cv import FOLDS, auc, forced_meter, ours_estimate, prepare, tempo_relation, with_overrides
 from .metrics import score
 
 METERS = (2, 3, 4)
@@ -223,11 +223,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sets", default="asap,devrenders,gtzan,renders")
     ap.add_argument("--choose-on", default="asap,devrenders,gtzan,renders",
                     help="sets whose fold (pooled) chooses each rule's weight")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
+                    help="override a RhythmParams field (repeatable)")
     ap.add_argument("--per-file", action="store_true")
     args = ap.parse_args(argv)
     sets = tuple(s for s in args.sets.split(",") if s)
     items, caches, decoder = prepare(resolve_eval_dir(args.eval_dir), sets)
-    params = RhythmParams()
+    params = with_overrides(RhythmParams(), args.overrides)
     rows = measure(items, caches, decoder, params)
     print("ROC AUC of score(3) - score(4), truth 3 against truth 4")
     print(separation_table(rows))

@@ -79,8 +79,12 @@ class RhythmParams:
     # evidence per beat is correlated; this tempers the meter posterior
     meter_temperature_beats: float = 6.0
     # weight, per beat, of how the downbeat network's evidence recurs every m beats (`meter_periodicity`)
-    # in the meter HMM's choice of m; 0 = the HMM's likelihoods alone (bench.meter_cues, issue 31)
-    meter_periodicity_weight: float = 0.0
+    # in the meter HMM's choice of m; 0 = the HMM's likelihoods alone.  The HMM alone read waltzes as 4
+    # (human piano, ASAP: 3 of 10 triple-meter files in 3) though the periodicity tells 3 from 4 on the
+    # true beats (AUC 1.00 on both folds; bench.meter_cues).  Chosen by two-fold CV (bench.rhythm_cv):
+    # 0.5 on fold A, 0.4 on fold B (equal figures there); fold A / B: ASAP downbeat F +0.035 / +0.039, meter
+    # +0.20 / +0.05; dev renders +0.013 / +0.032; GTZAN unchanged on both; 0.75 costs GTZAN A 0.011
+    meter_periodicity_weight: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,8 @@ class Rhythm:
     beat_in_bar: np.ndarray  # 1-based position of each beat in its bar
     tatums_per_beat: int
     downbeat_evidence: np.ndarray  # per beat, 0..1: the meter decoder's observation
+    # per beat, 0..1: the downbeat network's evidence alone, whose periodicity weighs the meter (`meter_bonus`)
+    downbeat_net_evidence: np.ndarray | None = None
 
 
 def _events(times: np.ndarray, conf: np.ndarray, end_s: float) -> Events:
@@ -274,6 +280,14 @@ def meter_periodicity(evidence: np.ndarray, meter: int) -> float:
         return 0.0
     z = (x - x.mean()) / x.std()
     return float(np.mean([np.mean(z[:-k] * z[k:]) for k in (meter, 2 * meter)]))
+
+
+def meter_bonus(evidence: np.ndarray | None, params: RhythmParams) -> np.ndarray | None:
+    """Per meter in `METERS`, the log-likelihood bonus per beat `decode_meter` adds for bars of that meter:
+    ``params.meter_periodicity_weight`` x `meter_periodicity` of the evidence; None where the weight is 0."""
+    if not params.meter_periodicity_weight or evidence is None:
+        return None
+    return params.meter_periodicity_weight * np.array([meter_periodicity(evidence, m) for m in METERS])
 
 
 def decode_meter(
@@ -482,12 +496,11 @@ def analyze_rhythm(
     down_at = _peak_at(downbeat_act, frames, radius=params.downbeat_radius_frames)
     beat_at = _peak_at(downbeat_beat_act + downbeat_act, frames, radius=params.downbeat_radius_frames)
     obs = downbeat_observation(down_at=down_at, beat_at=beat_at, params=params)
-    bonus = None
-    if params.meter_periodicity_weight:
-        # the downbeat network's own evidence, before the bar networks' is mixed in
-        bonus = params.meter_periodicity_weight * np.array([meter_periodicity(obs, m) for m in METERS])
+    # the periodicity is judged on the downbeat network's own evidence, before the bar networks' is mixed in
+    net_obs = obs
     obs = mix_bar_evidence(obs, bar_act, params.bar_net_weight)
-    positions, meter, meter_conf, _ = decode_meter(down_at_beats=obs, params=params, meter_bonus=bonus)
+    positions, meter, meter_conf, _ = decode_meter(down_at_beats=obs, params=params,
+                                                   meter_bonus=meter_bonus(net_obs, params))
     beats = _events(times, strength, duration_s)
 
     bar_idx = np.flatnonzero(positions == 1)
@@ -508,6 +521,7 @@ def analyze_rhythm(
         beat_in_bar=positions,
         tatums_per_beat=division,
         downbeat_evidence=obs,
+        downbeat_net_evidence=net_obs,
     )
 
 
