@@ -11,7 +11,7 @@ truth's).
 
 Cues (per beat i of the grid; "comb" = autocorrelation of the z-scored sequence at lags m and 2m, averaged):
 
-* ``hmm``: the meter decoder's own forward log-likelihood per beat for a meter (``analyzer.rhythm.decode_meter``'s
+* ``hmm``: the meter decoder's own forward log-likelihood per beat for a meter (``analyzer.stages.rhythm.decode_meter``'s
   chains on the mixed evidence, prior included): what decides the meter today.
 * ``evidence``, ``bar_net``, ``downbeat_net``: comb of the decoder's mixed per-beat evidence, of the bar
   networks' output alone, of the downbeat network's observation alone.
@@ -88,7 +88,7 @@ def hmm_loglik(obs: np.ndarray, params) -> np.ndarray:
 
 def cues_on_grid(key: str, c: dict, beats: np.ndarray, params, decoder) -> dict[str, np.ndarray]:
     """Each cue's score per meter (2, 3, 4) on one beat grid, and the decoder's evidence (``obs``)."""
-    from analyzer.rhythm import _peak_at, downbeat_observation
+    from analyzer.stages.rhythm import _peak_at, downbeat_observation
 
     fps = float(c["fps"])
     r = decoder(key, c, params, beats=(beats, np.ones(len(beats))))
@@ -214,7 +214,7 @@ def cross_validate(rows: list[dict], caches, decoder, params, choose_sets: tuple
 
 def main(argv: list[str] | None = None) -> int:
     """Print the cue separation tables and the cross-validated rules as markdown."""
-    from analyzer.rhythm import RhythmParams
+    from analyzer.stages.rhythm import RhythmParams
 
     from .run import resolve_eval_dir
 

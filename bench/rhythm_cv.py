@@ -88,7 +88,7 @@ class MadmomTrackers:
         from madmom.features.beats import DBNBeatTrackingProcessor, RNNBeatProcessor
         from madmom.features.downbeats import DBNDownBeatTrackingProcessor, RNNDownBeatProcessor
 
-        from analyzer.features import configure_onnxruntime
+        from analyzer.stages.features import configure_onnxruntime
 
         from .anchors import MADMOM_FPS
 

@@ -2,7 +2,7 @@
 
     python -m bench.rubato [--sets asap,gtzan] [--try 'NAME=VALUE ...' ...]
 
-madmom's DBN (``DBNBeatTrackingProcessor``, which ``analyzer.rhythm.track_beats`` drives) holds the beat
+madmom's DBN (``DBNBeatTrackingProcessor``, which ``analyzer.stages.rhythm.track_beats`` drives) holds the beat
 period between ``min_bpm`` and ``max_bpm`` and lets it change only from one beat to the next, with
 probability proportional to exp(-lambda |period ratio - 1|) (``transition_lambda``).  This prints, for the
 base parameters and each trial, beat F, downbeat F and tempo Acc1 per set and fold (cached activations,
@@ -56,7 +56,7 @@ def summary(recs: list[dict]) -> dict[str, dict[str, float]]:
 
 def main(argv: list[str] | None = None) -> int:
     """Print the tempo model, the annotated period changes and each trial's figures as markdown."""
-    from analyzer.rhythm import RhythmParams
+    from analyzer.stages.rhythm import RhythmParams
 
     from .run import resolve_eval_dir
 

@@ -220,7 +220,7 @@ def test_decode_meter_is_unsure_without_evidence():
 
 
 def test_meter_periodicity_peaks_at_the_bar_length():
-    from analyzer.rhythm import meter_periodicity
+    from analyzer.stages.rhythm import meter_periodicity
 
     waltz = np.tile([0.9, 0.2, 0.1], 16)
     assert meter_periodicity(waltz, 3) > 0.9
@@ -231,7 +231,7 @@ def test_meter_periodicity_peaks_at_the_bar_length():
 
 
 def test_meter_bonus_decides_between_meters_the_evidence_leaves_open():
-    from analyzer.rhythm import METERS
+    from analyzer.stages.rhythm import METERS
 
     d = np.full(48, 0.3)
     d[::12] = 0.9  # downbeats every 12 beats: in bars of 3 and of 4 alike
