@@ -1,19 +1,21 @@
 """Cross-validated figures for the rhythm stage's decoding (issue 16), on cached network activations.
 
-    python -m bench.rhythm_cv [--sets gtzan,renders,recordings,devrenders] [--set NAME=VALUE ...]
+    python -m bench.rhythm_cv [--sets gtzan,renders,recordings,devrenders,asap] [--set NAME=VALUE ...]
                               [--try 'NAME=VALUE ...' ...] [--diagnose] [--per-file]
 
 The networks are run once per file and cached (``bench/.cache/rhythm/``, npz): madmom's beat and
 downbeat activations as the analyzer computes them, the bar network's inputs, the onset envelope, and
 madmom's own trackers run on the same audio (the anchors of ``bench/anchors.py``:
 ``RNNBeatProcessor`` + ``DBNBeatTrackingProcessor``, ``RNNDownBeatProcessor`` +
-``DBNDownBeatTrackingProcessor(beats_per_bar=[3, 4])``).  Decoding (beats, bar network, meter,
+``DBNDownBeatTrackingProcessor(beats_per_bar=[3, 4])``; madmom's downbeat activation is kept too, and its
+tracker with ``beats_per_bar=[2, 3, 4]`` is decoded from it once per file).  Decoding (beats, bar network, meter,
 downbeats) then runs as ``analyzer.pipeline`` runs it, with ``RhythmParams`` overridden by ``--set``,
 so a parameter can be swept without re-running a network.
 
 Two folds: per set, files sorted by name, even index = fold A (``--split dev`` of ``bench.run``),
 odd index = fold B (``--split heldout``).  ``devrenders`` are the scores rendered by
-``bench.devrenders`` (built on first use).  Every figure is printed per set and fold beside madmom's.
+``bench.devrenders`` (built on first use); ``asap`` the human-timed piano performances of
+``../shared/eval/asap`` (one excerpt per piece, so the folds split pieces), also shown per meter family.  Every figure is printed per set and fold beside madmom's.
 ``--try`` adds a sweep: each trial's change of every figure per set and fold, and whether it helps
 both folds.  ``--diagnose`` judges each file's downbeat errors (tempo octave, meter, beats) and the
 evidence on the true beat grid.
@@ -35,8 +37,9 @@ from .metrics import TEMPO_TOLERANCE, Estimate, score
 from .truth import Item, bench_cache_dir, load_set, split_items
 
 FIGURES = ("beat_f", "downbeat_f", "meter_acc", "tempo_acc1", "tempo_acc2")
-SETS = ("gtzan", "renders", "recordings", "devrenders")
+SETS = ("gtzan", "renders", "recordings", "devrenders", "asap")
 FOLDS = ("A", "B")
+SYSTEMS = ("ours", "madmom", "madmom234")  # madmom: beats_per_bar [3, 4]; madmom234: [2, 3, 4]
 CACHE_VERSION = 1
 
 
@@ -78,15 +81,31 @@ def _cache_path(item: Item) -> Path:
     return bench_cache_dir() / "rhythm" / f"{item.set}__{item.name.replace('/', '__')}-{key}.npz"
 
 
+class MadmomTrackers:
+    """madmom's beat and downbeat trackers as ``bench.anchors.Anchors`` builds them (without Essentia's)."""
+
+    def __init__(self) -> None:
+        from madmom.features.beats import DBNBeatTrackingProcessor, RNNBeatProcessor
+        from madmom.features.downbeats import DBNDownBeatTrackingProcessor, RNNDownBeatProcessor
+
+        from analyzer.stages.features import configure_onnxruntime
+
+        from .anchors import MADMOM_FPS
+
+        configure_onnxruntime()
+        self.beat_rnn = RNNBeatProcessor()
+        self.beat_dbn = DBNBeatTrackingProcessor(fps=MADMOM_FPS)
+        self.down_rnn = RNNDownBeatProcessor()
+        self.down_dbn = DBNDownBeatTrackingProcessor(beats_per_bar=[3, 4], fps=MADMOM_FPS)
+
+
 class Networks:
-    """The analyzer's networks and madmom's own trackers (``bench.anchors.Anchors``), loaded once."""
+    """The analyzer's networks and madmom's own trackers, loaded once."""
 
     def __init__(self) -> None:
         from analyzer.stages.features import Models
 
-        from .anchors import Anchors
-
-        self.anchors = Anchors()
+        self.anchors = MadmomTrackers()
         self.models = Models()
 
 
@@ -112,7 +131,8 @@ def cached(item: Item, nets: Networks | None) -> dict[str, np.ndarray]:
     sig = Signal(y44, sample_rate=F.MADMOM_SR, num_channels=1)
     a = nets.anchors
     mm_beats = np.asarray(a.beat_dbn(a.beat_rnn(sig)), dtype=float)
-    mm_down = np.asarray(a.down_dbn(a.down_rnn(sig)), dtype=float).reshape(-1, 2)
+    mm_down_act = np.asarray(a.down_rnn(sig), dtype=np.float32)
+    mm_down = np.asarray(a.down_dbn(mm_down_act), dtype=float).reshape(-1, 2)
     out = {
         "duration_s": np.float64(audio.duration_s),
         "fps": np.float64(acts.fps),
@@ -125,6 +145,9 @@ def cached(item: Item, nets: Networks | None) -> dict[str, np.ndarray]:
         "onset_fps": np.float64(spec.fps),
         "madmom_beats": mm_beats,
         "madmom_downbeats": mm_down,
+        # madmom's own downbeat network (beat, downbeat per frame), so its tracker can be decoded with
+        # other beats_per_bar settings without running the network again
+        "madmom_down_act": mm_down_act,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.npz")
@@ -204,13 +227,42 @@ def madmom_estimate(c: dict) -> Estimate:
     return madmom_rhythm_estimate(c["madmom_beats"], c["madmom_downbeats"])
 
 
+# madmom's downbeat tracker allowed bars of 2 as well (the [3, 4] answer is in the cache itself)
+MADMOM_DUPLE_BEATS_PER_BAR = (2, 3, 4)
+_duple_dbn = None
+
+
+def madmom_duple_estimate(item: Item, c: dict) -> Estimate | None:
+    """madmom's answer with ``DBNDownBeatTrackingProcessor(beats_per_bar=[2, 3, 4])`` on its cached downbeat
+    activation (decoded once per file and kept beside the cache); None for a cache made without the activation."""
+    global _duple_dbn
+    if "madmom_down_act" not in c:
+        return None
+    path = _cache_path(item).with_suffix(".madmom234.npy")
+    if path.is_file():
+        down = np.load(path)
+    else:
+        if _duple_dbn is None:
+            from madmom.features.downbeats import DBNDownBeatTrackingProcessor
+
+            from .anchors import MADMOM_FPS
+
+            _duple_dbn = DBNDownBeatTrackingProcessor(beats_per_bar=list(MADMOM_DUPLE_BEATS_PER_BAR), fps=MADMOM_FPS)
+        down = np.asarray(_duple_dbn(c["madmom_down_act"].astype(np.float32)), dtype=float).reshape(-1, 2)
+        tmp = path.with_name(path.stem + ".tmp.npy")
+        np.save(tmp, down)
+        tmp.replace(path)
+    return madmom_rhythm_estimate(c["madmom_beats"], down)
+
+
 def evaluate(items: list[tuple[Item, str]], params, decoder: Decoder, caches: dict) -> list[dict]:
     """Score every file with `params`.
 
     Returns
     -------
     list of dict
-        One record per file: set, name, group, fold, ``ours`` and ``madmom`` figures
+        One record per file: set, name, group, fold, ``ours``, ``madmom`` (beats per bar [3, 4]) and
+        ``madmom234`` ([2, 3, 4]; empty for a cache without madmom's activation) figures
         (``bench.metrics.score``), our meter and tempo beside the truth's.
     """
     recs = []
@@ -218,9 +270,11 @@ def evaluate(items: list[tuple[Item, str]], params, decoder: Decoder, caches: di
         c = caches[(item.set, item.name)]
         r = decoder(f"{item.set}/{item.name}", c, params)
         dur = float(c["duration_s"])
+        duple = madmom_duple_estimate(item, c)
         recs.append({"set": item.set, "name": item.name, "group": item.group, "fold": fold,
                      "ours": score(ours_estimate(r), item.truth, dur),
                      "madmom": score(madmom_estimate(c), item.truth, dur),
+                     "madmom234": score(duple, item.truth, dur) if duple is not None else {},
                      "meter": r.time_signature, "truth_meter": item.truth.meter,
                      "tempo": r.tempo_bpm, "truth_tempo": item.truth.tempo})
     return recs
@@ -246,17 +300,21 @@ def summarise(recs: list[dict], by: str = "set") -> dict:
             sel = [r for r in recs if r[by] == g and (fold == "all" or r["fold"] == fold)]
             if sel:
                 out[(g, fold)] = {system: {f: m for f in FIGURES if (m := _mean(sel, system, f))}
-                                  for system in ("ours", "madmom")}
+                                  for system in SYSTEMS}
     return out
 
 
 def table(summary: dict) -> str:
-    """Markdown: one row per group and fold, each figure as ours / madmom."""
-    head = ["set", "fold", "n", *(f"{f} ours / madmom" for f in FIGURES)]
+    """Markdown: one row per group and fold, each figure as ours / madmom [3, 4] (/ madmom [2, 3, 4] where known)."""
+    duple = any(s["madmom234"] for s in summary.values())
+    systems = SYSTEMS if duple else SYSTEMS[:2]
+    label = "ours / madmom [3,4] / [2,3,4]" if duple else "ours / madmom"
+    head = ["set", "fold", "n", *(f"{f} {label}" for f in FIGURES)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (g, fold), s in summary.items():
         n = max((v[1] for v in s["ours"].values()), default=0)
-        cells = [f"{s['ours'][f][0]:.3f} / {s['madmom'][f][0]:.3f}" if f in s["ours"] else "–" for f in FIGURES]
+        cells = [" / ".join(f"{s[x][f][0]:.3f}" if f in s[x] else "–" for x in systems) if f in s["ours"] else "–"
+                 for f in FIGURES]
         lines.append("| " + " | ".join([g, fold, str(n), *cells]) + " |")
     return "\n".join(lines)
 
@@ -343,7 +401,7 @@ def forced_meter(params, meter: int):
                                meter_log_prior=tuple(0.0 if m == meter else -1e3 for m in METERS))
 
 
-def diagnose_file(item: Item, c: dict, params, decoder: Decoder) -> dict:
+def diagnose_file(item: Item, c: dict, params, decoder: Decoder, fold: str = "") -> dict:
     """Where one file's downbeats go wrong: tempo octave, meter, phase, and how well each evidence marks bars.
 
     The evidence (the downbeat network's per-beat observation, the bar networks' probability, their mix)
@@ -357,10 +415,13 @@ def diagnose_file(item: Item, c: dict, params, decoder: Decoder) -> dict:
     dur = float(c["duration_s"])
     r = decoder(key, c, params)
     ours = score(ours_estimate(r), t, dur)
-    out = {"set": item.set, "name": item.name, "group": item.group, "truth_meter": t.meter, "meter": r.time_signature,
+    duple = madmom_duple_estimate(item, c)
+    out = {"set": item.set, "name": item.name, "group": item.group, "fold": fold, "set_fold": f"{item.set} {fold}",
+           "group_fold": f"{item.group} {fold}", "truth_meter": t.meter, "meter": r.time_signature,
            "tempo_rel": tempo_relation(r.tempo_bpm, t.tempo), "beat_f": ours.get("beat_f", np.nan),
            "downbeat_f": ours.get("downbeat_f", np.nan),
-           "madmom_downbeat_f": score(madmom_estimate(c), t, dur).get("downbeat_f", np.nan)}
+           "madmom_downbeat_f": score(madmom_estimate(c), t, dur).get("downbeat_f", np.nan),
+           "madmom234_downbeat_f": score(duple, t, dur).get("downbeat_f", np.nan) if duple is not None else np.nan}
     if t.meter in METERS:
         forced = decoder(key, c, forced_meter(params, t.meter))
         out["downbeat_f_true_meter"] = score(ours_estimate(forced), t, dur).get("downbeat_f", np.nan)
@@ -389,7 +450,7 @@ def diagnose_file(item: Item, c: dict, params, decoder: Decoder) -> dict:
     return out
 
 
-DIAG_FIGURES = ("beat_f", "downbeat_f", "madmom_downbeat_f", "downbeat_f_true_meter", "downbeat_f_true_beats",
+DIAG_FIGURES = ("beat_f", "downbeat_f", "madmom_downbeat_f", "madmom234_downbeat_f", "downbeat_f_true_meter", "downbeat_f_true_beats",
                 "downbeat_f_true_beats_meter", "auc_downbeat_net", "auc_bar_net")
 
 
@@ -480,6 +541,11 @@ def main(argv: list[str] | None = None) -> int:
         instruments = {it.name: render_truth(it)["instrumentation"] for it, _ in items if it.set == "devrenders"}
         print("\nDevelopment renders by instrumentation\n")
         print(table(summarise([{**r, "instrumentation": instruments[r["name"]]} for r in dev], by="instrumentation")))
+    asap = [r for r in recs if r["set"] == "asap"]
+    if asap:
+        print("\nASAP by meter family (duple: 2/4, 2/2, 4/4, 4/8, 4/2; triple: 3/4, 3/8, 3/2; compound: 6/8, 9/8, "
+              "12/8, 12/16; other: 5/8)\n")
+        print(table(summarise(asap, by="group")))
     if args.trials:
         results = []
         for text in args.trials:
@@ -489,9 +555,15 @@ def main(argv: list[str] | None = None) -> int:
         print("\nSweep\n")
         print(sweep_table(results, sets))
     if args.diagnose:
-        rows = [diagnose_file(item, caches[(item.set, item.name)], params, decoder) for item, _ in items]
+        rows = [diagnose_file(item, caches[(item.set, item.name)], params, decoder, fold) for item, fold in items]
         print("\nDiagnosis (evidence judged on the true beat grid)\n")
         print(diagnosis_table(rows))
+        print("\nDiagnosis per set and fold\n")
+        print(diagnosis_table(rows, by="set_fold"))
+        arows = [r for r in rows if r["set"] == "asap"]
+        if arows:
+            print("\nASAP by meter family and fold\n")
+            print(diagnosis_table(arows, by="group_fold"))
         drows = [r for r in rows if r["set"] == "devrenders"]
         if drows:
             print("\nDevelopment renders by time signature\n")
@@ -503,10 +575,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.per_file:
         print()
         for r in recs:
-            o, m = r["ours"], r["madmom"]
+            o, m, m2 = r["ours"], r["madmom"], r["madmom234"]
             print(f"{r['set']:10s} {r['fold']} {r['name']:45s} meter {r['meter']} ({r['truth_meter']}) "
                   f"tempo {r['tempo']:6.1f} ({r['truth_tempo'] or 0:6.1f}) "
-                  + " ".join(f"{f} {o.get(f, np.nan):.2f}/{m.get(f, np.nan):.2f}" for f in ("beat_f", "downbeat_f")))
+                  + " ".join(f"{f} {o.get(f, np.nan):.2f}/{m.get(f, np.nan):.2f}/{m2.get(f, np.nan):.2f}"
+                             for f in ("beat_f", "downbeat_f", "meter_acc")))
     return 0
 
 

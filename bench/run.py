@@ -584,7 +584,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--eval-dir", type=Path, default=None,
                    help="eval corpus (default: $ANALYZER_EVAL_DIR, else ../shared/eval beside the repo)")
     p.add_argument("--anchors", action="store_true", help="also run madmom, Essentia and librosa directly")
-    p.add_argument("--sets", default=",".join(SETS), help=f"comma-separated subset of {','.join(SETS)}")
+    # ASAP (40 min of piano) is asked for by name: the default run stays the benchmark it was
+    p.add_argument("--sets", default=",".join(s for s in SETS if s != "asap"),
+                   help=f"comma-separated subset of {','.join(SETS)}")
     p.add_argument("--split", choices=SPLITS, default="all",
                    help="dev/heldout: even/odd index of each set's sorted file names")
     p.add_argument("--json", type=Path, default=None, help="write every figure and per-file record here")

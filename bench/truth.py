@@ -15,7 +15,7 @@ import numpy as np
 
 from analyzer.run.batch import AUDIO_EXTENSIONS
 
-SETS = ("gtzan", "renders", "recordings", "structure", "medleys")
+SETS = ("gtzan", "renders", "recordings", "structure", "medleys", "asap")
 SPLITS = ("all", "dev", "heldout")
 
 # music21 spells flats with '-' ("A- major") and minor keys in lower case ("f# minor")
@@ -54,6 +54,7 @@ def load_set(name: str, eval_dir: Path) -> list[Item]:
         "renders": _renders,
         "recordings": _recordings,
         "structure": _structure,
+        "asap": _asap,
     }
     folder = eval_dir / name
     if not folder.is_dir():
@@ -148,6 +149,49 @@ def _renders(folder: Path) -> list[Item]:
             t.notes = midi_notes(midi)
             t.onsets = merge_onsets(t.notes[:, 0])
         items.append(Item("renders", audio.stem, audio, "renders", t))
+    return items
+
+
+def meter_family(signature: str) -> str:
+    """'duple' (2/4, 2/2, 4/4, 4/8, 4/2), 'triple' (3/4, 3/8, 3/2), 'compound' (6/8, 9/8, 12/8, 12/16), else 'other'."""
+    num, den = (int(x) for x in signature.split("/"))
+    if den >= 8 and num > 3 and num % 3 == 0:
+        return "compound"
+    return {2: "duple", 4: "duple", 3: "triple"}.get(num, "other")
+
+
+def dominant_signature(changes: list, end_s: float) -> tuple[str, int]:
+    """The time signature (and its index in `changes`) that lasts longest among [time, "n/d"] changes up to `end_s`."""
+    spans: dict[str, float] = {}
+    for i, (t, sig) in enumerate(changes):
+        stop = changes[i + 1][0] if i + 1 < len(changes) else end_s
+        spans[sig] = spans.get(sig, 0.0) + max(float(stop) - float(t), 0.0)
+    best = max(spans, key=spans.get)
+    return best, next(i for i, (_, sig) in enumerate(changes) if sig == best)
+
+
+def _asap(folder: Path) -> list[Item]:
+    """ASAP excerpts (human-timed piano performances): beats, downbeats, meter as ASAP counts it.
+
+    The meter is the beats per bar (ASAP's count: numerator, or numerator / 3 for compound
+    meters) of the time signature that lasts longest in the excerpt; the group is its family.
+    """
+    items = []
+    for audio in folder.glob("*.flac"):
+        truth_file = audio.with_name(audio.stem + ".truth.json")
+        if not truth_file.exists():
+            continue
+        d = json.loads(truth_file.read_text(encoding="utf-8"))
+        beats = np.asarray(d["beats"], dtype=float)
+        end_s = float(d.get("audio_duration_s", beats[-1] if len(beats) else 0.0))
+        sig, i = dominant_signature(d["time_signature"], end_s)
+        t = Truth(
+            beats=beats,
+            downbeats=np.asarray(d["downbeats"], dtype=float),
+            tempo=float(60.0 / np.median(np.diff(beats))) if len(beats) > 2 else None,
+            meter=int(d["beats_per_bar"][i][1]),
+        )
+        items.append(Item("asap", audio.stem, audio, meter_family(sig), t))
     return items
 
 

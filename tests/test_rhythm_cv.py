@@ -48,3 +48,24 @@ def test_overrides_and_the_oracle_meter():
     forced = forced_meter(RhythmParams(), 3)
     assert forced.meter_log_prior[METERS.index(3)] == 0.0
     assert all(v <= -100 for m, v in zip(METERS, forced.meter_log_prior) if m != 3)
+
+
+def test_asap_truth_meter_families_and_the_longest_signature(tmp_path):
+    import json
+
+    from bench.truth import dominant_signature, load_set, meter_family
+
+    assert [meter_family(s) for s in ("2/4", "2/2", "4/4", "4/2", "3/4", "3/8", "3/2", "6/8", "9/8", "12/16", "5/8")] == [
+        "duple", "duple", "duple", "duple", "triple", "triple", "triple", "compound", "compound", "compound", "other"]
+    assert dominant_signature([[1.0, "2/4"], [21.0, "4/4"]], 60.0) == ("4/4", 1)
+    assert dominant_signature([[0.0, "6/8"], [30.0, "3/8"], [32.0, "6/8"]], 40.0) == ("6/8", 0)
+    folder = tmp_path / "asap"
+    folder.mkdir()
+    (folder / "X_Waltz_P01.flac").write_bytes(b"")  # the loader reads only the annotations
+    (folder / "X_Waltz_P01.truth.json").write_text(json.dumps({
+        "beats": [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5], "downbeats": [0.5, 2.0, 3.5], "audio_duration_s": 60.0,
+        "time_signature": [[0.5, "6/8"], [2.0, "3/4"]], "beats_per_bar": [[0.5, 2], [2.0, 3]]}))
+    (item,) = load_set("asap", tmp_path)
+    assert (item.set, item.group, item.truth.meter) == ("asap", "triple", 3)
+    assert item.truth.tempo == pytest.approx(120.0)
+    np.testing.assert_allclose(item.truth.downbeats, [0.5, 2.0, 3.5])

@@ -219,6 +219,28 @@ def test_decode_meter_is_unsure_without_evidence():
     assert conf < 0.6
 
 
+def test_meter_periodicity_peaks_at_the_bar_length():
+    from analyzer.stages.rhythm import meter_periodicity
+
+    waltz = np.tile([0.9, 0.2, 0.1], 16)
+    assert meter_periodicity(waltz, 3) > 0.9
+    assert meter_periodicity(waltz, 4) < 0.0 < meter_periodicity(waltz, 3)
+    assert meter_periodicity(np.tile([0.9, 0.1, 0.3, 0.1], 12), 4) > meter_periodicity(np.tile([0.9, 0.1, 0.3, 0.1], 12), 3)
+    assert meter_periodicity(np.full(40, 0.5), 3) == 0.0  # no variation
+    assert meter_periodicity(waltz[:10], 3) == 0.0  # under four bars
+
+
+def test_meter_bonus_decides_between_meters_the_evidence_leaves_open():
+    from analyzer.stages.rhythm import METERS
+
+    d = np.full(48, 0.3)
+    d[::12] = 0.9  # downbeats every 12 beats: in bars of 3 and of 4 alike
+    for meter in METERS:  # a bonus per beat for one meter decides it
+        bonus = np.where(np.array(METERS) == meter, 0.5, 0.0)
+        _, m, _, _ = decode_meter(down_at_beats=d, params=RhythmParams(), meter_bonus=bonus)
+        assert m == meter
+
+
 # --- key --------------------------------------------------------------------
 
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from analyzer.stages.key import Key
 from analyzer.stages.loudness import span_loudness
-from analyzer.stages.rhythm import Rhythm, RhythmParams, decode_meter, estimate_tempo
+from analyzer.stages.rhythm import Rhythm, RhythmParams, decode_meter, estimate_tempo, meter_bonus
 from analyzer.stages.segments import Segments
 
 
@@ -482,7 +482,10 @@ def describe_sections(
         in_sec = (beats >= start) & (beats < end)
         tempo, tempo_conf = estimate_tempo(beats[in_sec], onset_env=onset_env, onset_fps=fps)
         if np.count_nonzero(in_sec) >= params.min_meter_beats:
-            _, meter, meter_conf, _ = decode_meter(down_at_beats=rhythm.downbeat_evidence[in_sec], params=rhythm_params)
+            net = rhythm.downbeat_net_evidence
+            bonus = meter_bonus(net[in_sec] if net is not None else None, rhythm_params)
+            _, meter, meter_conf, _ = decode_meter(down_at_beats=rhythm.downbeat_evidence[in_sec], params=rhythm_params,
+                                                   meter_bonus=bonus)
         else:
             meter, meter_conf = rhythm.time_signature, 0.0
         sk = key_of_span(float(start), float(end)) if end - start >= params.min_key_s and track_key.key >= 0 else track_key
