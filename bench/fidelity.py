@@ -157,19 +157,21 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"),
                     "command": "python -m bench.fidelity " + " ".join(sys.argv[1:] if argv is None else argv),
                     "machine": machine_text(), "pairs": {}}
-    docs = {}
+    analysed = {}  # name -> (decoded audio, our document, the Echo Nest's document): the folds reuse them
     for name, audio, ref in pairs:
-        _, analysis, doc, error, wall = ours.run(audio)
+        decoded, analysis, doc, error, wall = ours.run(audio)
         if doc is None:
             result["pairs"][name] = {"error": error}
             continue
-        docs[name] = doc
+        en = json.loads(ref.read_text(encoding="utf-8"))
+        if args.loso:
+            analysed[name] = (decoded, doc, en)
         path = out_dir / f"{name}.json"
         path.write_text(json.dumps(doc), encoding="utf-8")
         figs = run_scorer(scorer, path, ref)
-        if not args.no_jukebox and json.loads(ref.read_text(encoding="utf-8")).get("sections"):
+        if not args.no_jukebox and en.get("sections"):
             figs.update(run_jukebox(jukebox, ref, path, figs["aligned_shift_s"]) or {})
-        figs.update(diagnostics(doc, json.loads(ref.read_text(encoding="utf-8")), figs["aligned_shift_s"]))
+        figs.update(diagnostics(doc, en, figs["aligned_shift_s"]))
         figs["analysis_s"] = round(wall, 2)
         figs["realtime_factor"] = round(doc["track"]["duration"] / wall, 1)
         result["pairs"][name] = figs
@@ -179,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         from .fidelity_loso import report as loso_report
         from .fidelity_loso import run as run_loso
 
-        result["loso"] = run_loso(pairs, docs, result["pairs"], ours.models)
+        result["loso"] = run_loso(analysed, result["pairs"], ours.models)
     result["wall_s"] = round(time.perf_counter() - t0, 1)
     print(report(result))
     if args.loso:

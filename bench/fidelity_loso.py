@@ -24,8 +24,6 @@ fold figure is the held-out pair's own figure from ``bench.fidelity``.
 from __future__ import annotations
 
 import itertools
-import json
-from pathlib import Path
 
 import numpy as np
 
@@ -47,36 +45,35 @@ SECTION_GRID = {
 }
 
 
-def pair_inputs(audio: Path, doc: dict, shift_s: float, ref: dict, models=None) -> dict:
-    """What the folds need of one pair: the loudness curve and bands as the pipeline makes them, our segments."""
-    from analyzer.stages.audio import decode
-    from analyzer.stages.auditory import auditory_spectrogram
-    from analyzer.stages.features import FeatureParams
+def pair_inputs(audio, doc: dict, shift_s: float, ref: dict, models=None) -> dict:
+    """What the folds need of one pair: the loudness curve and bands as the pipeline makes them, our segments.
+
+    ``audio`` is the decoded file (``analyzer.stages.audio.Audio``) the document was made from.
+    """
+    from analyzer.stages.auditory import AuditoryParams, auditory_spectrogram
+    from analyzer.stages.features import FeatureParams, SpectralFeatures
     from analyzer.stages.loudness import pool_db
 
-    from analyzer.stages.features import SpectralFeatures
-
-    a = decode(audio)
-    aud = auditory_spectrogram(a.samples, a.sr)
+    auditory = AuditoryParams()
+    aud = auditory_spectrogram(audio.samples, audio.sr, auditory)
     params = FeatureParams()
     hop = params.hop_length
-    spec = SpectralFeatures(samples=a.samples, sr=a.sr, params=params)
+    spec = SpectralFeatures(samples=audio.samples, sr=audio.sr, params=params)
     n_frames = spec.n_frames
     ours_start = np.array([s["start"] for s in doc["segments"]])
     onset = None
     if models is not None:
         from analyzer.stages.features import network_activations
 
-        acts = network_activations(a.samples, a.sr, models=models, params=params)
+        acts = network_activations(audio.samples, audio.sr, models=models, params=params)
         onset = (acts.onset, acts.fps)
     return {
         "aud": aud, "onset": onset,
         "chroma": spec.chroma, "mfcc": spec.mfcc, "beat_times": np.array([b["start"] for b in doc["beats"]]),
         "bar_times": np.array([b["start"] for b in doc["bars"]]),
-        "frame_db": pool_db(aud.loudness_db, hop // 128, n_frames), "fps": a.sr / hop,
-        "bands_db": aud.bands_db, "band_fps": aud.fps, "duration_s": a.duration_s,
+        "frame_db": pool_db(aud.loudness_db, hop // auditory.hop_length, n_frames), "fps": audio.sr / hop,
+        "duration_s": audio.duration_s,
         "seg_start": ours_start, "seg_loudness_max": np.array([s["loudness_max"] for s in doc["segments"]]),
-        "timbre": np.array([s["timbre"] for s in doc["segments"]]),
         "ref": ref, "shift_s": shift_s,
     }
 
@@ -95,7 +92,7 @@ def _loudness(inp: dict, fades, definition: str) -> float:
         v = span_loudness(segment_start_s=inp["seg_start"], loudness_max_db=inp["seg_loudness_max"],
                           from_s=fades.end_of_fade_in, to_s=fades.start_of_fade_out)
         return v if v > -60.0 else float(np.mean(inp["seg_loudness_max"]))
-    return track_loudness(bands_db=inp["bands_db"], fps=inp["band_fps"], fades=fades)
+    return track_loudness(bands_db=inp["aud"].bands_db, fps=inp["aud"].fps, fades=fades)
 
 
 def _fade_errors(inp: dict, fades) -> tuple[float, float]:
@@ -223,10 +220,6 @@ def section_folds(inputs: dict[str, dict]) -> dict:
     return {"folds": folds, "shipped_params": dict(zip(keys, g0))}
 
 
-def _shape_terms():
-    return [(i, j) for i in range(3) for j in range(2) if i or j]  # band degree <= 2, time degree <= 1, no constant
-
-
 def timbre_shape_folds(inputs: dict[str, dict]) -> dict:
     """Dims 2-4's shapes fitted on four pairs' Echo Nest timbre, scored on the fifth (correlation).
 
@@ -238,7 +231,7 @@ def timbre_shape_folds(inputs: dict[str, dict]) -> dict:
     from analyzer.stages.timbre import TimbreParams, _legendre, defined_directions, segment_patches
 
     params = TimbreParams()
-    terms = _shape_terms()
+    terms = [(i, j) for i in range(3) for j in range(2) if i or j]  # band degree <= 2, time degree <= 1, no constant
     fns = []
     for i, j in terms:
         v = np.outer(_legendre(params.n_bands, i), _legendre(params.n_frames, j)).ravel()
@@ -299,6 +292,19 @@ def scale_folds(inputs: dict[str, dict], figures: dict[str, dict]) -> dict:
     return out
 
 
+def _fold_table(title: str, block: dict, columns: list[tuple[str, str, bool]]) -> list[str]:
+    """Markdown lines: each fold's chosen params and figures, then the mean of the columns marked to average."""
+    names = list(block["shipped_params"])
+    lines = ["", title, "", "| held out | " + " | ".join(names) + " | " + " | ".join(h for h, _, _ in columns) + " |",
+             "|---|" + "---|" * (len(names) + len(columns))]
+    for n, f in block["folds"].items():
+        lines.append(f"| {n} | " + " | ".join(f"{v:g}" for v in f["params"].values())
+                     + " | " + " | ".join(str(f[k]) for _, k, _ in columns) + " |")
+    means = [f"{np.mean([f[k] for f in block['folds'].values()]):.3f}" if avg else "" for _, k, avg in columns]
+    lines.append("| mean | " + " | " * len(names) + " ".join(f"{m} |" if m else "|" for m in means))
+    return lines
+
+
 def report(loso: dict, figures: dict[str, dict]) -> str:
     """Markdown tables of the folds."""
     fl = loso["fades_loudness"]
@@ -319,27 +325,15 @@ def report(loso: dict, figures: dict[str, dict]) -> str:
     lines.append(f"| mean abs | | | | {mean['fade_in_diff_s']} | {mean['fade_out_diff_s']} | "
                  f"{mean['loudness_diff_db']} | | |")
     se = loso["sections"]
-    lines += ["", f"Sections: constants chosen on the other pairs by mean F@3 s (shipped: {se['shipped_params']}).", "",
-              "| held out | " + " | ".join(se["shipped_params"]) + " | F@3 s | shipped F@3 s |",
-              "|---|" + "---|" * (len(se["shipped_params"]) + 2)]
-    for n, f in se["folds"].items():
-        lines.append(f"| {n} | " + " | ".join(f"{v:g}" for v in f["params"].values())
-                     + f" | {f['sectionF_3s']} | {f['shipped_sectionF_3s']} |")
-    lines.append("| mean | " + " | " * len(se["shipped_params"])
-                 + f"{np.mean([f['sectionF_3s'] for f in se['folds'].values()]):.3f} | "
-                 + f"{np.mean([f['shipped_sectionF_3s'] for f in se['folds'].values()]):.3f} |")
+    lines += _fold_table(f"Sections: constants chosen on the other pairs by mean F@3 s (shipped: {se['shipped_params']}).",
+                         se, [("F@3 s", "sectionF_3s", True), ("shipped F@3 s", "shipped_sectionF_3s", True)])
     sg = loso.get("segments")
     if sg:
-        lines += ["", f"Segments: attack and sure-note constants chosen on the other pairs by mean onset F at 50 ms "
-                  f"(shipped: {sg['shipped_params']}).", "",
-                  "| held out | " + " | ".join(sg["shipped_params"]) + " | onset F | count ratio | shipped onset F "
-                  "| shipped count ratio |", "|---|" + "---|" * (len(sg["shipped_params"]) + 4)]
-        for n, f in sg["folds"].items():
-            lines.append(f"| {n} | " + " | ".join(f"{v:g}" for v in f["params"].values())
-                         + f" | {f['onsetF']} | {f['rate_ratio']} | {f['shipped_onsetF']} | {f['shipped_rate_ratio']} |")
-        lines.append("| mean | " + " | " * len(sg["shipped_params"])
-                     + f"{np.mean([f['onsetF'] for f in sg['folds'].values()]):.3f} | | "
-                     + f"{np.mean([f['shipped_onsetF'] for f in sg['folds'].values()]):.3f} | |")
+        lines += _fold_table("Segments: attack and sure-note constants chosen on the other pairs by mean onset F at "
+                             f"50 ms (shipped: {sg['shipped_params']}).", sg,
+                             [("onset F", "onsetF", True), ("count ratio", "rate_ratio", False),
+                              ("shipped onset F", "shipped_onsetF", True),
+                              ("shipped count ratio", "shipped_rate_ratio", False)])
     ts = loso.get("timbre_shapes")
     if ts:
         lines += ["", "Timbre dims 2-4 (brightness, flatness, attack) at the Echo Nest's own segment boundaries: shapes fitted "
@@ -364,15 +358,15 @@ def report(loso: dict, figures: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def run(pairs: list[tuple[str, Path, Path]], docs: dict[str, dict], figures: dict[str, dict], models=None) -> dict:
-    """Every fold of every fitted layer (see the module's docstring)."""
+def run(analysed: dict[str, tuple], figures: dict[str, dict], models=None) -> dict:
+    """Every fold of every fitted layer (see the module's docstring).
+
+    ``analysed``: pair name -> (decoded audio, our document, the Echo Nest's document), as ``bench.fidelity`` made them.
+    """
     inputs = {}
-    for name, audio, ref_path in pairs:
-        if name not in docs:
-            continue
-        ref = json.loads(ref_path.read_text(encoding="utf-8"))
+    for name, (audio, doc, ref) in analysed.items():
         figures[name]["analyzer_version"] = (ref.get("meta") or {}).get("analyzer_version") or "API v3 (2009)"
-        inputs[name] = pair_inputs(audio, docs[name], figures[name]["aligned_shift_s"], ref, models)
+        inputs[name] = pair_inputs(audio, doc, figures[name]["aligned_shift_s"], ref, models)
     return {"fades_loudness": fade_and_loudness_folds(inputs), "scales": scale_folds(inputs, figures),
             "sections": section_folds(inputs), "segments": segment_folds(inputs),
             "timbre_shapes": timbre_shape_folds(inputs)}

@@ -127,13 +127,17 @@ def meter_from_signature(sig: str) -> int:
     return num
 
 
-def _renders(folder: Path) -> list[Item]:
-    items = []
+def _flac_with_truth(folder: Path):
+    """(audio, its parsed NAME.truth.json) for each NAME.flac in `folder` that has one."""
     for audio in folder.glob("*.flac"):
         truth_file = audio.with_name(audio.stem + ".truth.json")
-        if not truth_file.exists():
-            continue
-        d = json.loads(truth_file.read_text(encoding="utf-8"))
+        if truth_file.exists():
+            yield audio, json.loads(truth_file.read_text(encoding="utf-8"))
+
+
+def _renders(folder: Path) -> list[Item]:
+    items = []
+    for audio, d in _flac_with_truth(folder):
         beats = np.asarray(d["beats"], dtype=float)
         t = Truth(
             beats=beats,
@@ -177,11 +181,7 @@ def _asap(folder: Path) -> list[Item]:
     meters) of the time signature that lasts longest in the excerpt; the group is its family.
     """
     items = []
-    for audio in folder.glob("*.flac"):
-        truth_file = audio.with_name(audio.stem + ".truth.json")
-        if not truth_file.exists():
-            continue
-        d = json.loads(truth_file.read_text(encoding="utf-8"))
+    for audio, d in _flac_with_truth(folder):
         beats = np.asarray(d["beats"], dtype=float)
         end_s = float(d.get("audio_duration_s", beats[-1] if len(beats) else 0.0))
         sig, i = dominant_signature(d["time_signature"], end_s)
