@@ -160,13 +160,15 @@ def detect_fades(*, frame_db: np.ndarray, fps: float, duration_s: float, params:
         return Fades(0.0, duration_s)
     window = max(1, int(round(params.fade_out_window_s * fps)))
     env = _centred_power_mean(db, window)
-    body = float(np.median(env[env >= params.silence_db])) if (env >= params.silence_db).any() else float(env.max())
+    above_silence = env[env >= params.silence_db]
+    body = float(np.median(above_silence)) if above_silence.size else float(env.max())
 
     # fade-in: silence, then the first sound; where that sound is a gain ramp far below the body, its top
     i = int(sounding[0])
     if i > 0:
-        ramp = _centred_power_mean(db, max(1, int(round(params.ramp_smooth_s * fps))))
-        step = params.monotone_tolerance_db / max(1, int(round(params.ramp_smooth_s * fps)))
+        ramp_frames = max(1, int(round(params.ramp_smooth_s * fps)))
+        ramp = _centred_power_mean(db, ramp_frames)
+        step = params.monotone_tolerance_db / ramp_frames
         if ramp[i] < body - params.ramp_below_body_db:
             while i + 1 < n and ramp[i + 1] > ramp[i] + step and ramp[i] < body - 1.0:
                 i += 1
