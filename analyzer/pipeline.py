@@ -65,7 +65,7 @@ def _analyze(audio: Audio, *, models: F.Models, config: AnalysisConfig) -> Analy
 
     spec = F.SpectralFeatures(samples=y, sr=sr, params=config.features)
     # the features more than one stage reads, made here so each stage's time is its own
-    spec.log_mel_db, spec.chroma  # noqa: B018
+    spec.log_mel_db, spec.chroma, spec.pitch_chroma  # noqa: B018
     clock.lap("spectrogram")
 
     acts = F.network_activations(y, sr, models=models, params=config.features)
@@ -89,7 +89,7 @@ def _analyze(audio: Audio, *, models: F.Models, config: AnalysisConfig) -> Analy
 
     seg_starts = find_starts(aud=aud, onset_act=acts.onset, act_fps=acts.fps, chroma=spec.chroma,
                              chroma_fps=spec.fps, params=config.segments)
-    segments = build_segments(starts=seg_starts, aud=aud, chroma=spec.chroma, chroma_fps=spec.fps,
+    segments = build_segments(starts=seg_starts, aud=aud, chroma=spec.pitch_chroma, chroma_fps=spec.fps,
                               duration_s=duration, params=config.segments)
     loud = track_loudness(bands_db=aud.bands_db, fps=aud.fps, fades=fades)
     del aud

@@ -16,9 +16,10 @@ are reported beside the figures of the shipped constants.
   (theirs - ours) on matched segments, and what a reference fitted on the other pairs would leave.
 * timbre scale: each dimension's spread beside the Echo Nest's, and what a per-dimension scale
   fitted on the other pairs would leave on the held-out pair.
-
-The other rows (segments, pitches, sections, the jukebox) fit no constant to these pairs: their
-fold figure is the held-out pair's own figure from ``bench.fidelity``.
+* pitches (``FeatureParams.pitch_lowest_octave``, ``SegmentParams.pitch_exponent``): the chroma's lowest
+  octave and the power the max-normed vector is raised to, chosen by mean cosine with the Echo Nest's
+  pitches at the Echo Nest's own segment boundaries (so the segmentation does not decide it).
+* segments (attack and sure-note constants), sections (novelty constants), timbre dims 2-4's shapes.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ FADE_GRID = {
     "fade_out_window_s": (1.5, 1.75, 2.0, 2.25, 2.5, 2.75, 3.0, 3.5),
 }
 LOUDNESS_DEFINITIONS = ("segment_mean", "long_term_spectrum")
+PITCH_GRID = {
+    "pitch_lowest_octave": (1, 2, 3),
+    "pitch_exponent": (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0),
+}
 SEGMENT_GRID = {
     "rise_threshold_db": (0.75, 1.0, 1.25, 1.5, 2.0),
     "sure_onset": (0.5, 0.7, 0.9),
@@ -60,6 +65,11 @@ def pair_inputs(audio, doc: dict, shift_s: float, ref: dict, models=None) -> dic
     hop = params.hop_length
     spec = SpectralFeatures(samples=audio.samples, sr=audio.sr, params=params)
     n_frames = spec.n_frames
+    # the segment-pitch chroma from each lowest octave of the pitch grid (the shipped one is ``spec``'s)
+    pitch_chroma = {k: (spec if k == params.pitch_lowest_octave else
+                        SpectralFeatures(samples=audio.samples, sr=audio.sr,
+                                         params=FeatureParams(pitch_lowest_octave=k))).pitch_chroma
+                    for k in PITCH_GRID["pitch_lowest_octave"]}
     ours_start = np.array([s["start"] for s in doc["segments"]])
     onset = None
     if models is not None:
@@ -69,7 +79,7 @@ def pair_inputs(audio, doc: dict, shift_s: float, ref: dict, models=None) -> dic
         onset = (acts.onset, acts.fps)
     return {
         "aud": aud, "onset": onset,
-        "chroma": spec.chroma, "mfcc": spec.mfcc, "beat_times": np.array([b["start"] for b in doc["beats"]]),
+        "chroma": spec.chroma, "pitch_chroma": pitch_chroma, "mfcc": spec.mfcc, "beat_times": np.array([b["start"] for b in doc["beats"]]),
         "bar_times": np.array([b["start"] for b in doc["bars"]]),
         "frame_db": pool_db(aud.loudness_db, hop // auditory.hop_length, n_frames), "fps": audio.sr / hop,
         "duration_s": audio.duration_s,
@@ -271,6 +281,38 @@ def timbre_shape_folds(inputs: dict[str, dict]) -> dict:
     return {"folds": folds}
 
 
+def pitch_folds(inputs: dict[str, dict]) -> dict:
+    """Per held-out pair: the pitch chroma's lowest octave and exponent chosen on the others, and its cosine.
+
+    Pitches are read at the Echo Nest's own segment boundaries (shifted to our clock) and compared with
+    theirs segment by segment (mean cosine), as ``score.py`` compares matched segments.
+    """
+    from analyzer.stages.features import FeatureParams
+    from analyzer.stages.segments import SegmentParams, segment_pitches
+
+    keys = list(PITCH_GRID)
+    grid = list(itertools.product(*(PITCH_GRID[k] for k in keys)))
+    g0 = (FeatureParams().pitch_lowest_octave, SegmentParams().pitch_exponent)
+    cos = {}
+    for name, inp in inputs.items():
+        seg = inp["ref"]["segments"]
+        st = np.array([x["start"] for x in seg]) - inp["shift_s"]
+        en = np.array([x["pitches"] for x in seg], dtype=np.float64)
+        end = st + np.array([x["duration"] for x in seg])
+        for octave, exponent in set(grid) | {g0}:
+            v = segment_pitches(inp["pitch_chroma"][octave], inp["fps"], st, end, exponent=exponent)
+            c = (v * en).sum(1) / np.maximum(np.linalg.norm(v, axis=1) * np.linalg.norm(en, axis=1), 1e-12)
+            cos[(name, (octave, exponent))] = float(c.mean())
+    folds = {}
+    for held in inputs:
+        train = [n for n in inputs if n != held]
+        g = _choose(grid, lambda g: -float(np.mean([cos[(n, g)] for n in train])))
+        folds[held] = {"params": dict(zip(keys, g)), "cosine": round(cos[(held, g)], 3),
+                       "shipped_cosine": round(cos[(held, g0)], 3),
+                       "before_cosine": round(cos[(held, (1, 1.0))], 3)}
+    return {"folds": folds, "shipped_params": dict(zip(keys, g0))}
+
+
 def scale_folds(inputs: dict[str, dict], figures: dict[str, dict]) -> dict:
     """Loudness reference and per-dimension timbre scale fitted on four pairs, left on the fifth."""
     names = list(inputs)
@@ -334,6 +376,12 @@ def report(loso: dict, figures: dict[str, dict]) -> str:
                              [("onset F", "onsetF", True), ("count ratio", "rate_ratio", False),
                               ("shipped onset F", "shipped_onsetF", True),
                               ("shipped count ratio", "shipped_rate_ratio", False)])
+    pf = loso.get("pitches")
+    if pf:
+        lines += _fold_table("Pitches at the Echo Nest's own boundaries: the chroma's lowest octave and exponent chosen on "
+                             f"the other pairs by mean cosine (shipped: {pf['shipped_params']}; before: C1, 1.0).", pf,
+                             [("cosine", "cosine", True), ("shipped cosine", "shipped_cosine", True),
+                              ("before (C1, 1.0)", "before_cosine", True)])
     ts = loso.get("timbre_shapes")
     if ts:
         lines += ["", "Timbre dims 2-4 (brightness, flatness, attack) at the Echo Nest's own segment boundaries: shapes fitted "
@@ -368,5 +416,5 @@ def run(analysed: dict[str, tuple], figures: dict[str, dict], models=None) -> di
         figures[name]["analyzer_version"] = (ref.get("meta") or {}).get("analyzer_version") or "API v3 (2009)"
         inputs[name] = pair_inputs(audio, doc, figures[name]["aligned_shift_s"], ref, models)
     return {"fades_loudness": fade_and_loudness_folds(inputs), "scales": scale_folds(inputs, figures),
-            "sections": section_folds(inputs), "segments": segment_folds(inputs),
+            "sections": section_folds(inputs), "segments": segment_folds(inputs), "pitches": pitch_folds(inputs),
             "timbre_shapes": timbre_shape_folds(inputs)}

@@ -25,31 +25,31 @@ _SEGMENTS_COMMON = {
 FLOORS: dict[str, dict[str, object]] = {
     "baby_one_more_time": {
         "segment_onsetF_50ms": 0.86, "range:segment_rate_ratio": (0.85, 1.15), "abs:segment_lag_s": 0.03,
-        "pitch_cosine_matched": 0.89, "timbre_corr_dim2": 0.9, "timbre_corr_dim3": 0.9, "timbre_corr_dim4": 0.74,
+        "pitch_cosine_matched": 0.92, "timbre_corr_dim2": 0.9, "timbre_corr_dim3": 0.9, "timbre_corr_dim4": 0.74,
         "abs:attack_rise_db_diff": 2.0, "abs:loudness_diff_db": 1.0, "abs:fade_in_diff_s": 0.3,
         "abs:fade_out_diff_s": 0.4, "sectionF_3s_vs_en": 0.6, "beatF_vs_en": 0.95,
     },
     "el_scorcho": {
         "segment_onsetF_50ms": 0.80, "range:segment_rate_ratio": (0.85, 1.26), "abs:segment_lag_s": 0.02,
-        "pitch_cosine_matched": 0.9, "timbre_corr_dim2": 0.85, "timbre_corr_dim3": 0.85, "timbre_corr_dim4": 0.52,
+        "pitch_cosine_matched": 0.92, "timbre_corr_dim2": 0.85, "timbre_corr_dim3": 0.85, "timbre_corr_dim4": 0.52,
         "abs:attack_rise_db_diff": 3.0, "abs:loudness_diff_db": 0.6, "abs:fade_in_diff_s": 0.5,
         "abs:fade_out_diff_s": 0.3, "sectionF_3s_vs_en": 0.95, "beatF_vs_en": 0.95,
     },
     "fancy": {
         "segment_onsetF_50ms": 0.85, "range:segment_rate_ratio": (0.85, 1.16), "abs:segment_lag_s": 0.025,
-        "pitch_cosine_matched": 0.87, "timbre_corr_dim2": 0.88, "timbre_corr_dim3": 0.88, "timbre_corr_dim4": 0.68,
+        "pitch_cosine_matched": 0.88, "timbre_corr_dim2": 0.88, "timbre_corr_dim3": 0.88, "timbre_corr_dim4": 0.68,
         "abs:attack_rise_db_diff": 2.0, "abs:loudness_diff_db": 0.8, "abs:fade_in_diff_s": 0.5,
         "abs:fade_out_diff_s": 0.6, "sectionF_3s_vs_en": 0.75, "beatF_vs_en": 0.95,
     },
     "la_ere_gymnopedie": {
         "segment_onsetF_50ms": 0.78, "range:segment_rate_ratio": (0.85, 1.2), "abs:segment_lag_s": 0.04,
-        "pitch_cosine_matched": 0.9, "timbre_corr_dim2": 0.78, "timbre_corr_dim3": 0.8, "timbre_corr_dim4": 0.72,
+        "pitch_cosine_matched": 0.94, "timbre_corr_dim2": 0.78, "timbre_corr_dim3": 0.8, "timbre_corr_dim4": 0.72,
         "abs:attack_rise_db_diff": 2.0, "abs:loudness_diff_db": 5.0, "abs:fade_in_diff_s": 0.5,
         "abs:fade_out_diff_s": 0.5, "sectionF_3s_vs_en": 0.45, "beatF_vs_en": 0.72,
     },
     "swamp_cat_rag": {  # API v3 (2009): segments and beats only
         "segment_onsetF_50ms": 0.88, "range:segment_rate_ratio": (0.85, 1.15), "abs:segment_lag_s": 0.025,
-        "pitch_cosine_matched": 0.9, "timbre_corr_dim2": 0.9, "timbre_corr_dim3": 0.88, "timbre_corr_dim4": 0.66,
+        "pitch_cosine_matched": 0.92, "timbre_corr_dim2": 0.9, "timbre_corr_dim3": 0.88, "timbre_corr_dim4": 0.66,
         "abs:attack_rise_db_diff": 2.0, "beatF_vs_en": 0.95,
     },
 }

@@ -130,3 +130,47 @@ def test_noise_near_the_floor_starts_no_segments(tmp_path, analyze_file):
     sf.write(path, x, SR)
     doc, _ = analyze_file(path)
     assert all(s["start"] < 1.0 for s in doc["segments"]), [s["start"] for s in doc["segments"]]
+
+
+def test_pitches_are_raised_to_their_exponent_and_keep_their_peak():
+    from analyzer.stages.segments import segment_pitches
+
+    rng = np.random.default_rng(3)
+    chroma = rng.random((12, 200)) + 0.01
+    start, end = np.array([0.0, 0.5, 1.2]), np.array([0.5, 1.2, 2.0])
+    plain = segment_pitches(chroma, 100.0, start, end)
+    sharp = segment_pitches(chroma, 100.0, start, end, exponent=1.25)
+    np.testing.assert_allclose(sharp, plain ** 1.25, rtol=1e-9)
+    np.testing.assert_allclose(sharp.max(axis=1), 1.0)
+    assert np.all(sharp <= plain + 1e-12)  # below the peak, every value moves down: a sharper vector
+
+
+def test_pitch_chroma_leaves_out_the_sub_bass_octave():
+    from analyzer.stages.features import FeatureParams, SpectralFeatures
+
+    t = np.arange(3 * SR) / SR
+    # E1 (41.2 Hz) loud, A4 (440 Hz) 20 dB under it
+    x = (0.5 * np.sin(2 * np.pi * 41.2 * t) + 0.05 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32)
+    spec = SpectralFeatures(samples=x, sr=SR, params=FeatureParams())
+    mid = slice(20, spec.n_frames - 20)
+    assert int(np.argmax(spec.chroma[:, mid].mean(axis=1))) == 4  # E: the full chroma hears the bass
+    assert int(np.argmax(spec.pitch_chroma[:, mid].mean(axis=1))) == 9  # A: pitches start at C2
+    whole = SpectralFeatures(samples=x, sr=SR, params=FeatureParams(pitch_lowest_octave=1))
+    np.testing.assert_allclose(whole.pitch_chroma, whole.chroma, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [{"pitch_exponent": 0.0}, {"pitch_exponent": float("nan")}])
+def test_bad_pitch_exponent_is_refused(bad):
+    from analyzer.errors import ParameterError
+    from analyzer.stages.segments import SegmentParams
+
+    with pytest.raises(ParameterError, match="pitch_exponent"):
+        SegmentParams(**bad)
+
+
+def test_bad_pitch_octave_is_refused():
+    from analyzer.errors import ParameterError
+    from analyzer.stages.features import FeatureParams
+
+    with pytest.raises(ParameterError, match="pitch_lowest_octave"):
+        FeatureParams(pitch_lowest_octave=0)

@@ -42,6 +42,15 @@ class FeatureParams:
     # S-KEY reads the file in one pass, as its authors run it, in equal parts of at most this
     # long (memory is bounded by the part); their probabilities are averaged by length
     key_block_s: float = 300.0
+    # Segment pitches fold the CQT from this octave up (2: C2, 65 Hz), leaving out the sub-bass octave
+    # the section and segment-boundary chroma keep.  Chosen leaving one Echo Nest pair out from C1-C3
+    # (``bench.fidelity --loso``): every one of the five folds picks C2 (with
+    # ``SegmentParams.pitch_exponent``; pitch cosine at the Echo Nest's boundaries, ``bench/RESULTS.md``)
+    pitch_lowest_octave: int = 2
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.pitch_lowest_octave <= 7:
+            raise ParameterError(f"pitch_lowest_octave must be 1-7 (C1-C7), got {self.pitch_lowest_octave}")
 
 
 @dataclass(frozen=True)
@@ -508,23 +517,36 @@ class SpectralFeatures:
         return self.sr / self.params.hop_length
 
     @cached_property
-    def chroma(self) -> np.ndarray:
-        """Tuning-corrected CQT chroma, (12, frames), C first."""
+    def _chromas(self) -> tuple[np.ndarray, np.ndarray]:
+        """The chroma and the segment-pitch chroma, from one CQT per block."""
         import librosa
 
         fmin = librosa.note_to_hz("C1")
         hop = self.params.hop_length
+        skip = 36 * (self.params.pitch_lowest_octave - 1)  # CQT bins below the pitch chroma's lowest octave
         out = np.empty((12, self.n_frames), dtype=np.float32)
+        pitch = np.empty((12, self.n_frames), dtype=np.float32)
         for b in self._blocks:
             x = self._block_samples(self._y, b)
             # filter_scale 0.5: half the default time support, so a short segment's chroma is its own
             # (on the Echo Nest pairs, segment pitch cosine 0.877/0.919 -> 0.898/0.934 at their boundaries)
             cqt = np.abs(librosa.cqt(x, sr=self.sr, hop_length=hop, fmin=fmin, n_bins=36 * 7, bins_per_octave=36,
                                      tuning=self.tuning, filter_scale=0.5))
-            c = librosa.feature.chroma_cqt(C=cqt, sr=self.sr, hop_length=hop, fmin=fmin, bins_per_octave=36,
-                                           norm=None, n_chroma=12)
-            out[:, b.start : b.stop] = _fit_frames(c.astype(np.float32), b.hi - b.lo)[:, b.start - b.lo : b.stop - b.lo]
-        return out
+            for dest, c_in, f_in in ((out, cqt, fmin), (pitch, cqt[skip:], fmin * 2.0 ** (skip // 36))):
+                c = librosa.feature.chroma_cqt(C=c_in, sr=self.sr, hop_length=hop, fmin=f_in, bins_per_octave=36,
+                                               norm=None, n_chroma=12)
+                dest[:, b.start : b.stop] = _fit_frames(c.astype(np.float32), b.hi - b.lo)[:, b.start - b.lo : b.stop - b.lo]
+        return out, pitch
+
+    @property
+    def chroma(self) -> np.ndarray:
+        """Tuning-corrected CQT chroma, (12, frames), C first: C1 to B7 (sections, segment boundaries)."""
+        return self._chromas[0]
+
+    @property
+    def pitch_chroma(self) -> np.ndarray:
+        """The chroma the segments' ``pitches`` read, (12, frames), C first: from ``params.pitch_lowest_octave``."""
+        return self._chromas[1]
 
     @cached_property
     def mfcc(self) -> np.ndarray:
