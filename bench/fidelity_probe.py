@@ -4,6 +4,7 @@
     python -m bench.fidelity_probe attack-window   # timbre dim 4 on the segment's first X s, left one song out
     python -m bench.fidelity_probe jukebox-bars    # the jukebox on solo piano: bar phase, bass, oracles
     python -m bench.fidelity_probe bass-phase      # a bass-onset cue in the downbeat evidence, two folds
+    python -m bench.fidelity_probe jukebox-features  # which of our segment features the jukebox disagrees with
 
 Each prints a markdown table.  The pairs' time offsets come from ``bench/fidelity.json`` (what
 ``python -m bench.fidelity`` recorded); features are computed here (the networks once per file, kept in
@@ -282,8 +283,70 @@ def probe_bass_phase(eval_dir: Path, weights: tuple[float, ...] = (0.0, 0.1, 0.2
     return "\n".join(lines)
 
 
+def probe_jukebox_features(eval_dir: Path) -> str:
+    """The Echo Nest's own document with one of its segment features replaced by ours (read at their boundaries).
+
+    Their beats, bars and segmentation stay; only the numbers the jukebox compares change: timbre, pitches,
+    loudness (start and max), or all three.  Judged by the Echo Nest's own branches, as ``bench.fidelity``.
+    """
+    from analyzer.stages import features as F
+    from analyzer.stages.audio import decode
+    from analyzer.stages.auditory import FLOOR_DB, AuditoryParams, auditory_spectrogram
+    from analyzer.stages.segments import SegmentParams, segment_pitches
+    from analyzer.stages.timbre import TimbreParams, load_basis, segment_patches, timbre_vectors
+
+    jukebox = eval_dir.parent / "clients" / "jukebox" / "jukebox.mjs"
+    params = TimbreParams()
+    basis = load_basis(params=params)
+    lines = ["| pair | their features | our timbre | our pitches | our loudness | all three ours | "
+             "our document (ours throughout) |", "|---|---|---|---|---|---|---|"]
+    for name, (audio, en, shift) in _pairs(eval_dir).items():
+        if not en.get("bars") or not en.get("sections"):
+            continue
+        ref = eval_dir / "echonest-pairs" / name / "echonest.json"
+        au = decode(audio)
+        aud = auditory_spectrogram(au.samples, au.sr, AuditoryParams())
+        spec = F.SpectralFeatures(samples=au.samples, sr=au.sr, params=F.FeatureParams())
+        seg = en["segments"]
+        st = np.array([x["start"] for x in seg]) - shift
+        end = st + np.array([x["duration"] for x in seg])
+        a = np.clip(np.round(st * aud.fps).astype(int), 0, aud.n_frames - 1)
+        b = np.clip(np.round(end * aud.fps).astype(int), a + 1, aud.n_frames)
+        timbre = timbre_vectors(segment_patches(bands_db=aud.bands_db, start_frames=a, end_frames=b, params=params), basis)
+        pitches = segment_pitches(spec.pitch_chroma, spec.fps, st, end, exponent=SegmentParams().pitch_exponent)
+        loud = np.maximum(aud.loudness_db, FLOOR_DB)
+        l_start = loud[a]
+        l_max = np.array([loud[i:j].max() for i, j in zip(a, b)])
+
+        def with_ours(*fields):
+            new = []
+            for k, x in enumerate(seg):
+                y = dict(x)
+                if "timbre" in fields:
+                    y["timbre"] = [float(v) for v in timbre[k]]
+                if "pitches" in fields:
+                    y["pitches"] = [float(v) for v in pitches[k]]
+                if "loudness" in fields:
+                    y["loudness_start"], y["loudness_max"] = float(l_start[k]), float(l_max[k])
+                new.append(y)
+            return dict(en, segments=new)
+
+        cases = [en, with_ours("timbre"), with_ours("pitches"), with_ours("loudness"),
+                 with_ours("timbre", "pitches", "loudness")]
+        cells = []
+        for doc in cases:
+            r = _jukebox(jukebox, ref, doc, 0.0)
+            cells.append(f"{r['branch_precision_by_ref']:.2f} / {r['branch_recall_of_ref']:.2f} "
+                         f"({r['candidate']['threshold']:.0f})")
+        ours = json.loads((bench_cache_dir() / "fidelity" / f"{name}.json").read_text())
+        r = _jukebox(jukebox, ref, ours, shift)
+        cells.append(f"{r['branch_precision_by_ref']:.2f} / {r['branch_recall_of_ref']:.2f} ({r['candidate']['threshold']:.0f})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(["Precision / recall (the threshold the branch finder climbed to):", ""] + lines)
+
+
 PROBES = {"segments": probe_segments, "attack-window": probe_attack_window, "jukebox-bars": probe_jukebox_bars,
-          "bass-phase": probe_bass_phase}
+          "bass-phase": probe_bass_phase, "jukebox-features": probe_jukebox_features}
 
 
 def main(argv: list[str] | None = None) -> int:
