@@ -55,7 +55,7 @@ TARGETS = {
     "fade_in_diff_s": ("within +-0.5", lambda v: abs(v) <= 0.5),
     "fade_out_diff_s": ("within +-0.5", lambda v: abs(v) <= 0.5),
     "sectionF_3s_vs_en": (">= 0.6", lambda v: v >= 0.6),
-    "timbre_sd_ratio_dims5to12": ("each 0.67-1.5", lambda v: all(2 / 3 <= x <= 1.5 for x in v)),
+    "timbre_std_ratio_dims1to12": ("each 0.8-1.25", lambda v: all(0.8 <= x <= 1.25 for x in v)),
     "jukebox_branch_precision": (">= 0.45", lambda v: v >= 0.45),
     "jukebox_branch_recall": (">= 0.7", lambda v: v >= 0.7),
     "jukebox_threshold_ratio": ("0.8-1.2", lambda v: 0.8 <= v <= 1.2),

@@ -14,8 +14,8 @@ are reported beside the figures of the shipped constants.
   spectrum between the fades (no constant either); each read with the fold's own fades.
 * loudness scale (``AuditoryParams.reference_db``): each pair's median ``loudness_max`` offset
   (theirs - ours) on matched segments, and what a reference fitted on the other pairs would leave.
-* timbre scale: each dimension's spread beside the Echo Nest's, and what a per-dimension scale
-  fitted on the other pairs would leave on the held-out pair.
+* timbre spread (``TimbreParams.spread``): each dimension's spread beside the Echo Nest's, and what the
+  per-dimension scale fitted on the other pairs leaves on the held-out pair.
 * pitches (``FeatureParams.pitch_lowest_octave``, ``SegmentParams.pitch_exponent``): the chroma's lowest
   octave and the power the max-normed vector is raised to, chosen by mean cosine with the Echo Nest's
   pitches at the Echo Nest's own segment boundaries (so the segmentation does not decide it).
@@ -314,22 +314,37 @@ def pitch_folds(inputs: dict[str, dict]) -> dict:
 
 
 def scale_folds(inputs: dict[str, dict], figures: dict[str, dict]) -> dict:
-    """Loudness reference and per-dimension timbre scale fitted on four pairs, left on the fifth."""
+    """Loudness reference and the timbre spread (``TimbreParams.spread``) fitted on four pairs, left on the fifth.
+
+    The spreads are ``score.py``'s (each dimension's standard deviation over matched segments, ours / theirs).
+    Ours are measured with the shipped ``spread`` applied, so the ratios before any scale are theirs times it;
+    each fold's scale (dims 2-12; dim 1 is the mean level, a definition) is the geometric mean of those over
+    the other pairs, and the held-out pair's spreads with it are reported beside the unscaled ones.
+    """
+    from analyzer.stages.timbre import TimbreParams
+
+    shipped = np.r_[1.0, np.asarray(TimbreParams().spread, dtype=float)]
     names = list(inputs)
     offsets = {n: round(float(figures[n]["loudness_max_offset_db"]), 2) for n in names}
-    ratios = {n: np.array(figures[n]["timbre_sd_ratio"], dtype=float) for n in names}
+    unscaled = {n: np.asarray(figures[n]["timbre_std_ratio_dims1to12"], dtype=float) * shipped for n in names}
     out = {"loudness_max_offset_db": offsets, "folds": {}}
+
+    def in_range(v):
+        return int(np.sum((v >= 0.8) & (v <= 1.25)))
+
     for held in names:
         train = [n for n in names if n != held]
         ref_shift = float(np.mean([offsets[n] for n in train]))
-        scale = np.exp(np.mean([np.log(ratios[n]) for n in train], axis=0))  # geometric mean of the spreads' ratios
-        left = ratios[held] / scale
+        scale = np.exp(np.mean([np.log(unscaled[n]) for n in train], axis=0))  # geometric mean of the spreads' ratios
+        scale[0] = 1.0
+        left = unscaled[held] / scale
         out["folds"][held] = {
             "loudness_offset_left_db": round(offsets[held] - ref_shift, 2),
-            "timbre_sd_ratio_shipped": [round(float(x), 2) for x in ratios[held]],
+            "timbre_sd_ratio_unscaled": [round(float(x), 2) for x in unscaled[held]],
             "timbre_sd_ratio_fitted_scale": [round(float(x), 2) for x in left],
-            "timbre_dims_in_0.8_1.25_shipped": int(np.sum((ratios[held] >= 0.8) & (ratios[held] <= 1.25))),
-            "timbre_dims_in_0.8_1.25_fitted_scale": int(np.sum((left >= 0.8) & (left <= 1.25))),
+            "timbre_dims_in_0.8_1.25_unscaled": in_range(unscaled[held]),
+            "timbre_dims_in_0.8_1.25_fitted_scale": in_range(left),
+            "timbre_dims_in_0.8_1.25_shipped": in_range(unscaled[held] / shipped),
         }
     return out
 
@@ -394,14 +409,16 @@ def report(loso: dict, figures: dict[str, dict]) -> str:
         lines.append("| mean | " + " | ".join(f"{v:.3f}" for v in list(lo) + list(sh)) + " |")
     sc = loso["scales"]
     lines += ["", "Loudness scale and timbre spread: each pair's loudness_max offset (theirs - ours, dB) and what a "
-              "reference fitted on the other pairs leaves; timbre dims whose spread is within 0.8-1.25 of the "
-              "Echo Nest's, shipped and with a per-dimension scale fitted on the other pairs.", "",
-              "| held out | analyzer | offset dB | left after a fitted reference dB | timbre dims in range, shipped "
-              "| with a fitted scale | spreads with the fitted scale |", "|---|---|---|---|---|---|---|"]
+              "reference fitted on the other pairs leaves; timbre dims whose spread (score.py, matched segments) is "
+              "within 0.8-1.25 of the Echo Nest's: without a scale, with dims 2-12 scaled as fitted on the other "
+              "pairs, and with the shipped scale (fitted on all five).", "",
+              "| held out | analyzer | offset dB | left after a fitted reference dB | timbre dims in range, unscaled "
+              "| with the fold's scale | with the shipped scale | spreads with the fold's scale |",
+              "|---|---|---|---|---|---|---|---|"]
     for n, f in sc["folds"].items():
         lines.append(f"| {n} | {figures[n].get('analyzer_version', '–')} | {sc['loudness_max_offset_db'][n]} | "
-                     f"{f['loudness_offset_left_db']} | {f['timbre_dims_in_0.8_1.25_shipped']}/12 | "
-                     f"{f['timbre_dims_in_0.8_1.25_fitted_scale']}/12 | "
+                     f"{f['loudness_offset_left_db']} | {f['timbre_dims_in_0.8_1.25_unscaled']}/12 | "
+                     f"{f['timbre_dims_in_0.8_1.25_fitted_scale']}/12 | {f['timbre_dims_in_0.8_1.25_shipped']}/12 | "
                      f"{' '.join(f'{x:g}' for x in f['timbre_sd_ratio_fitted_scale'])} |")
     return "\n".join(lines)
 
