@@ -7,7 +7,8 @@ tracks (``bench.rhythm_cv``'s decoder, default ``RhythmParams``) and the annotat
 a score per meter m in {2, 3, 4}; what is reported is how well the difference score(3) - score(4) tells
 the files in three (truth 3) from those in four (truth 4): its ROC AUC per set and fold, and, for the tracked
 beats, only over files whose tracked tempo is the truth's (elsewhere the meter in tracked beats is not the
-truth's).
+truth's).  The same is then reported for two beats to the bar against four: score(2) - score(4), truth 2
+(2/4, 2/2, and 6/8 in dotted beats) against truth 4.
 
 Cues (per beat i of the grid; "comb" = autocorrelation of the z-scored sequence at lags m and 2m, averaged):
 
@@ -139,21 +140,23 @@ def measure(items, caches, decoder, params) -> list[dict]:
     return rows
 
 
-def separation_table(rows: list[dict]) -> str:
-    """Markdown: AUC of score(3) - score(4) for truth 3 vs truth 4, per cue, grid, set and fold."""
+def separation_table(rows: list[dict], pair: tuple[int, int] = (3, 4)) -> str:
+    """Markdown: AUC of score(a) - score(b) for truth a vs truth b (`pair`), per cue, grid, set and fold."""
+    a, b = pair
+    ia, ib = METERS.index(a), METERS.index(b)
     lines = []
     for grid in ("true", "tracked"):
-        head = ["set", "fold", "n (3 / 4)", *CUES]
+        head = ["set", "fold", f"n ({a} / {b})", *CUES]
         lines += [f"\nGrid: {grid} beats" + (" (files tracked at the true tempo)" if grid == "tracked" else ""), "",
                   "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for s in sorted({r["set"] for r in rows}):
             for fold in (*FOLDS, "all"):
-                sel = [r for r in rows if r["set"] == s and fold in ("all", r["fold"]) and r["truth"] in (3, 4)
+                sel = [r for r in rows if r["set"] == s and fold in ("all", r["fold"]) and r["truth"] in pair
                        and grid in r and (grid == "true" or r["tempo_rel"] == "1")]
-                labels = np.array([r["truth"] == 3 for r in sel])
+                labels = np.array([r["truth"] == a for r in sel])
                 if not labels.any() or labels.all():
                     continue
-                cells = [f"{auc(np.array([r[grid][k][1] - r[grid][k][2] for r in sel]), labels):.2f}" for k in CUES]
+                cells = [f"{auc(np.array([r[grid][k][ia] - r[grid][k][ib] for r in sel]), labels):.2f}" for k in CUES]
                 lines.append("| " + " | ".join([s, fold, f"{labels.sum()} / {(~labels).sum()}", *cells]) + " |")
     return "\n".join(lines)
 
@@ -233,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = measure(items, caches, decoder, params)
     print("ROC AUC of score(3) - score(4), truth 3 against truth 4")
     print(separation_table(rows))
+    print("\nROC AUC of score(2) - score(4), truth 2 against truth 4 (bars of two beats: 2/4, 2/2, 6/8 in dotted beats)")
+    print(separation_table(rows, (2, 4)))
     choose_sets = tuple(x for x in args.choose_on.split(",") if x)
     print(f"\nRule argmax_m (L_m / n + w c_m), w chosen on one fold of {', '.join(choose_sets)} (pooled meter "
           "accuracy, ties to the smaller w), scored on the other\n")

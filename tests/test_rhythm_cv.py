@@ -69,3 +69,24 @@ def test_asap_truth_meter_families_and_the_longest_signature(tmp_path):
     assert (item.set, item.group, item.truth.meter) == ("asap", "triple", 3)
     assert item.truth.tempo == pytest.approx(120.0)
     np.testing.assert_allclose(item.truth.downbeats, [0.5, 2.0, 3.5])
+
+
+def test_beat_level_candidates_and_the_cross_validated_choice():
+    from bench.beat_level import candidates, cross_validate, halving_phase
+
+    c = candidates(np.arange(0.0, 4.0, 0.5))
+    assert np.allclose(c["h0"], [0, 1, 2, 3]) and np.allclose(c["h1"], [0.5, 1.5, 2.5, 3.5])
+    assert np.allclose(np.diff(c["d"]), 0.25) and len(c["d"]) == 2 * len(c["t"]) - 1
+    assert halving_phase(np.array([2, 1, 2, 3, 4, 1, 2, 1])) == 1  # downbeats at beats 1, 5 and 7
+
+    def rec(s, fold, t, h):  # one file: (beat F, downbeat F) on the tracked beats and on the halves
+        lv = {"t": dict(zip(("beat_f", "downbeat_f"), t)), "h0": dict(zip(("beat_f", "downbeat_f"), h))}
+        return {"set": s, "fold": fold, "level": lv}
+
+    recs = [rec("asap", "A", (0.6, 0.2), (0.9, 0.5)), rec("gtzan", "A", (0.9, 0.8), (0.6, 0.4)),
+            rec("asap", "B", (0.6, 0.2), (0.9, 0.5)), rec("gtzan", "B", (0.9, 0.8), (0.9, 0.8))]
+    halve_asap = ["h0", "t", "h0", "t"]
+    halve_all = ["h0", "h0", "h0", "h0"]
+    cv = cross_validate({("r", 0.0): halve_all, ("r", 1.0): halve_asap, ("oracle (x)", 0.0): halve_all}, recs)
+    assert [(name, fold, w) for name, fold, w, _ in cv] == [("r", "A", 1.0), ("r", "B", 0.0)]  # no oracle
+    assert cv[0][3][("asap", "B")]["downbeat_f"] == pytest.approx(0.3)  # scored on the other fold

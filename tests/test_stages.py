@@ -241,6 +241,32 @@ def test_meter_bonus_decides_between_meters_the_evidence_leaves_open():
         assert m == meter
 
 
+def test_decode_meter_reads_other_meters_when_asked():
+    from analyzer.errors import ParameterError
+
+    d = np.full(60, 0.1)
+    d[2::6] = 0.9  # a bar every 6 beats (bench.beat_level reads bars of 6 and 8 tracked beats)
+    pos, m, _, post = decode_meter(down_at_beats=d, params=RhythmParams(), meters=(3, 6), meter_log_prior=(0.0, 0.0))
+    assert m == 6 and np.all(pos[2::6] == 1) and post.shape == (2,)
+    assert decode_meter(down_at_beats=d, params=RhythmParams())[1] in (2, 3)  # the default meters: 2, 3, 4
+    with pytest.raises(ParameterError, match="one log prior per meter"):
+        decode_meter(down_at_beats=d, params=RhythmParams(), meters=(3, 6))
+
+
+def test_meter_chance_loglik_rises_with_the_bar_length_and_evens_the_meters():
+    from dataclasses import replace
+
+    from analyzer.stages.rhythm import METERS, meter_chance_loglik
+
+    d = np.full(48, 0.2)
+    chance = meter_chance_loglik(d)
+    assert chance == pytest.approx([np.log(0.2) / m + np.log(0.8) * (m - 1) / m for m in METERS])
+    assert np.all(np.diff(chance) > 0)  # low evidence: longer bars pay less by chance alone
+    d[::2] = 0.45  # downbeats every 2 beats, weakly marked: the HMM alone prefers the longer bar
+    assert decode_meter(down_at_beats=d, params=RhythmParams())[1] == 4
+    assert decode_meter(down_at_beats=d, params=replace(RhythmParams(), meter_chance_weight=1.0))[1] == 2
+
+
 # --- key --------------------------------------------------------------------
 
 
