@@ -93,11 +93,20 @@ def probe_segments(eval_dir: Path) -> str:
     for it in load_set("recordings", eval_dir):
         if it.truth.onsets is not None:
             files.append(("recordings (human onsets)", f"rec/{it.name}", it.path, it.truth.onsets, 0.0))
+    from analyzer.stages.segments import SegmentParams, attacks, network_onsets
+
     rows: dict[str, dict[str, list]] = {}
     origin: dict[str, dict[str, tuple[int, float]]] = {}
+    coverage: dict[str, list[tuple[float, float]]] = {}  # per file: share of network onsets at an attack, F gain of 2-3
     for i, (group, key, path, ref, shift) in enumerate(files, 1):
         d = _features(key, path, models)
         found = {rule: _starts(d, **kw) + shift for rule, kw in RULES.items()}
+        att = attacks(d["aud"], SegmentParams())[0] / d["aud"].fps
+        net = network_onsets(*d["onset"], SegmentParams())[0]
+        at_attack = float(np.mean([np.min(np.abs(att - t)) <= 0.05 for t in net])) if len(net) and len(att) else 1.0
+        gain = (mir_eval.onset.f_measure(ref, found["shipped"], window=0.05)[0]
+                - mir_eval.onset.f_measure(ref, found["attacks only"], window=0.05)[0])
+        coverage.setdefault(group if not key.startswith("pair/") else "Echo Nest pairs", []).append((at_attack, gain))
         for rule, est in found.items():
             f = mir_eval.onset.f_measure(ref, est, window=0.05)[0]
             rows.setdefault(group, {}).setdefault(rule, []).append((f, len(est) / max(1, len(ref))))
@@ -115,6 +124,15 @@ def probe_segments(eval_dir: Path) -> str:
     for group, by_rule in rows.items():
         cells = [f"{np.mean([f for f, _ in v]):.3f} / {np.mean([c for _, c in v]):.2f}" for v in by_rule.values()]
         lines.append(f"| {group} | {len(next(iter(by_rule.values())))} | " + " | ".join(cells) + " |")
+    lines += ["", "Is there a per-file cue? The share of network onsets (activation >= the onset threshold) within 50 ms "
+              "of an attack, against what rules 2-3 gain in onset F over attacks alone:", "",
+              "| files | share of network onsets at an attack: range | rules 2-3 gain: range | files where they gain "
+              "> 0.05: share range |", "|---|---|---|---|"]
+    for group, v in coverage.items():
+        share, gain = np.array(v).T
+        big = share[gain > 0.05]
+        lines.append(f"| {group} | {share.min():.2f}-{share.max():.2f} | {gain.min():+.3f} to {gain.max():+.3f} | "
+                     + (f"{big.min():.2f}-{big.max():.2f}" if big.size else "none") + " |")
     lines += ["", "| pair | attack starts (share within 50 ms of the Echo Nest's) | rule 2 starts | rule 3 starts |",
               "|---|---|---|---|"]
     for group, o in origin.items():
