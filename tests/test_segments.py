@@ -145,6 +145,7 @@ def test_pitches_are_raised_to_their_exponent_and_keep_their_peak():
     assert np.all(sharp <= plain + 1e-12)  # below the peak, every value moves down: a sharper vector
 
 
+@pytest.mark.filterwarnings("ignore:Trying to estimate tuning:UserWarning")  # two pure tones: librosa finds no spread
 def test_pitch_chroma_leaves_out_the_sub_bass_octave():
     from analyzer.stages.features import FeatureParams, SpectralFeatures
 
