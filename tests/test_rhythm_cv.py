@@ -90,3 +90,22 @@ def test_beat_level_candidates_and_the_cross_validated_choice():
     cv = cross_validate({("r", 0.0): halve_all, ("r", 1.0): halve_asap, ("oracle (x)", 0.0): halve_all}, recs)
     assert [(name, fold, w) for name, fold, w, _ in cv] == [("r", "A", 1.0), ("r", "B", 0.0)]  # no oracle
     assert cv[0][3][("asap", "B")]["downbeat_f"] == pytest.approx(0.3)  # scored on the other fold
+
+
+def test_chance_cues_gate_is_chosen_on_one_fold_and_scored_on_the_other():
+    from bench.chance_cues import CUES, cross_validate, fold_changes, gated
+
+    def rec(s, fold, drift, before, after):  # one file: downbeat F and meter without and with the correction
+        cues = {k: 0.5 for k in CUES} | {"drift": drift}
+        return {"set": s, "fold": fold, "cues": cues, "truth_meter": 2,
+                "by_w": {0.0: {"downbeat_f": before, "meter_acc": 0.0, "meter": 4},
+                         1.0: {"downbeat_f": after, "meter_acc": 1.0, "meter": 2}}}
+
+    rows = [rec("asap", f, 0.1, 0.2, 0.6) for f in "AB"] + [rec("gtzan", f, 0.0, 0.9, 0.5) for f in "AB"]
+    mask = gated(rows, 1.0, "drift", 0.05, -1)  # corrected where the drift exceeds 0.05
+    assert [mask(r) for r in rows] == [True, True, False, False]
+    ch = fold_changes(rows, "B", 1.0, mask)
+    assert ch["asap"]["downbeat_f"] == pytest.approx(0.4) and ch["gtzan"]["downbeat_f"] == 0.0
+    table = cross_validate(rows, 1.0)
+    assert "| drift > | A | 0.050 | 1 | +0.400 / +1.000 | +0.000 / +0.000 | yes |" in table
+    assert "| drift < | A | none helps ASAP |" in table  # the other direction corrects the pop file too

@@ -267,6 +267,34 @@ def test_meter_chance_loglik_rises_with_the_bar_length_and_evens_the_meters():
     assert decode_meter(down_at_beats=d, params=replace(RhythmParams(), meter_chance_weight=1.0))[1] == 2
 
 
+def test_tempo_drift_is_zero_for_a_held_tempo_and_grows_with_rubato():
+    from analyzer.stages.rhythm import tempo_drift
+
+    steady = np.arange(64) * 0.5
+    assert tempo_drift(steady) == pytest.approx(0.0, abs=1e-9)
+    # the beat period swings +-20 % over 24 beats (12 s): a performance that breathes
+    period = 0.5 * (1 + 0.2 * np.sin(2 * np.pi * np.arange(64) / 24))
+    assert 0.03 < tempo_drift(np.concatenate([[0.0], np.cumsum(period)[:-1]])) < 0.2
+    assert tempo_drift(steady[:4]) == 0.0  # too few beats to judge
+    assert tempo_drift(steady[:20]) == 0.0  # 9.5 s: one window
+
+
+def test_chance_level_applies_only_where_the_tempo_wanders():
+    from analyzer.stages.rhythm import meter_params_for
+
+    d = np.tile([0.6, 0.1, 0.45, 0.1], 16)  # a bar of two beats, or of four with a strong third beat
+    params = RhythmParams(meter_chance_weight=1.0, meter_chance_min_tempo_drift=0.03)
+    steady = np.arange(64) * 0.5
+    period = 0.5 * (1 + 0.2 * np.sin(2 * np.pi * np.arange(64) / 24))
+    rubato = np.concatenate([[0.0], np.cumsum(period)[:-1]])
+    assert meter_params_for(params, steady).meter_chance_weight == 0.0
+    assert decode_meter(down_at_beats=d, params=meter_params_for(params, steady))[1] == 4  # a steady pulse: 4
+    assert decode_meter(down_at_beats=d, params=meter_params_for(params, rubato))[1] == 2  # rubato: corrected, 2
+    # the default (weight 0) never corrects, whatever the tempo does
+    assert meter_params_for(RhythmParams(), rubato) == RhythmParams()
+    assert decode_meter(down_at_beats=d, params=meter_params_for(RhythmParams(), rubato))[1] == 4
+
+
 # --- key --------------------------------------------------------------------
 
 

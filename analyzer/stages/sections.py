@@ -30,7 +30,7 @@ import numpy as np
 
 from analyzer.stages.key import Key
 from analyzer.stages.loudness import span_loudness
-from analyzer.stages.rhythm import Rhythm, RhythmParams, decode_meter, estimate_tempo, meter_bonus
+from analyzer.stages.rhythm import Rhythm, RhythmParams, decode_meter, estimate_tempo, meter_bonus, meter_params_for
 from analyzer.stages.segments import Segments
 
 
@@ -484,8 +484,9 @@ def describe_sections(
         if np.count_nonzero(in_sec) >= params.min_meter_beats:
             net = rhythm.downbeat_net_evidence
             bonus = meter_bonus(net[in_sec] if net is not None else None, rhythm_params)
-            _, meter, meter_conf, _ = decode_meter(down_at_beats=rhythm.downbeat_evidence[in_sec], params=rhythm_params,
-                                                   meter_bonus=bonus)
+            # the kind of music (whether the chance level applies) is the file's, judged on all its beats
+            _, meter, meter_conf, _ = decode_meter(down_at_beats=rhythm.downbeat_evidence[in_sec],
+                                                   params=meter_params_for(rhythm_params, beats), meter_bonus=bonus)
         else:
             meter, meter_conf = rhythm.time_signature, 0.0
         sk = key_of_span(float(start), float(end)) if end - start >= params.min_key_s and track_key.key >= 0 else track_key
