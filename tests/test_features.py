@@ -143,3 +143,13 @@ def test_fewer_ensemble_members_give_activations_of_the_same_shape_near_the_full
         a, b = getattr(one, name), getattr(full, name)
         assert a.shape == b.shape
         assert np.corrcoef(a, b)[0, 1] > 0.8  # one member of an ensemble: the same clicks, other details
+
+
+def test_clp_chroma_of_silence_is_flat_and_quiet():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # madmom's 0/0 on silent frames no longer reaches stderr
+        c = F.clp_chroma(np.zeros(3 * 22050, dtype=np.float32), 22050)
+    assert np.isfinite(c).all()
+    np.testing.assert_allclose(c, 1.0 / np.sqrt(12.0), rtol=1e-5)

@@ -334,8 +334,11 @@ def clp_chroma(samples: np.ndarray, sr: int, *, params: FeatureParams = FeatureP
     out = []
     for b in frame_blocks(n_frames, int(params.block_s) * per_s, int(params.context_s) * per_s):
         x = samples[b.lo * sr // per_s : min(len(samples), b.hi * sr // per_s)] if (b.lo, b.hi) != (0, n_frames) else samples
-        clp = np.asarray(CLPChroma(semitone_energy(x, sr), fps=MADMOM_FPS, fmin=27.5, fmax=4200.0,
-                                   compression_factor=100, norm=True, threshold=0.001), dtype=np.float32)
+        # madmom norms every frame, silent ones too (0/0), then replaces the frames under its threshold
+        # with a flat vector: the division's warning says nothing the result does not already handle
+        with np.errstate(invalid="ignore", divide="ignore"):
+            clp = np.asarray(CLPChroma(semitone_energy(x, sr), fps=MADMOM_FPS, fmin=27.5, fmax=4200.0,
+                                       compression_factor=100, norm=True, threshold=0.001), dtype=np.float32)
         out.append(_fit_rows(clp, b.hi - b.lo)[b.start - b.lo : b.stop - b.lo])
     return np.concatenate(out) if len(out) > 1 else out[0]
 
