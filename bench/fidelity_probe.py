@@ -4,6 +4,7 @@
     python -m bench.fidelity_probe attack-window   # timbre dim 4 on the segment's first X s, left one song out
     python -m bench.fidelity_probe jukebox-bars    # the jukebox on solo piano: bar phase, bass, oracles
     python -m bench.fidelity_probe bass-phase      # a bass-onset cue in the downbeat evidence, two folds
+    python -m bench.fidelity_probe harmony-phase   # the same with the chord change at each beat
     python -m bench.fidelity_probe jukebox-features  # which of our segment features the jukebox disagrees with
 
 Each prints a markdown table.  The pairs' time offsets come from ``bench/fidelity.json`` (what
@@ -259,12 +260,16 @@ def probe_jukebox_bars(eval_dir: Path, name: str = "la_ere_gymnopedie") -> str:
     return "\n".join(lines)
 
 
-def probe_bass_phase(eval_dir: Path, weights: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.5)) -> str:
-    """Downbeat F per set and fold with a bass-onset cue mixed (geometrically, weight w) into the bar evidence."""
+def probe_bass_phase(eval_dir: Path, weights: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.5), cue: str = "bass") -> str:
+    """Downbeat F per set and fold with a per-beat cue mixed (geometrically, weight w) into the bar evidence.
+
+    ``cue``: "bass" (low-band onset strength at the beat) or "harmony" (how much the beat-synchronous CLP
+    chroma changes from the beat before: chords change on downbeats in most classical music).
+    """
     from analyzer.stages.rhythm import (RhythmParams, _peak_at, decode_meter, downbeat_observation, meter_bonus,
                                         mix_bar_evidence)
 
-    from .meter_cues import BASS_BANDS
+    from .meter_cues import BASS_BANDS, _cos_rows, beat_sync
     from .metrics import _beat_f
     from .rhythm_cv import prepare
 
@@ -284,10 +289,15 @@ def probe_bass_phase(eval_dir: Path, weights: tuple[float, ...] = (0.0, 0.1, 0.2
         beat_at = _peak_at(c["downbeat_beat"] + c["downbeat"], frames, radius=params.downbeat_radius_frames)
         net = downbeat_observation(down_at=down_at, beat_at=beat_at, params=params)
         obs = mix_bar_evidence(net, decoder.bar_act(f"{item.set}/{item.name}", times, c), params.bar_net_weight)
-        low = c["percussive"][:, :BASS_BANDS].astype(np.float64).sum(axis=1)
-        bass = _peak_at(low, frames, radius=3)
-        top = np.percentile(bass, 95)
-        bass = np.clip(bass / top, 1e-3, 1.0) if top > 0 else np.full(len(bass), 0.5)
+        if cue == "bass":
+            low = c["percussive"][:, :BASS_BANDS].astype(np.float64).sum(axis=1)
+            raw = _peak_at(low, frames, radius=3)
+        else:
+            chroma = beat_sync(c["clp"].astype(np.float64), times, fps)
+            chroma = chroma - chroma.mean(axis=1, keepdims=True)
+            raw = np.append(0.0, 1.0 - _cos_rows(chroma[1:], chroma[:-1]))
+        top = np.percentile(raw, 95)
+        bass = np.clip(raw / top, 1e-3, 1.0) if top > 0 else np.full(len(raw), 0.5)
         for w in weights:
             mixed = np.clip(obs, 1e-3, 1.0) ** (1 - w) * bass ** w if w else obs
             positions, *_ = decode_meter(down_at_beats=mixed, params=params, meter_bonus=meter_bonus(net, params))
@@ -363,7 +373,12 @@ def probe_jukebox_features(eval_dir: Path) -> str:
     return "\n".join(["Precision / recall (the threshold the branch finder climbed to):", ""] + lines)
 
 
-PROBES = {"segments": probe_segments, "attack-window": probe_attack_window, "jukebox-bars": probe_jukebox_bars,
+def probe_harmony_phase(eval_dir: Path) -> str:
+    """As ``bass-phase``, with the chord change at each beat as the cue."""
+    return probe_bass_phase(eval_dir, cue="harmony")
+
+
+PROBES = {"segments": probe_segments, "harmony-phase": probe_harmony_phase, "attack-window": probe_attack_window, "jukebox-bars": probe_jukebox_bars,
           "bass-phase": probe_bass_phase, "jukebox-features": probe_jukebox_features}
 
 
