@@ -481,3 +481,48 @@ def test_every_features_object_names_its_source_and_follows_the_schema(tmp_path,
         jsonschema.validate(o, schema)
     by_path = {o["path"]: o for o in objs}
     assert by_path[str(a)]["id"] != by_path[str(b)]["id"]
+
+
+# --- guessing the token: 10 wrong ones a minute, then 429 ---------------------------------------------------------
+
+def _asgi(app, calls):
+    """Run (method, url, kwargs) calls in order against the app; their responses."""
+    import httpx
+
+    async def run():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
+            return [await client.request(method, url, **kw) for method, url, kw in calls]
+
+    return asyncio.run(run())
+
+
+def test_wrong_tokens_are_throttled_at_the_form_and_as_a_bearer_and_a_session_goes_on(indexed):
+    from analyzer.library.serve import build_app
+    from analyzer.library.web import Guesses
+
+    now = [1000.0]
+    guesses = Guesses(max_failures=3, window_s=60.0, clock=lambda: now[0])
+    app = build_app(indexed[0].store, indexed[0], token="sesame", guesses=guesses)
+    good = {"headers": {"Authorization": "Bearer sesame"}}
+    bad = {"headers": {"Authorization": "Bearer nope"}}
+    # a login first: its cookie must outlast the attack
+    login = _asgi(app, [("POST", "/login", {"data": {"token": "sesame"}})])[0]
+    assert login.status_code == 303
+    cookie = {"headers": {"Cookie": "; ".join(f"{k}={v}" for k, v in login.cookies.items())}}
+    # two wrong bearers and one wrong form: the third wrong token fills the window
+    r = _asgi(app, [("GET", "/v1/library/status", bad), ("GET", "/v1/library/status", bad),
+                    ("POST", "/login", {"data": {"token": "open"}})])
+    assert [x.status_code for x in r] == [401, 401, 401]
+    # now every new token waits, the right one too, at the API and at the form
+    r = _asgi(app, [("GET", "/v1/library/status", good), ("POST", "/login", {"data": {"token": "sesame"}}),
+                    ("GET", "/v1/library/status", bad)])
+    assert [x.status_code for x in r] == [429, 429, 429]
+    assert all(1 <= int(x.headers["retry-after"]) <= 60 for x in r)
+    assert r[0].json()["error"]["status"] == 429
+    # the logged-in browser is not guessing
+    assert _asgi(app, [("GET", "/v1/library/status", cookie)])[0].status_code == 200
+    # no token at all is no guess: it gets the usual 401
+    assert _asgi(app, [("GET", "/v1/library/status", {})])[0].status_code == 401
+    # a minute after the first failure the window has room again
+    now[0] += 60.5
+    assert _asgi(app, [("GET", "/v1/library/status", good)])[0].status_code == 200

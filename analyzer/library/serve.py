@@ -149,7 +149,7 @@ class _Docs:
 
 def build_app(store: LibraryStore, indexer: Indexer | None = None, *, token: str | None = None,
               recommend: Recommend | None = None, concurrency: int = 32,
-              hosts: tuple[str, ...] | None = LOOPBACK_NAMES):
+              hosts: tuple[str, ...] | None = LOOPBACK_NAMES, guesses: web.Guesses | None = None):
     """The Starlette application.
 
     Parameters
@@ -169,6 +169,9 @@ def build_app(store: LibraryStore, indexer: Indexer | None = None, *, token: str
         Without a `token`, the names a request's ``Host`` may give (the server's own: a page
         elsewhere that points its DNS name at 127.0.0.1 must not read the API); others get 421.
         None: any (the token guards the API).
+    guesses : web.Guesses or None
+        Where wrong tokens are counted (login form and bearer together); a new one by default
+        (10 a minute, then 429 until the oldest leaves the minute).
 
     Returns
     -------
@@ -345,11 +348,12 @@ def build_app(store: LibraryStore, indexer: Indexer | None = None, *, token: str
         # the page at /, its files, the audio, the page's list
         *web.routes(store, check_id=check_id, login=token is not None),
     ]
+    guesses = guesses or web.Guesses()
     middleware = [
         Middleware(_Limit, limit=concurrency),
         Middleware(_Hosts, hosts=None if token else hosts, error=error),
-        Middleware(web.Session, token=token),  # the browser's login cookie stands for the bearer token
-        Middleware(_Auth, token=token, error=error),
+        Middleware(web.Session, token=token, guesses=guesses),  # the login cookie stands for the bearer token
+        Middleware(_Auth, token=token, error=error, guesses=guesses),
         Middleware(_Gzip, minimum_size=1000),
     ]
     return Starlette(routes=routes, middleware=middleware,
@@ -509,22 +513,31 @@ class _Gzip:
 
 
 class _Auth:
-    """``Authorization: Bearer <token>`` on every request, when a token is set."""
+    """``Authorization: Bearer <token>`` on every request, when a token is set; wrong ones count as guesses."""
 
-    def __init__(self, app, token: str | None, error) -> None:
+    def __init__(self, app, token: str | None, error, guesses: web.Guesses) -> None:
         self.app = app
         self.token = token.encode() if token else None
         self.error = error
+        self.guesses = guesses
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or self.token is None:
             await self.app(scope, receive, send)
             return
         got = dict(scope["headers"]).get(b"authorization", b"")
+        checked = scope.get(web.SESSION_SCOPE_KEY, False)
+        if got and not checked and (wait_s := self.guesses.wait_s()) > 0:
+            # every token waits, the right one too: a guess must not learn that it was right
+            await self.error(429, "Too many wrong tokens; try again later",
+                             {"Retry-After": web.retry_after(wait_s)})(scope, receive, send)
+            return
         scheme, _, value = got.partition(b" ")
         if scheme.lower() == b"bearer" and hmac.compare_digest(value.strip(), self.token):
             await self.app(scope, receive, send)
             return
+        if got and not checked:
+            self.guesses.failed()
         message = "No token provided" if not got else "Invalid access token"
         await self.error(401, message, {"WWW-Authenticate": 'Bearer realm="analyze"'})(scope, receive, send)
 

@@ -11,7 +11,9 @@ logs in once with the token and gets a session cookie (HttpOnly: scripts cannot 
 SameSite=Strict: other sites cannot make the browser send it).  The cookie is an expiry time and
 its HMAC under a key derived from the token: nothing is kept on the server, and a new token ends
 every session.  The JSON API keeps taking the bearer token.  Without the cookie, ``/`` answers a
-login form and nothing of the library.
+login form and nothing of the library.  Wrong tokens, at the form or as a bearer, are counted
+together (`Guesses`): after 10 in a minute every new token is refused with 429 and Retry-After
+until the oldest leaves the minute; a logged-in browser goes on.
 
 Audio is served only for files the library holds, found through the track id (never from a path
 the request gives), and only where the file, its links resolved, is inside the library folder.
@@ -39,6 +41,52 @@ from analyzer.library.store import LibraryStore
 
 COOKIE = "analyze_session"
 SESSION_S = 12 * 3600  # a login lasts this long
+# wrong tokens tolerated in a sliding window before every new token is refused (429) until the oldest
+# leaves it: a person mistyping never meets it; a guessing loop gets 10 tries a minute instead of
+# thousands a second (the server listens on the loopback, so whoever guesses runs on this machine)
+LOGIN_MAX_FAILURES = 10
+LOGIN_WINDOW_S = 60.0
+
+
+class Guesses:
+    """Wrong tokens seen lately, shared by the login form and the bearer check (one server process).
+
+    Parameters
+    ----------
+    max_failures : int
+        Wrong tokens tolerated within ``window_s``; at that many, every token is refused until the
+        oldest failure leaves the window.
+    window_s : float
+        The sliding window, seconds.
+    clock : callable
+        Seconds, monotonic (tests pass their own).
+    """
+
+    def __init__(self, *, max_failures: int = LOGIN_MAX_FAILURES, window_s: float = LOGIN_WINDOW_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_failures, self.window_s, self.clock = max_failures, window_s, clock
+        self._failures: list[float] = []  # oldest first
+
+    def wait_s(self) -> float:
+        """Seconds until a token may be tried again; 0 now."""
+        now = self.clock()
+        self._failures = [t for t in self._failures if now - t < self.window_s]
+        if len(self._failures) < self.max_failures:
+            return 0.0
+        return self._failures[0] + self.window_s - now
+
+    def failed(self) -> None:
+        """One more wrong token."""
+        self._failures.append(self.clock())
+
+
+def retry_after(wait_s: float) -> str:
+    """The Retry-After header's whole seconds (at least 1)."""
+    return str(max(1, int(wait_s + 0.999)))
+
+
+# set in the scope of a request the login cookie stood for: its token was checked as the cookie's HMAC
+SESSION_SCOPE_KEY = "analyze.session"
 CHUNK_BYTES = 256 * 1024
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                 ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png"}
@@ -130,9 +178,10 @@ class Session:
     static files are served (they hold no data); everything else meets the bearer check.
     """
 
-    def __init__(self, app, token: str | None) -> None:
+    def __init__(self, app, token: str | None, guesses: Guesses | None = None) -> None:
         self.app = app
         self.token = token
+        self.guesses = guesses or Guesses()
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or self.token is None:
@@ -142,6 +191,14 @@ class Session:
 
         path, method = scope["path"], scope["method"]
         if path == "/login" and method == "POST":
+            wait_s = self.guesses.wait_s()
+            if wait_s > 0:
+                # every token waits, the right one too: a guess must not learn that it was right
+                r = Response(LOGIN_PAGE.format(message='<p class="error" role="alert">Too many wrong tokens: '
+                                                       f'try again in {retry_after(wait_s)} s.</p>'),
+                             status_code=429, media_type="text/html", headers={"Retry-After": retry_after(wait_s)})
+                await r(scope, receive, send)
+                return
             body = b""
             while True:
                 msg = await receive()
@@ -156,6 +213,7 @@ class Session:
                 r.set_cookie(COOKIE, make_session(self.token), max_age=SESSION_S, path="/", httponly=True,
                              samesite="strict")
             else:
+                self.guesses.failed()
                 r = Response(LOGIN_PAGE.format(message='<p class="error" role="alert">That is not the token.</p>'),
                              status_code=401, media_type="text/html")
             await r(scope, receive, send)
@@ -170,6 +228,7 @@ class Session:
         if not has_bearer and cookie and valid_session(self.token, cookie):
             scope = dict(scope)
             scope["headers"] = [*scope["headers"], (b"authorization", b"Bearer " + self.token.encode())]
+            scope[SESSION_SCOPE_KEY] = True  # a session already proved the token: no guess to throttle
             await self.app(scope, receive, send)
             return
         if not has_bearer and method in ("GET", "HEAD"):
