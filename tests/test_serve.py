@@ -280,6 +280,16 @@ def test_documents_have_etags_and_come_gzipped(server, library):
                       headers={"If-None-Match": f.headers["etag"]}).status_code == 304
 
 
+def test_every_etag_in_one_query_equals_each_one(library):
+    store = _open(library)
+    try:
+        everything = store.etags()
+        assert set(everything) == {library["demo"], library["clicks"]}
+        assert all(everything[tid] == store.etag(tid) for tid in everything)
+    finally:
+        store.close()
+
+
 def test_search_pages_over_tags_and_paths_and_lookup_gives_ids(server, library):
     hits = server.get("/v1/search", params={"q": "fixture ENSEMBLE", "type": "track"}).json()["tracks"]
     assert [t["id"] for t in hits["items"]] == [library["clicks"]] and hits["total"] == 1

@@ -404,6 +404,10 @@ class LibraryStore:
         rows = self._rows("SELECT etag FROM tracks WHERE id = ?", (tid,))
         return rows[0][0] if rows else None
 
+    def etags(self) -> dict[str, str]:
+        """Every stored document's ETag by track id, in one query (the page's list checks its cache with them)."""
+        return {r[0]: r[1] for r in self._rows("SELECT id, etag FROM tracks")}
+
     def has_track(self, tid: str) -> bool:
         return bool(self._rows("SELECT 1 FROM tracks WHERE id = ?", (tid,)))
 

@@ -339,8 +339,9 @@ def routes(store: LibraryStore | None, *, check_id: Callable[[str], None], login
 
     def listed() -> list[dict]:
         rows = []
+        etags = store.etags()  # one query, not one per track
         for t in store.all_tracks():
-            etag = store.etag(t.id)
+            etag = etags.get(t.id)
             hit = features.get(t.id)
             if hit is None or hit[0] != etag:
                 found = store.document(t.id)
