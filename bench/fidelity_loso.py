@@ -88,6 +88,18 @@ def pair_inputs(audio, doc: dict, shift_s: float, ref: dict, models=None) -> dic
     }
 
 
+def their_segments(segments: list[dict], shift_s: float, aud=None) -> tuple[np.ndarray, ...]:
+    """The Echo Nest's segments on our clock: (start_s, end_s), and with ``aud`` (an AuditorySpectrogram)
+    also their (start, end) auditory frames, each segment at least one frame long."""
+    start = np.array([x["start"] for x in segments]) - shift_s
+    end = start + np.array([x["duration"] for x in segments])
+    if aud is None:
+        return start, end
+    a = np.clip(np.round(start * aud.fps).astype(int), 0, aud.n_frames - 1)
+    b = np.clip(np.round(end * aud.fps).astype(int), a + 1, aud.n_frames)
+    return start, end, a, b
+
+
 def _fades(inp: dict, **params):
     from analyzer.stages.loudness import FadeParams, detect_fades
 
@@ -238,7 +250,12 @@ def timbre_shape_folds(inputs: dict[str, dict]) -> dict:
     an intercept) to the Echo Nest's coefficient over the training pairs' segments together, then made a
     ``TimbreParams`` shape and orthonormalised as the shipped ones are (``defined_directions``).
     """
-    from analyzer.stages.timbre import TimbreParams, _legendre, defined_directions, segment_patches
+    from analyzer.stages.timbre import (
+        TimbreParams,
+        _legendre,
+        defined_directions,
+        segment_patches,
+    )
 
     params = TimbreParams()
     terms = [(i, j) for i in range(3) for j in range(2) if i or j]  # band degree <= 2, time degree <= 1, no constant
@@ -252,10 +269,7 @@ def timbre_shape_folds(inputs: dict[str, dict]) -> dict:
     for name, inp in inputs.items():
         seg = inp["ref"]["segments"]
         aud = inp["aud"]
-        st = np.array([x["start"] for x in seg]) - inp["shift_s"]
-        du = np.array([x["duration"] for x in seg])
-        a = np.clip(np.round(st * aud.fps).astype(int), 0, aud.n_frames - 1)
-        b = np.clip(np.round((st + du) * aud.fps).astype(int), a + 1, aud.n_frames)
+        _, _, a, b = their_segments(seg, inp["shift_s"], aud)
         x = segment_patches(bands_db=aud.bands_db, start_frames=a, end_frames=b, params=params).astype(np.float64)
         data[name] = (x, np.array([x_["timbre"] for x_ in seg]))
 
@@ -296,9 +310,8 @@ def pitch_folds(inputs: dict[str, dict]) -> dict:
     cos = {}
     for name, inp in inputs.items():
         seg = inp["ref"]["segments"]
-        st = np.array([x["start"] for x in seg]) - inp["shift_s"]
+        st, end = their_segments(seg, inp["shift_s"])
         en = np.array([x["pitches"] for x in seg], dtype=np.float64)
-        end = st + np.array([x["duration"] for x in seg])
         for octave, exponent in set(grid) | {g0}:
             v = segment_pitches(inp["pitch_chroma"][octave], inp["fps"], st, end, exponent=exponent)
             c = (v * en).sum(1) / np.maximum(np.linalg.norm(v, axis=1) * np.linalg.norm(en, axis=1), 1e-12)

@@ -145,7 +145,14 @@ def probe_attack_window(eval_dir: Path) -> str:
     """Dim 4 (attack) on the first X s of each segment (at the Echo Nest's boundaries), X left one song out."""
     from analyzer.stages.audio import decode
     from analyzer.stages.auditory import AuditoryParams, auditory_spectrogram
-    from analyzer.stages.timbre import TimbreParams, load_basis, segment_patches
+    from analyzer.stages.timbre import (
+        TimbreParams,
+        load_basis,
+        segment_patches,
+        timbre_vectors,
+    )
+
+    from .fidelity_loso import their_segments
 
     grid = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.75, None)
     params = TimbreParams()
@@ -156,14 +163,12 @@ def probe_attack_window(eval_dir: Path) -> str:
         au = decode(audio)
         aud = auditory_spectrogram(au.samples, au.sr, AuditoryParams())
         seg = en["segments"]
-        st = np.array([x["start"] for x in seg]) - shift
-        a = np.clip(np.round(st * aud.fps).astype(int), 0, aud.n_frames - 1)
-        b = np.clip(np.round((st + np.array([x["duration"] for x in seg])) * aud.fps).astype(int), a + 1, aud.n_frames)
+        _, _, a, b = their_segments(seg, shift, aud)
         theirs = np.array([x["timbre"][3] for x in seg])
         for x_s in grid:
             end = b if x_s is None else np.minimum(b, a + max(1, int(round(x_s * aud.fps))))
             patch = segment_patches(bands_db=aud.bands_db, start_frames=a, end_frames=end, params=params)
-            ours = (patch.astype(np.float64) - basis.mean_patch) @ basis.components[2]
+            ours = timbre_vectors(patch, basis)[:, 3]
             corr[(name, x_s)] = float(np.corrcoef(ours, theirs)[0, 1])
         names.append(name)
     lines = ["| first X s | " + " | ".join(names) + " | mean |", "|---|" + "---|" * (len(names) + 1)]
@@ -266,8 +271,14 @@ def probe_bass_phase(eval_dir: Path, weights: tuple[float, ...] = (0.0, 0.1, 0.2
     ``cue``: "bass" (low-band onset strength at the beat) or "harmony" (how much the beat-synchronous CLP
     chroma changes from the beat before: chords change on downbeats in most classical music).
     """
-    from analyzer.stages.rhythm import (RhythmParams, _peak_at, decode_meter, downbeat_observation, meter_bonus,
-                                        mix_bar_evidence)
+    from analyzer.stages.rhythm import (
+        RhythmParams,
+        _peak_at,
+        decode_meter,
+        downbeat_observation,
+        meter_bonus,
+        mix_bar_evidence,
+    )
 
     from .meter_cues import BASS_BANDS, _cos_rows, beat_sync
     from .metrics import _beat_f
@@ -321,7 +332,14 @@ def probe_jukebox_features(eval_dir: Path) -> str:
     from analyzer.stages.audio import decode
     from analyzer.stages.auditory import FLOOR_DB, AuditoryParams, auditory_spectrogram
     from analyzer.stages.segments import SegmentParams, segment_pitches
-    from analyzer.stages.timbre import TimbreParams, load_basis, segment_patches, timbre_vectors
+    from analyzer.stages.timbre import (
+        TimbreParams,
+        load_basis,
+        segment_patches,
+        timbre_vectors,
+    )
+
+    from .fidelity_loso import their_segments
 
     jukebox = eval_dir.parent / "clients" / "jukebox" / "jukebox.mjs"
     params = TimbreParams()
@@ -336,10 +354,7 @@ def probe_jukebox_features(eval_dir: Path) -> str:
         aud = auditory_spectrogram(au.samples, au.sr, AuditoryParams())
         spec = F.SpectralFeatures(samples=au.samples, sr=au.sr, params=F.FeatureParams())
         seg = en["segments"]
-        st = np.array([x["start"] for x in seg]) - shift
-        end = st + np.array([x["duration"] for x in seg])
-        a = np.clip(np.round(st * aud.fps).astype(int), 0, aud.n_frames - 1)
-        b = np.clip(np.round(end * aud.fps).astype(int), a + 1, aud.n_frames)
+        st, end, a, b = their_segments(seg, shift, aud)
         timbre = timbre_vectors(segment_patches(bands_db=aud.bands_db, start_frames=a, end_frames=b, params=params), basis)
         pitches = segment_pitches(spec.pitch_chroma, spec.fps, st, end, exponent=SegmentParams().pitch_exponent)
         loud = np.maximum(aud.loudness_db, FLOOR_DB)
